@@ -1,0 +1,145 @@
+"""Plain, Prefect-free models: a Site to watch, a Scene reference, an Alert raised at a site.
+
+These are frozen dataclasses; validation of user-facing config (YAML files, Prefect flow
+parameters) happens in :mod:`sitewatch.config` with pydantic and produces these.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+from pyproj import Transformer
+
+from .grid import SiteGrid, utm_crs_for
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place to watch.
+
+    ``geometry`` is a GeoJSON geometry mapping in lon/lat (EPSG:4326). ``crs`` defaults to
+    the UTM zone of the geometry's centroid. ``source`` is the fsspec URL scenes are found
+    under; ``store`` the fsspec URL under which sitewatch keeps this site's outputs
+    (``<store>/<name>/cube.zarr``, ``.../alerts/...``).
+    """
+
+    name: str
+    geometry: dict[str, Any]
+    resolution: float
+    source: str
+    store: str
+    crs: str | None = None
+    min_alert_area_m2: float = 1000.0
+    chunk_size: int = 512
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"site name got {self.name!r}; expected 1-63 lowercase letters, digits, '-' or '_'"
+            )
+        if not (self.resolution > 0):
+            raise ValueError(f"site {self.name!r}: resolution got {self.resolution!r}; expected metres > 0")
+        geom = self.shape
+        if geom.is_empty or geom.area == 0:
+            raise ValueError(f"site {self.name!r}: geometry got an empty or zero-area shape; expected a polygon or bbox")
+        minx, miny, maxx, maxy = geom.bounds
+        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+            raise ValueError(
+                f"site {self.name!r}: geometry bounds got {geom.bounds!r}; expected lon/lat degrees (EPSG:4326)"
+            )
+        if self.chunk_size < 64:
+            raise ValueError(f"site {self.name!r}: chunk_size got {self.chunk_size!r}; expected >= 64")
+
+    @classmethod
+    def from_bbox(cls, name: str, bbox: tuple[float, float, float, float], **kw: Any) -> "Site":
+        return cls(name=name, geometry=mapping(box(*bbox)), **kw)
+
+    @property
+    def shape(self) -> BaseGeometry:
+        return shape(self.geometry)
+
+    @property
+    def site_crs(self) -> str:
+        if self.crs:
+            return self.crs
+        c = self.shape.centroid
+        return f"EPSG:{utm_crs_for(c.x, c.y).to_epsg()}"
+
+    @property
+    def grid(self) -> SiteGrid:
+        crs = self.site_crs
+        tr = Transformer.from_crs(4326, crs, always_xy=True)
+        minx, miny, maxx, maxy = self.shape.bounds
+        # Densify the bbox edges so the projected bounds contain the whole geometry.
+        import numpy as np
+
+        t = np.linspace(0.0, 1.0, 21)
+        xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx), maxx - (maxx - minx) * t, np.full_like(t, minx)])
+        ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t, np.full_like(t, maxy), maxy - (maxy - miny) * t])
+        px, py = tr.transform(xs, ys)
+        return SiteGrid.from_bounds((px.min(), py.min(), px.max(), py.max()), self.resolution, crs)
+
+    @property
+    def site_root(self) -> str:
+        return f"{self.store.rstrip('/')}/{self.name}"
+
+    @property
+    def cube_url(self) -> str:
+        return f"{self.site_root}/cube.zarr"
+
+    @property
+    def alerts_url(self) -> str:
+        return f"{self.site_root}/alerts"
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """A scene found in a source: its id, acquisition time, and band asset hrefs by common name."""
+
+    scene_id: str
+    datetime: datetime
+    assets: dict[str, str]
+    item_href: str = ""
+    properties: dict[str, Any] = field(default_factory=dict)
+    nodata: float | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A change at a site that a person should look at."""
+
+    id: str
+    site: str
+    status: str
+    first_seen: str  # ISO date of the first observation showing it
+    last_seen: str
+    area_m2: float
+    lon: float
+    lat: float
+    score_max: float
+    score_mean: float
+    direction: str  # "brighter" or "darker"
+    bbox_pixels: tuple[int, int, int, int]  # row0, col0, row1, col1 (exclusive end)
+    n_observations: int = 1
+    geometry: dict[str, Any] | None = None  # polygon in lon/lat
+    images: dict[str, str] = field(default_factory=dict)  # "before"/"after" -> URL
+
+    def to_feature(self) -> dict[str, Any]:
+        props = {k: v for k, v in self.__dict__.items() if k != "geometry"}
+        props["bbox_pixels"] = list(self.bbox_pixels)
+        geom = self.geometry or {"type": "Point", "coordinates": [self.lon, self.lat]}
+        return {"type": "Feature", "id": self.id, "geometry": geom, "properties": props}
+
+    @classmethod
+    def from_feature(cls, feature: dict[str, Any]) -> "Alert":
+        p = dict(feature["properties"])
+        p["bbox_pixels"] = tuple(p["bbox_pixels"])
+        p["geometry"] = feature.get("geometry") if feature.get("geometry", {}).get("type") != "Point" else None
+        return cls(**p)
