@@ -38,6 +38,7 @@ class Site:
     crs: str | None = None
     min_alert_area_m2: float = 1000.0
     chunk_size: int = 512
+    bounds: tuple[float, float, float, float] | None = None  # projected (left, bottom, right, top) in ``crs``
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -54,6 +55,8 @@ class Site:
             raise ValueError(
                 f"site {self.name!r}: geometry bounds got {geom.bounds!r}; expected lon/lat degrees (EPSG:4326)"
             )
+        if self.bounds is not None and not self.crs:
+            raise ValueError(f"site {self.name!r}: bounds got {self.bounds!r} without a crs; expected crs with projected bounds")
         if self.chunk_size < 64:
             raise ValueError(f"site {self.name!r}: chunk_size got {self.chunk_size!r}; expected >= 64")
 
@@ -75,6 +78,8 @@ class Site:
     @property
     def grid(self) -> SiteGrid:
         crs = self.site_crs
+        if self.bounds is not None:
+            return SiteGrid.from_bounds(self.bounds, self.resolution, crs)
         tr = Transformer.from_crs(4326, crs, always_xy=True)
         minx, miny, maxx, maxy = self.shape.bounds
         # Densify the bbox edges so the projected bounds contain the whole geometry.
@@ -129,11 +134,15 @@ class Alert:
     bbox_pixels: tuple[int, int, int, int]  # row0, col0, row1, col1 (exclusive end)
     n_observations: int = 1
     geometry: dict[str, Any] | None = None  # polygon in lon/lat
+    scenes: tuple[str, ...] = ()  # ids of the scenes that showed it
+    first_scene: str = ""
+    description: str = ""
     images: dict[str, str] = field(default_factory=dict)  # "before"/"after" -> URL
 
     def to_feature(self) -> dict[str, Any]:
         props = {k: v for k, v in self.__dict__.items() if k != "geometry"}
         props["bbox_pixels"] = list(self.bbox_pixels)
+        props["scenes"] = list(self.scenes)
         geom = self.geometry or {"type": "Point", "coordinates": [self.lon, self.lat]}
         return {"type": "Feature", "id": self.id, "geometry": geom, "properties": props}
 
@@ -141,5 +150,6 @@ class Alert:
     def from_feature(cls, feature: dict[str, Any]) -> "Alert":
         p = dict(feature["properties"])
         p["bbox_pixels"] = tuple(p["bbox_pixels"])
+        p["scenes"] = tuple(p.get("scenes", ()))
         p["geometry"] = feature.get("geometry") if feature.get("geometry", {}).get("type") != "Point" else None
         return cls(**p)

@@ -1,0 +1,153 @@
+"""Analyse one scene slot of a site cube: baseline, masks, change and change objects.
+
+This composes the kernels with the cube I/O for one unit of work (one scene of one site). It
+is Prefect-free; the Prefect task in ``tasks/analyse.py`` adds retries, logging and the Dask
+client. Arrays stay lazy (dask) from the cube to the region write; the only values brought
+back are the per-band normalisation sums and the per-object statistics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import xarray as xr
+from rasterio import features
+from shapely.geometry import mapping, shape
+from shapely.ops import transform as shp_transform, unary_union
+from pyproj import Transformer
+
+from .grid import SiteGrid
+from .io import cube as cube_io
+from .kernels.baseline import BaselineParams, robust_baseline
+from .kernels.change import ChangeParams, change
+from .kernels.masks import MaskParams, masks
+from .kernels.objects import ObjectStats, objects
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    baseline: BaselineParams = field(default_factory=BaselineParams)
+    masks: MaskParams = field(default_factory=MaskParams)
+    change: ChangeParams = field(default_factory=ChangeParams)
+    min_object_area_m2: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.min_object_area_m2 < 0:
+            raise ValueError(f"min_object_area_m2 got {self.min_object_area_m2!r}; expected >= 0")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A change object found in one scene, in site-grid and lon/lat terms."""
+
+    scene_id: str
+    time: str  # ISO 8601 UTC
+    area_m2: float
+    lon: float
+    lat: float
+    row: float
+    col: float
+    bbox_pixels: tuple[int, int, int, int]  # row0, col0, row1, col1
+    score_mean: float
+    score_max: float
+    direction: str  # "brighter" | "darker"
+    delta_brightness: float
+    polygon: dict[str, Any]  # GeoJSON geometry in lon/lat
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["bbox_pixels"] = list(self.bbox_pixels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Detection":
+        d = dict(d)
+        d["bbox_pixels"] = tuple(d["bbox_pixels"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    scene_id: str
+    index: int
+    time: str
+    cloud_fraction: float
+    valid_fraction: float
+    n_baseline_scenes: int
+    detections: list[Detection]
+    normalisation: dict[str, list[float]] | None
+
+
+def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
+    """Indices of the last ``window`` analysed scenes acquired before slot ``index``."""
+    times = cube.time.values
+    ok = cube["ingested"].values & cube["analysed"].values
+    earlier = [i for i in range(len(times)) if ok[i] and times[i] < times[index] and i != index]
+    earlier.sort(key=lambda i: times[i])
+    return earlier[-window:]
+
+
+def _polygon(labels: xr.DataArray, obj: ObjectStats, grid: SiteGrid, to_lonlat: Transformer) -> dict[str, Any]:
+    win = labels.isel(y=slice(obj.row0, obj.row1), x=slice(obj.col0, obj.col1)).values == obj.label
+    tr = grid.transform * grid.transform.translation(obj.col0, obj.row0)
+    polys = [shape(g) for g, v in features.shapes(win.astype(np.uint8), mask=win, transform=tr, connectivity=8) if v == 1]
+    geom = unary_union(polys)
+    return mapping(shp_transform(to_lonlat.transform, geom))
+
+
+def analyse_slot(
+    cube_url: str,
+    index: int,
+    grid: SiteGrid,
+    bands: Sequence[str],
+    params: AnalysisParams = AnalysisParams(),
+    storage_options: dict[str, Any] | None = None,
+) -> SlotResult:
+    """Compute and write ``cloud``, ``shadow``, ``change_score``, ``change`` for slot ``index``
+    and return its change objects of at least ``min_object_area_m2``."""
+    cube = xr.open_zarr(cube_url, **cube_io._zarr_kwargs(cube_url, storage_options))
+    if not bool(cube["ingested"].values[index]):
+        raise ValueError(f"cube slot {index} ({cube.scene_id.values[index]!r}) got no committed scene; expected an ingested slot")
+    scene_id = str(cube.scene_id.values[index])
+    when = np.datetime_as_string(cube.time.values[index], unit="s") + "Z"
+    scene = cube[list(bands) + ["valid"]].isel(time=index, drop=True)
+    hist = history_indices(cube, index, params.baseline.window)
+    baseline = None
+    if hist:
+        h = cube.isel(time=hist)
+        stack = h[list(bands)].to_dataarray("band").transpose("band", "time", "y", "x")
+        clear_hist = h["valid"] & ~h["cloud"] & ~h["shadow"]
+        baseline = robust_baseline(stack, clear_hist).persist()
+    m = masks(scene, baseline, params.masks).persist()
+    clear = scene["valid"] & ~m["cloud"] & ~m["shadow"]
+    if baseline is not None:
+        ch, norm = change(scene, clear, baseline, bands, params.change)
+        ch = ch.persist()
+    else:
+        nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
+        ch = xr.Dataset({"change_score": nan, "change": xr.zeros_like(scene["valid"]), "delta_brightness": nan})
+        norm = None
+    derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"]})
+    cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
+    detections: list[Detection] = []
+    if baseline is not None:
+        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"])
+        min_px = params.min_object_area_m2 / grid.pixel_area_m2
+        to_lonlat = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+        for o in objs:
+            if o.area_px < min_px:
+                continue
+            lon, lat = grid.pixel_to_lonlat(o.row, o.col)
+            detections.append(Detection(
+                scene_id=scene_id, time=when, area_m2=o.area_px * grid.pixel_area_m2, lon=lon, lat=lat,
+                row=o.row, col=o.col, bbox_pixels=(o.row0, o.col0, o.row1, o.col1),
+                score_mean=o.score_mean, score_max=o.score_max,
+                direction="brighter" if o.delta_mean >= 0 else "darker", delta_brightness=o.delta_mean,
+                polygon=_polygon(labels, o, grid, to_lonlat),
+            ))
+    valid_fraction = float(cube["valid_fraction"].values[index])
+    cube.close()
+    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(hist), detections, norm)

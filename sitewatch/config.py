@@ -1,0 +1,155 @@
+"""Site configuration files (YAML) and their validation.
+
+Pydantic lives here, at the edge: a ``sites.yaml`` (and Prefect flow parameters) are validated
+into :class:`SiteConfig`, which builds the library's frozen :class:`~sitewatch.models.Site`.
+Errors name the file, the site and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .models import Site
+
+DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+
+
+class SiteConfig(BaseModel):
+    """One site to watch. In the Prefect UI this renders as the run form."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Short id: lowercase letters, digits, '-' or '_'", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    bbox: Optional[tuple[float, float, float, float]] = Field(None, description="lon/lat bounding box: west, south, east, north")
+    geometry: Optional[dict[str, Any]] = Field(None, description="GeoJSON polygon in lon/lat (instead of bbox)")
+    bounds: Optional[tuple[float, float, float, float]] = Field(
+        None, description="Projected bounds (left, bottom, right, top) in 'crs' units, instead of bbox/geometry")
+    resolution: float = Field(10.0, gt=0, description="Pixel size of the site grid in metres")
+    crs: Optional[str] = Field(None, description="Site CRS, e.g. EPSG:32636; default: UTM zone of the centroid")
+    source: str = Field(description="Where scenes are found: a folder or fsspec URL (s3://bucket/prefix) holding STAC items")
+    store: str = Field(description="Where sitewatch writes this site's cube and alerts: folder or fsspec URL")
+    bands: tuple[str, ...] = Field(DEFAULT_BANDS, description="Band names (STAC eo common names) to ingest")
+    min_alert_area_m2: float = Field(1000.0, ge=0, description="Smallest change object that raises an alert")
+    chunk_size: int = Field(512, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube and the Dask arrays")
+    baseline_window: int = Field(8, ge=1, le=100, description="Earlier scenes used for the clear-sky baseline")
+    change_threshold: float = Field(5.0, gt=0, description="Change score above which a pixel counts as changed")
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_needed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        need = {"blue", "green", "red", "nir", "swir16"}
+        lacking = sorted(need - set(v))
+        if lacking:
+            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red, nir and swir16")
+        return v
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_ok(cls, v: Optional[tuple[float, float, float, float]]) -> Optional[tuple[float, float, float, float]]:
+        if v is None:
+            return v
+        w, s, e, n = v
+        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            raise ValueError(f"got {v!r}; expected west < east in [-180, 180] and south < north in [-90, 90] (lon/lat degrees)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_geometry(self) -> "SiteConfig":
+        given = [k for k in ("bbox", "geometry", "bounds") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"got {given or 'none'} of bbox/geometry/bounds; expected exactly one")
+        if self.bounds is not None and not self.crs:
+            raise ValueError("'bounds' are projected coordinates and need 'crs'")
+        return self
+
+    def to_site(self) -> Site:
+        from shapely.geometry import box, mapping
+
+        if self.bounds is not None:
+            from rasterio.warp import transform_bounds
+
+            geom = mapping(box(*transform_bounds(self.crs, "EPSG:4326", *self.bounds, densify_pts=21)))
+        elif self.geometry is not None:
+            geom = self.geometry
+        else:
+            geom = mapping(box(*self.bbox))  # type: ignore[misc]
+        return Site(
+            name=self.name, geometry=dict(geom), resolution=self.resolution, source=self.source,
+            store=self.store, crs=self.crs, min_alert_area_m2=self.min_alert_area_m2, chunk_size=self.chunk_size,
+            bounds=self.bounds,
+        )
+
+
+class SitesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    sites: list[SiteConfig]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sites"), list):
+            defaults = data.get("defaults") or {}
+            data = dict(data)
+            data["sites"] = [{**defaults, **s} if isinstance(s, dict) else s for s in data["sites"]]
+        return data
+
+
+class ConfigError(ValueError):
+    """A site config file that cannot be used; the message names the file and the field."""
+
+
+def _format(err: ValidationError, path: str, data: Any) -> str:
+    lines = [f"{path}: invalid site configuration"]
+    for e in err.errors():
+        loc = list(e["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "sites" and isinstance(loc[1], int):
+            try:
+                name = data["sites"][loc[1]].get("name", f"#{loc[1]}")
+            except Exception:
+                name = f"#{loc[1]}"
+            field = ".".join(str(x) for x in loc[2:]) or "(site)"
+            where = f"site {name!r}, field {field!r}"
+        else:
+            where = f"field {'.'.join(str(x) for x in loc) or '(top level)'!r}"
+        lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})" if e["type"] != "missing" else f"  {where}: required field missing")
+    return "\n".join(lines)
+
+
+def load_sites(path: str | os.PathLike[str]) -> list[SiteConfig]:
+    """Read and validate a sites YAML file. Relative local ``source``/``store`` paths are taken
+    relative to the file's folder. Raises :class:`ConfigError` naming the field."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such site config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level got {type(data).__name__}; expected a mapping with a 'sites' list")
+    try:
+        cfg = SitesFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, str(p), data)) from None
+    names = [s.name for s in cfg.sites]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{p}: site names must be unique; got duplicates {dupes!r}")
+    out = []
+    for s in cfg.sites:
+        upd = {}
+        for key in ("source", "store"):
+            v = getattr(s, key)
+            if "://" not in v and not os.path.isabs(v):
+                upd[key] = str((p.parent / v).resolve())
+        out.append(s.model_copy(update=upd) if upd else s)
+    return out

@@ -1,0 +1,167 @@
+"""Cloud and cloud-shadow masks from spectral rules plus a temporal test against the site's
+clear-sky baseline.
+
+Per pixel (reflectance = DN / 10000):
+
+* **thick cloud** (single date, Fmask-like): bright in the visible (mean of blue, green, red
+  above ``bright``), spectrally flat (Fmask whiteness below ``whiteness``), positive
+  haze-optimised transform (``blue - 0.5 red - 0.08 > 0``) and not snow (NDSI below
+  ``ndsi_snow``);
+* **thin cloud** (temporal, needs a baseline): blue at least ``thin_blue`` brighter than its
+  clear-sky median, brightening in blue at least ``blue_red_ratio`` times that in red (haze
+  scatters blue most; exposed soil brightens red more than blue) and no NIR darkening;
+* **shadow** (temporal, needs a baseline): NIR and SWIR-1.6 below ``shadow_ratio`` times their
+  clear-sky median and red below ``shadow_ratio_red`` times its median, over land (baseline
+  NIR above ``land_nir``).
+
+Then per mask, a morphological opening with a ``2 * min_width_px + 1`` square removes objects
+narrower than ``min_width`` metres (aircraft, roofs and vehicles are not clouds), and a
+dilation by ``buffer_px`` adds a safety buffer. The neighbourhood steps use ``map_overlap``
+with depth ``2 * min_width_px + buffer_px`` so chunked results equal whole-array results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from ._util import is_dask, require_2d_same_shape
+
+MASK_BANDS = ("blue", "green", "red", "nir", "swir16")
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    bright: float = 0.35
+    whiteness: float = 0.7
+    ndsi_snow: float = 0.4
+    thin_blue: float = 0.05
+    blue_red_ratio: float = 0.75
+    shadow_ratio: float = 0.62
+    shadow_ratio_red: float = 0.8
+    land_nir: float = 0.06
+    min_obs: int = 3
+    min_width_px: int = 5
+    buffer_px: int = 2
+
+    def __post_init__(self) -> None:
+        if self.min_width_px < 0 or self.buffer_px < 0:
+            raise ValueError(
+                f"mask min_width_px/buffer_px got {(self.min_width_px, self.buffer_px)!r}; expected >= 0"
+            )
+        if self.min_obs < 1:
+            raise ValueError(f"mask min_obs got {self.min_obs!r}; expected >= 1")
+
+    @property
+    def depth(self) -> int:
+        return 2 * self.min_width_px + self.buffer_px + 1
+
+
+def _open_and_buffer(mask: np.ndarray, r: int, buffer_px: int) -> np.ndarray:
+    out = mask
+    if r > 0:
+        size = 2 * r + 1
+        # Erosion treats outside the array as clear (cval=0), dilation likewise.
+        out = ndimage.minimum_filter(out.view(np.uint8), size=size, mode="constant", cval=0)
+        out = ndimage.maximum_filter(out, size=size, mode="constant", cval=0)
+    if buffer_px > 0:
+        out = ndimage.maximum_filter(out.view(np.uint8) if out.dtype == bool else out, size=2 * buffer_px + 1, mode="constant", cval=0)
+    return out.astype(bool)
+
+
+def masks_np(
+    bands: Mapping[str, np.ndarray],
+    valid: np.ndarray,
+    baseline: Mapping[str, np.ndarray] | None = None,
+    count: np.ndarray | None = None,
+    params: MaskParams = MaskParams(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(cloud, shadow)`` boolean ``(y, x)`` masks for one scene.
+
+    ``bands``: uint16 reflectance x 10000 by common name (needs blue, green, red, nir, swir16);
+    ``valid``: bool; ``baseline``: clear-sky median by band name (float, same scale) and
+    ``count`` of clear observations behind it, or ``None`` for single-date rules only.
+    """
+    lacking = [b for b in MASK_BANDS if b not in bands]
+    if lacking:
+        raise ValueError(f"cloud mask bands lack {lacking!r}; expected {MASK_BANDS!r}")
+    require_2d_same_shape("cloud mask", valid=valid, count=count, **{b: bands[b] for b in MASK_BANDS})
+    s = np.float32(1e-4)
+    blue, green, red, nir, swir = (np.asarray(bands[b], dtype=np.float32) * s for b in MASK_BANDS)
+    vis = (blue + green + red) / 3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        white = (np.abs(blue - vis) + np.abs(green - vis) + np.abs(red - vis)) / vis
+        ndsi = (green - swir) / (green + swir)
+    thick = (vis > params.bright) & (white < params.whiteness) & (blue - 0.5 * red - 0.08 > 0) & ~(ndsi > params.ndsi_snow)
+    cloud = thick
+    shadow = np.zeros_like(thick)
+    if baseline is not None:
+        if count is None:
+            raise ValueError("cloud mask got a baseline without its count; expected both or neither")
+        lacking = [b for b in MASK_BANDS if b not in baseline]
+        if lacking:
+            raise ValueError(f"cloud mask baseline lacks {lacking!r}; expected {MASK_BANDS!r}")
+        have = np.asarray(count) >= params.min_obs
+        bb, bg, br, bn, bs = (np.nan_to_num(np.asarray(baseline[b], dtype=np.float32) * s) for b in MASK_BANDS)
+        d_blue, d_red, d_nir = blue - bb, red - br, nir - bn
+        thin = have & (d_blue > params.thin_blue) & (d_blue >= params.blue_red_ratio * d_red) & (d_nir > -0.02)
+        cloud = cloud | thin
+        land = bn > params.land_nir
+        shadow = (
+            have & land
+            & (nir < params.shadow_ratio * bn)
+            & (swir < params.shadow_ratio * bs)
+            & (red < params.shadow_ratio_red * br)
+        )
+    valid = np.asarray(valid, dtype=bool)
+    cloud = _open_and_buffer(cloud & valid, params.min_width_px, params.buffer_px) & valid
+    shadow = _open_and_buffer(shadow & valid, params.min_width_px, params.buffer_px) & valid & ~cloud
+    return cloud, shadow
+
+
+def _block(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool, params: MaskParams) -> np.ndarray:
+    nb = len(names)
+    bands = dict(zip(names, arrays[:nb]))
+    valid = arrays[nb]
+    baseline = dict(zip(names, arrays[nb + 1: 2 * nb + 1])) if has_baseline else None
+    count = arrays[2 * nb + 1] if has_baseline else None
+    cloud, shadow = masks_np(bands, valid, baseline, count, params)
+    return cloud.astype(np.uint8) | (shadow.astype(np.uint8) << 1)
+
+
+def masks(
+    scene: xr.Dataset,
+    baseline: xr.Dataset | None = None,
+    params: MaskParams = MaskParams(),
+) -> xr.Dataset:
+    """Cloud and shadow masks for ``scene`` (a Dataset with ``(y, x)`` band variables and
+    ``valid``) against ``baseline`` (output of :func:`~sitewatch.kernels.baseline.robust_baseline`
+    with a ``band`` coordinate of common names) or ``None``. Returns a Dataset with ``cloud`` and
+    ``shadow``; lazy (``map_overlap``) when the scene is dask-backed."""
+    lacking = [b for b in (*MASK_BANDS, "valid") if b not in scene.data_vars]
+    if lacking:
+        raise ValueError(f"scene lacks {lacking!r}; expected bands {MASK_BANDS!r} and 'valid'")
+    ref = scene["valid"]
+    if ref.dims != ("y", "x"):
+        raise ValueError(f"scene 'valid' dims got {ref.dims!r}; expected ('y', 'x')")
+    inputs = [scene[b].data for b in MASK_BANDS] + [ref.data]
+    if baseline is not None:
+        inputs += [baseline["median"].sel(band=b).data for b in MASK_BANDS] + [baseline["count"].data]
+    fn_kw = dict(names=MASK_BANDS, has_baseline=baseline is not None, params=params)
+    if is_dask(ref):
+        chunks = ref.data.chunks
+        inputs = [a.rechunk(chunks) if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for a in inputs]
+        code = da.map_overlap(
+            _block, *inputs, depth=params.depth, boundary="none", dtype=np.uint8, trim=True, **fn_kw,
+        )
+    else:
+        code = _block(*[np.asarray(a) for a in inputs], **fn_kw)
+    coords = {k: v for k, v in ref.coords.items()}
+    cloud = xr.DataArray((code & 1).astype(bool), dims=ref.dims, coords=coords, attrs={"long_name": "cloud (buffered)"})
+    shadow = xr.DataArray((code & 2).astype(bool), dims=ref.dims, coords=coords, attrs={"long_name": "cloud shadow (buffered)"})
+    return xr.Dataset({"cloud": cloud, "shadow": shadow})

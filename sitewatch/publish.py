@@ -1,0 +1,140 @@
+"""Publishing alerts: the GeoJSON feed in the store, before/after image chips, markdown text.
+
+The feed ``<site>/alerts/alerts.geojson`` is the site's alert record: a FeatureCollection of
+every alert, replaced atomically on each update. Chips are true-colour PNGs of the site grid
+around the alert, before (latest clear view before it was first seen) and after (first seen),
+with the changed pixels outlined.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+import xarray as xr
+from PIL import Image
+
+from .models import Alert
+from .io import store
+
+FEED_NAME = "alerts.geojson"
+
+
+def feed_url(alerts_root: str) -> str:
+    return store.join(alerts_root, FEED_NAME)
+
+
+def read_feed(alerts_root: str, storage_options: dict[str, Any] | None = None) -> list[Alert]:
+    url = feed_url(alerts_root)
+    if not store.exists(url, storage_options):
+        return []
+    fc = store.read_json(url, storage_options)
+    if fc.get("type") != "FeatureCollection":
+        raise ValueError(f"alert feed {url!r} type got {fc.get('type')!r}; expected 'FeatureCollection'")
+    return [Alert.from_feature(f) for f in fc.get("features", [])]
+
+
+def write_feed(alerts_root: str, site: str, alerts: Sequence[Alert], storage_options: dict[str, Any] | None = None) -> str:
+    url = feed_url(alerts_root)
+    fc = {"type": "FeatureCollection", "name": f"sitewatch alerts: {site}", "features": [a.to_feature() for a in alerts]}
+    store.write_json(url, fc, storage_options)
+    return url
+
+
+# ---------------------------------------------------------------- chips
+
+def true_colour(red: np.ndarray, green: np.ndarray, blue: np.ndarray, valid: np.ndarray, vmax: float = 3500.0, gamma: float = 0.8) -> np.ndarray:
+    """uint8 RGB (h, w, 3) from reflectance x 10000 bands; invalid pixels black."""
+    rgb = np.stack([red, green, blue], axis=-1).astype(np.float32) / np.float32(vmax)
+    rgb = np.clip(rgb, 0, 1) ** np.float32(gamma)
+    out = (rgb * 255).astype(np.uint8)
+    out[~np.asarray(valid, bool)] = 0
+    return out
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of ``mask`` (pixels in the mask with a 4-neighbour outside it)."""
+    m = np.asarray(mask, bool)
+    p = np.pad(m, 1, constant_values=False)
+    inner = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return m & ~inner
+
+
+def chip_window(bbox: Sequence[int], shape: tuple[int, int], min_size: int = 64, margin: int = 16) -> tuple[slice, slice]:
+    r0, c0, r1, c1 = bbox
+    h, w = shape
+    half_h = max((r1 - r0) // 2 + margin, min_size // 2)
+    half_w = max((c1 - c0) // 2 + margin, min_size // 2)
+    cr, cc = (r0 + r1) // 2, (c0 + c1) // 2
+    rs = slice(max(0, cr - half_h), min(h, cr + half_h))
+    cs = slice(max(0, cc - half_w), min(w, cc + half_w))
+    return rs, cs
+
+
+def png_bytes(rgb: np.ndarray, highlight: np.ndarray | None = None, scale: int = 4) -> bytes:
+    img = rgb.copy()
+    if highlight is not None:
+        img[outline(highlight)] = (255, 40, 40)
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -> tuple[bytes, bytes, str, str]:
+    """PNG bytes (before, after) for ``alert`` from ``cube`` (committed, time-sorted) and the
+    scene ids they show. The outline is the change mask in the after scene within the chip,
+    restricted to the alert's bounding box."""
+    sids = [str(s) for s in cube.scene_id.values]
+    if alert.first_scene not in sids:
+        raise ValueError(f"alert {alert.id!r}: first scene got {alert.first_scene!r}; expected a scene in the cube")
+    after_i = sids.index(alert.first_scene)
+    rs, cs = chip_window(alert.bbox_pixels, (cube.sizes["y"], cube.sizes["x"]))
+    win = cube[["red", "green", "blue", "valid", "cloud", "shadow", "change"]].isel(y=rs, x=cs)
+    before_i = None
+    clear = (win["valid"] & ~win["cloud"] & ~win["shadow"]).mean(("y", "x")).values
+    for i in range(after_i - 1, -1, -1):
+        if clear[i] >= min_clear:
+            before_i = i
+            break
+    if before_i is None:
+        before_i = max(after_i - 1, 0)
+    r0, c0, r1, c1 = alert.bbox_pixels
+    in_box = np.zeros((rs.stop - rs.start, cs.stop - cs.start), bool)
+    in_box[max(r0 - rs.start, 0):r1 - rs.start, max(c0 - cs.start, 0):c1 - cs.start] = True
+    out = []
+    after_change = win["change"].isel(time=after_i).values & in_box
+    for i in (before_i, after_i):
+        s = win.isel(time=i).compute()
+        rgb = true_colour(s["red"].values, s["green"].values, s["blue"].values, s["valid"].values)
+        out.append(png_bytes(rgb, after_change))
+    return out[0], out[1], sids[before_i], sids[after_i]
+
+
+def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], updated_ids: Sequence[str], scenes: Sequence[dict[str, Any]]) -> str:
+    """A markdown summary of a monitor run (for a Prefect artifact or a log)."""
+    lines = [f"# sitewatch: {site}", ""]
+    if scenes:
+        lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | alerts |", "|---|---|---|---|---|"]
+        for s in scenes:
+            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {s['cloud_fraction']:.0%} | {s['n_detections']} |")
+        lines.append("")
+    else:
+        lines += ["No new scenes: nothing to analyse.", ""]
+    fresh = [a for a in alerts if a.id in set(new_ids) | set(updated_ids)]
+    if fresh:
+        lines += ["## New and updated alerts", "", "| alert | status | first seen | last seen | area m2 | lon, lat | score | what |", "|---|---|---|---|---|---|---|---|"]
+        for a in fresh:
+            tag = "new" if a.id in new_ids else "updated"
+            lines.append(f"| {a.id} ({tag}) | {a.status} | {a.first_seen} | {a.last_seen} | {a.area_m2:,.0f} | {a.lon:.5f}, {a.lat:.5f} | {a.score_max:.1f} | {a.description} |")
+        lines.append("")
+        for a in fresh:
+            if a.images:
+                lines.append(f"**{a.id}**: before `{a.images.get('before', '')}`, after `{a.images.get('after', '')}`")
+        lines.append("")
+    else:
+        lines += ["No new alerts.", ""]
+    lines.append(f"Open alerts at this site: {sum(1 for a in alerts if a.status == 'open')}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Tasks that turn detections into alerts and publish them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from sitewatch import alerts as alert_lib
+from sitewatch import publish
+from sitewatch.analysis import Detection
+from sitewatch.config import SiteConfig
+from sitewatch.io import cube as cube_io
+from sitewatch.io import store
+from sitewatch.models import Alert
+
+
+@task(name="update-alerts", cache_policy=NO_CACHE)
+def update_alerts(cfg: SiteConfig, detections: list[Detection]) -> tuple[list[Alert], list[str], list[str]]:
+    """Merge detections into the site's alerts (read from its feed); nothing is written here."""
+    site = cfg.to_site()
+    existing = publish.read_feed(site.alerts_url)
+    alerts, new_ids, updated = alert_lib.merge(site.name, existing, detections)
+    get_run_logger().info("site %s: %d new alert(s), %d updated, %d in total", site.name, len(new_ids), len(updated), len(alerts))
+    return alerts, new_ids, updated
+
+
+@task(name="render-chips", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="chips-{alert.id}")
+def render_chips(cfg: SiteConfig, alert: Alert) -> Alert:
+    """Before/after PNGs for one alert, written next to the feed; returns the alert with their URLs."""
+    site = cfg.to_site()
+    cube = cube_io.open_cube(site.cube_url)
+    before, after, before_id, after_id = publish.before_after_chips(cube, alert)
+    folder = store.join(site.alerts_url, alert.id)
+    urls = {"before": store.join(folder, "before.png"), "after": store.join(folder, "after.png")}
+    store.write_bytes(urls["before"], before)
+    store.write_bytes(urls["after"], after)
+    return replace(alert, images={**urls, "before_scene": before_id, "after_scene": after_id})
+
+
+@task(name="publish-alerts", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def publish_alerts(cfg: SiteConfig, alerts: list[Alert], new_ids: list[str], updated: list[str], scenes: list[dict]) -> str:
+    """Write the GeoJSON feed and a Prefect markdown artifact for this run; returns the feed URL."""
+    site = cfg.to_site()
+    url = publish.write_feed(site.alerts_url, site.name, alerts)
+    md = publish.markdown_report(site.name, alerts, new_ids, updated, scenes)
+    create_markdown_artifact(markdown=md, key=f"sitewatch-{site.name}".replace("_", "-"), description=f"sitewatch run for {site.name}")
+    get_run_logger().info("site %s: alert feed %s", site.name, url)
+    return url

@@ -1,0 +1,34 @@
+"""Task: masks, change and change objects for one scene of one site."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from sitewatch.analysis import AnalysisParams, SlotResult, analyse_slot
+from sitewatch.config import SiteConfig
+from sitewatch.kernels.baseline import BaselineParams
+from sitewatch.kernels.change import ChangeParams
+
+from ._dask import dask_client
+
+
+def analysis_params(cfg: SiteConfig) -> AnalysisParams:
+    return AnalysisParams(
+        baseline=BaselineParams(window=cfg.baseline_window),
+        change=ChangeParams(threshold=cfg.change_threshold),
+        min_object_area_m2=cfg.min_alert_area_m2,
+    )
+
+
+@task(name="analyse-scene", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="analyse-slot-{index}")
+def analyse_scene(cfg: SiteConfig, index: int) -> SlotResult:
+    site = cfg.to_site()
+    with dask_client():
+        res = analyse_slot(site.cube_url, index, site.grid, cfg.bands, analysis_params(cfg))
+    get_run_logger().info(
+        "analysed %s (%s): %.0f%% cloud/shadow, baseline of %d scene(s), %d change object(s) >= %.0f m2",
+        res.scene_id, res.time[:10], 100 * res.cloud_fraction, res.n_baseline_scenes, len(res.detections), cfg.min_alert_area_m2,
+    )
+    return res
