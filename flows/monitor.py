@@ -17,7 +17,7 @@ from sitewatch.io import cube as cube_io
 from sitewatch.io import store
 from tasks.alerts import publish_alerts, render_chips, update_alerts
 from tasks.analyse import analyse_scene
-from tasks.scenes import find_new_scenes, ingest_scene, prepare_cube, validate_scene
+from tasks.scenes import find_new_scenes, ingest_scene, prepare_cube, validate_scenes
 
 from .runner import make_task_runner
 
@@ -42,15 +42,8 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
     new, problems = find_new_scenes(site)
     rejected: list[dict[str, str]] = [{"scene_id": "?", "error": p} for p in problems]
 
-    checks = validate_scene.map(unmapped(site), new)
-    ok = []
-    for ref, fut in zip(new, checks):
-        fut.wait()
-        if fut.state.is_completed():
-            ok.append(ref)
-        else:
-            rejected.append({"scene_id": ref.scene_id, "error": _error_text(fut.state)})
-            log.error("rejected scene %s: %s", ref.scene_id, rejected[-1]["error"])
+    ok, bad = validate_scenes(site, new) if new else ([], [])
+    rejected += bad
 
     ingested: list[dict[str, Any]] = []
     if ok:
@@ -71,7 +64,7 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
     alerts, new_ids, updated = update_alerts(site, detections)
     fresh = [a for a in alerts if a.id in new_ids]
     if fresh:
-        rendered = {a.id: a for a in (f.result() for f in render_chips.map(unmapped(site), fresh))}
+        rendered = {a.id: a for a in render_chips(site, fresh)}
         alerts = [rendered.get(a.id, a) for a in alerts]
     scenes = [
         {"scene_id": r.scene_id, "time": r.time, "valid_fraction": r.valid_fraction,

@@ -22,8 +22,8 @@ from pyproj import Transformer
 from .grid import SiteGrid
 from .io import cube as cube_io
 from .kernels.baseline import BaselineParams, robust_baseline
-from .kernels.change import ChangeParams, change
-from .kernels.masks import MaskParams, masks
+from .kernels.change import ChangeParams, change, fit_gain_offset
+from .kernels.masks import MaskParams, masks, rough_obscured
 from .kernels.objects import ObjectStats, objects
 
 
@@ -33,6 +33,7 @@ class AnalysisParams:
     masks: MaskParams = field(default_factory=MaskParams)
     change: ChangeParams = field(default_factory=ChangeParams)
     min_object_area_m2: float = 1000.0
+    join_px: int = 1  # changed pixels up to 2 * join_px + 1 apart form one object
 
     def __post_init__(self) -> None:
         if self.min_object_area_m2 < 0:
@@ -121,10 +122,18 @@ def analyse_slot(
         stack = h[list(bands)].to_dataarray("band").transpose("band", "time", "y", "x")
         clear_hist = h["valid"] & ~h["cloud"] & ~h["shadow"]
         baseline = robust_baseline(stack, clear_hist).persist()
-    m = masks(scene, baseline, params.masks).persist()
+    scene = scene.persist()  # read the scene once; every step below reuses it
+    gain_offset = None
+    norm_by_band = None
+    if baseline is not None:
+        # Per-date radiometric normalisation, fitted on pixels that are roughly clear.
+        rough_clear = scene["valid"] & ~rough_obscured(scene, baseline, params.masks)
+        gain_offset = fit_gain_offset(scene, rough_clear, baseline, bands, params.change.min_obs)
+        norm_by_band = {b: (float(g), float(o)) for b, g, o in zip(bands, *gain_offset)}
+    m = masks(scene, baseline, params.masks, norm=norm_by_band).persist()
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"]
     if baseline is not None:
-        ch, norm = change(scene, clear, baseline, bands, params.change)
+        ch, norm = change(scene, clear, baseline, bands, params.change, gain_offset=gain_offset)
         ch = ch.persist()
     else:
         nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
@@ -134,7 +143,7 @@ def analyse_slot(
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
     detections: list[Detection] = []
     if baseline is not None:
-        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"])
+        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px)
         min_px = params.min_object_area_m2 / grid.pixel_area_m2
         to_lonlat = Transformer.from_crs(grid.crs, 4326, always_xy=True)
         for o in objs:

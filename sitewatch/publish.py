@@ -93,21 +93,28 @@ def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -
     after_i = sids.index(alert.first_scene)
     rs, cs = chip_window(alert.bbox_pixels, (cube.sizes["y"], cube.sizes["x"]))
     win = cube[["red", "green", "blue", "valid", "cloud", "shadow", "change"]].isel(y=rs, x=cs)
+    # Walk back from the alert's first scene to the latest view of the window that is clear
+    # enough; read a few slices at a time rather than the whole history.
     before_i = None
-    clear = (win["valid"] & ~win["cloud"] & ~win["shadow"]).mean(("y", "x")).values
-    for i in range(after_i - 1, -1, -1):
-        if clear[i] >= min_clear:
-            before_i = i
+    step = 4
+    for end in range(after_i, 0, -step):
+        start = max(0, end - step)
+        m = win[["valid", "cloud", "shadow"]].isel(time=slice(start, end)).compute()
+        frac = (m["valid"] & ~m["cloud"] & ~m["shadow"]).mean(("y", "x")).values
+        ok = [start + k for k in range(len(frac)) if frac[k] >= min_clear]
+        if ok:
+            before_i = ok[-1]
             break
     if before_i is None:
         before_i = max(after_i - 1, 0)
     r0, c0, r1, c1 = alert.bbox_pixels
     in_box = np.zeros((rs.stop - rs.start, cs.stop - cs.start), bool)
     in_box[max(r0 - rs.start, 0):r1 - rs.start, max(c0 - cs.start, 0):c1 - cs.start] = True
+    pair = win[["red", "green", "blue", "valid", "change"]].isel(time=[before_i, after_i]).compute()
+    after_change = pair["change"].values[1] & in_box
     out = []
-    after_change = win["change"].isel(time=after_i).values & in_box
-    for i in (before_i, after_i):
-        s = win.isel(time=i).compute()
+    for k in (0, 1):
+        s = pair.isel(time=k)
         rgb = true_colour(s["red"].values, s["green"].values, s["blue"].values, s["valid"].values)
         out.append(png_bytes(rgb, after_change))
     return out[0], out[1], sids[before_i], sids[after_i]

@@ -17,6 +17,8 @@ from sitewatch.io import cube as cube_io
 from sitewatch.io import store
 from sitewatch.models import Alert
 
+from ._dask import dask_client
+
 
 @task(name="update-alerts", cache_policy=NO_CACHE)
 def update_alerts(cfg: SiteConfig, detections: list[Detection]) -> tuple[list[Alert], list[str], list[str]]:
@@ -28,17 +30,23 @@ def update_alerts(cfg: SiteConfig, detections: list[Detection]) -> tuple[list[Al
     return alerts, new_ids, updated
 
 
-@task(name="render-chips", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="chips-{alert.id}")
-def render_chips(cfg: SiteConfig, alert: Alert) -> Alert:
-    """Before/after PNGs for one alert, written next to the feed; returns the alert with their URLs."""
+@task(name="render-chips", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def render_chips(cfg: SiteConfig, alerts: list[Alert]) -> list[Alert]:
+    """Before/after PNGs for each alert, written next to the feed; returns the alerts with
+    their image URLs. One task per run: the cube is opened once and only chip windows are read."""
     site = cfg.to_site()
-    cube = cube_io.open_cube(site.cube_url)
-    before, after, before_id, after_id = publish.before_after_chips(cube, alert)
-    folder = store.join(site.alerts_url, alert.id)
-    urls = {"before": store.join(folder, "before.png"), "after": store.join(folder, "after.png")}
-    store.write_bytes(urls["before"], before)
-    store.write_bytes(urls["after"], after)
-    return replace(alert, images={**urls, "before_scene": before_id, "after_scene": after_id})
+    out = []
+    with dask_client():
+        cube = cube_io.open_cube(site.cube_url)
+        for alert in alerts:
+            before, after, before_id, after_id = publish.before_after_chips(cube, alert)
+            folder = store.join(site.alerts_url, alert.id)
+            urls = {"before": store.join(folder, "before.png"), "after": store.join(folder, "after.png")}
+            store.write_bytes(urls["before"], before)
+            store.write_bytes(urls["after"], after)
+            out.append(replace(alert, images={**urls, "before_scene": before_id, "after_scene": after_id}))
+    get_run_logger().info("site %s: before/after pictures for %d alert(s) under %s", site.name, len(out), site.alerts_url)
+    return out
 
 
 @task(name="publish-alerts", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -39,19 +41,37 @@ def find_new_scenes(cfg: SiteConfig) -> tuple[list[SceneRef], list[str]]:
     return new, problems
 
 
-@task(name="validate-scene", cache_policy=NO_CACHE)
-def validate_scene(cfg: SiteConfig, ref: SceneRef) -> SceneRef:
-    """Open every band header: unreadable file, missing band, no CRS or no overlap -> SceneError."""
+@task(name="validate-scenes", cache_policy=NO_CACHE)
+def validate_scenes(cfg: SiteConfig, refs: list[SceneRef]) -> tuple[list[SceneRef], list[dict[str, str]]]:
+    """Open every band header of every scene (a thread per scene; headers only): an unreadable
+    file, a missing band, no CRS or no overlap with the site rejects the scene with a message
+    naming it. Returns ``(usable, rejected)``."""
     site = cfg.to_site()
-    scene_io.validate_scene(ref, site.grid, cfg.bands)
-    return ref
+    grid = site.grid
+    log = get_run_logger()
+
+    def check(ref: SceneRef) -> str | None:
+        try:
+            scene_io.validate_scene(ref, grid, cfg.bands)
+        except scene_io.SceneError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        errors = list(pool.map(check, refs))
+    ok = [r for r, e in zip(refs, errors) if e is None]
+    rejected = [{"scene_id": r.scene_id, "error": e} for r, e in zip(refs, errors) if e is not None]
+    for r in rejected:
+        log.error("rejected scene %s: %s", r["scene_id"], r["error"])
+    return ok, rejected
 
 
 @task(name="prepare-cube", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def prepare_cube(cfg: SiteConfig, refs: list[SceneRef]) -> dict[str, int]:
     """Create the cube or extend it with a slot per new scene; returns ``{scene_id: slot}``."""
     site = cfg.to_site()
-    slots = cube_io.extend(site.cube_url, site.grid, cfg.bands, [(r.scene_id, r.datetime) for r in refs], chunk=cfg.chunk_size)
+    with dask_client():
+        slots = cube_io.extend(site.cube_url, site.grid, cfg.bands, [(r.scene_id, r.datetime) for r in refs], chunk=cfg.chunk_size)
     get_run_logger().info("site %s: cube %s has slots for %d new scene(s)", site.name, site.cube_url, len(refs))
     return slots
 

@@ -109,7 +109,10 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
         attrs={"title": "sitewatch site datacube", "Conventions": "CF-1.8", "sitewatch_cube_version": 1},
     )
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
-    ds = ds.rio.write_grid_mapping("spatial_ref")
+    for name, v in ds.data_vars.items():
+        if v.dims == ("time", "y", "x"):
+            v.encoding.pop("grid_mapping", None)
+            v.attrs["grid_mapping"] = "spatial_ref"  # CF: read by rioxarray and GDAL
     return ds
 
 
@@ -128,7 +131,7 @@ def slots(cube_url: str, storage_options: dict[str, Any] | None = None) -> list[
     """The cube's time slots (empty list if the cube does not exist yet)."""
     if not store.exists(store.join(cube_url, "zarr.json"), storage_options):
         return []
-    ds = xr.open_zarr(cube_url, **_zarr_kwargs(cube_url, storage_options))
+    ds = xr.open_zarr(cube_url, chunks=None, **_zarr_kwargs(cube_url, storage_options))  # small: no dask
     out = [
         Slot(str(sid), i, t, bool(ing), bool(ana))
         for i, (sid, t, ing, ana) in enumerate(
@@ -141,7 +144,7 @@ def slots(cube_url: str, storage_options: dict[str, Any] | None = None) -> list[
 
 def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storage_options: dict[str, Any] | None = None) -> None:
     """Raise :class:`CubeError` if an existing cube has another grid or lacks bands."""
-    ds = xr.open_zarr(cube_url, **_zarr_kwargs(cube_url, storage_options))
+    ds = xr.open_zarr(cube_url, chunks=None, **_zarr_kwargs(cube_url, storage_options))
     try:
         if (ds.sizes["y"], ds.sizes["x"]) != grid.shape:
             raise CubeError(f"cube {cube_url!r} shape got {(ds.sizes['y'], ds.sizes['x'])!r}; expected the site grid {grid.shape!r}")
@@ -234,7 +237,7 @@ def open_cube(cube_url: str, committed_only: bool = True, storage_options: dict[
     (default) slots whose scene was never fully written are left out."""
     if not store.exists(store.join(cube_url, "zarr.json"), storage_options):
         raise CubeError(f"no sitewatch cube at {cube_url!r}")
-    ds = xr.open_zarr(cube_url, **_zarr_kwargs(cube_url, storage_options))
+    ds = xr.open_zarr(cube_url, decode_coords="all", **_zarr_kwargs(cube_url, storage_options))
     if committed_only:
         keep = np.flatnonzero(ds["ingested"].values)
         if len(keep) != ds.sizes["time"]:

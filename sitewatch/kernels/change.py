@@ -5,7 +5,7 @@
    gain/offset differences and uniform haze). The sums are exact integers (values are uint16
    and medians half-integers), so the fit is identical whatever the chunking.
 2. **z-scores** per band: ``(gain * x + offset - median) / max(1.4826 * MAD, floor)``, with
-   ``floor = floor_abs + floor_rel * median`` guarding against a too-small MAD from few
+   ``floor = floor_abs + floor_rel * min(median, value)`` guarding against a too-small MAD from few
    observations.
 3. **Score**: the root-mean-square of the band z-scores; NaN where the pixel is not clear or has
    fewer than ``min_obs`` clear observations in the baseline. ``change = score > threshold``.
@@ -63,12 +63,15 @@ def gain_offset_from_sums(sums: np.ndarray, min_pixels: int = 100) -> tuple[np.n
     sums = np.asarray(sums, dtype=np.int64)
     gain = np.ones(sums.shape[0], np.float64)
     offset = np.zeros(sums.shape[0], np.float64)
-    for i, (n, sx, sxx, sm, smm) in enumerate(sums):
+    for i, row in enumerate(sums):
+        # Python ints: ``sx * sx`` overflows int64 once n * mean exceeds ~3e9 (e.g. 1e6 pixels
+        # at reflectance 0.3); exact integer numerators also avoid cancellation in the variances.
+        n, sx, sxx, sm, smm = (int(v) for v in row)
         if n < min_pixels:
             continue
-        mx, mm = sx / n, sm / (2.0 * n)
-        vx = (sxx - sx * sx / n) / n
-        vm = (smm - sm * sm / n) / (4.0 * n)
+        mx, mm = sx / n, sm / (2 * n)
+        vx = (n * sxx - sx * sx) / (n * n)
+        vm = (n * smm - sm * sm) / (4 * n * n)
         if vx <= 0 or vm <= 0:
             offset[i] = mm - mx
             continue
@@ -100,8 +103,11 @@ def change_score_np(
         raise ValueError(f"change gain/offset shapes got {(np.shape(gain), np.shape(offset))!r}; expected ({nb},)")
     x = values.astype(np.float32) * np.asarray(gain, np.float32) + np.asarray(offset, np.float32)
     med = np.asarray(median, np.float32)
+    # The relative floor uses the darker of scene and baseline, so a bright object leaving
+    # (aircraft departing) scores like the same object arriving.
+    ref = np.minimum(np.abs(med), np.abs(x))
     scale = np.maximum(np.float32(1.4826) * np.asarray(mad, np.float32),
-                       np.float32(params.floor_abs * 1e4) + np.float32(params.floor_rel) * np.abs(med))
+                       np.float32(params.floor_abs * 1e4) + np.float32(params.floor_rel) * ref)
     z = (x - med) / scale
     score = np.sqrt(np.mean(z * z, axis=-1, dtype=np.float32)).astype(np.float32)
     ok = np.asarray(clear, bool) & (np.asarray(count) >= params.min_obs)
@@ -122,31 +128,26 @@ def _stack(scene: xr.Dataset, bands: Sequence[str]) -> xr.DataArray:
     return arr
 
 
-def change(
-    scene: xr.Dataset,
-    clear: xr.DataArray,
-    baseline: xr.Dataset,
-    bands: Sequence[str],
-    params: ChangeParams = ChangeParams(),
-) -> tuple[xr.Dataset, dict[str, list[float]]]:
-    """``change_score``, ``change`` and ``delta_brightness`` (``(y, x)``) for ``scene`` against
-    ``baseline`` (``median``/``mad`` over ``band``, ``count``), plus the fitted normalisation
-    ``{"gain": [...], "offset": [...]}``. Lazy on dask inputs except for the normalisation sums,
-    which are computed (a small reduction) to fix the gain and offset."""
+def fit_gain_offset(
+    scene: xr.Dataset, use: xr.DataArray, baseline: xr.Dataset, bands: Sequence[str], min_obs: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band gain and offset matching ``scene`` to the baseline median over pixels where
+    ``use`` and the baseline has at least ``min_obs`` observations. Exact (integer sums), so the
+    same whatever the chunking; computes a small reduction when the inputs are dask-backed."""
     lacking = [b for b in bands if b not in scene.data_vars]
     if lacking:
-        raise ValueError(f"scene lacks band(s) {lacking!r} for change; expected {list(bands)!r}")
+        raise ValueError(f"scene lacks band(s) {lacking!r} for normalisation; expected {list(bands)!r}")
     values = _stack(scene, bands)
     median = baseline["median"].sel(band=list(bands))
-    mad = baseline["mad"].sel(band=list(bands))
-    count = baseline["count"]
-    use = clear & (count >= params.min_obs)
+    use = use & (baseline["count"] >= min_obs)
     if is_dask(values):
         import dask
+        import dask.array
 
         v = values.data
-        m = median.data.rechunk(v.chunks)
-        u = use.data.rechunk(v.chunks[1:])
+        # The baseline or the mask may be numpy while the scene is dask.
+        m = dask.array.asarray(median.data).rechunk(v.chunks)
+        u = dask.array.asarray(use.data).rechunk(v.chunks[1:])
         vb, mb, ub = v.to_delayed(), m.to_delayed(), u.to_delayed()
         parts = [
             dask.delayed(normalisation_sums_np)(vb[0, i, j], mb[0, i, j], ub[i, j])
@@ -155,7 +156,35 @@ def change(
         sums = np.sum(dask.compute(*parts), axis=0, dtype=np.int64)
     else:
         sums = normalisation_sums_np(values.values, median.values, use.values)
-    gain, offset = gain_offset_from_sums(sums)
+    return gain_offset_from_sums(sums)
+
+
+def change(
+    scene: xr.Dataset,
+    clear: xr.DataArray,
+    baseline: xr.Dataset,
+    bands: Sequence[str],
+    params: ChangeParams = ChangeParams(),
+    gain_offset: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[xr.Dataset, dict[str, list[float]]]:
+    """``change_score``, ``change`` and ``delta_brightness`` (``(y, x)``) for ``scene`` against
+    ``baseline`` (``median``/``mad`` over ``band``, ``count``), plus the fitted normalisation
+    ``{"gain": [...], "offset": [...]}``. Lazy on dask inputs except for the normalisation sums,
+    which are computed (a small reduction) to fix the gain and offset; pass ``gain_offset`` to
+    reuse a fit (see :func:`fit_gain_offset`)."""
+    lacking = [b for b in bands if b not in scene.data_vars]
+    if lacking:
+        raise ValueError(f"scene lacks band(s) {lacking!r} for change; expected {list(bands)!r}")
+    values = _stack(scene, bands)
+    median = baseline["median"].sel(band=list(bands))
+    mad = baseline["mad"].sel(band=list(bands))
+    count = baseline["count"]
+    if gain_offset is None:
+        gain, offset = fit_gain_offset(scene, clear, baseline, bands, params.min_obs)
+    else:
+        gain, offset = (np.asarray(v, np.float64) for v in gain_offset)
+        if gain.shape != (len(bands),) or offset.shape != (len(bands),):
+            raise ValueError(f"change gain_offset shapes got {(gain.shape, offset.shape)!r}; expected ({len(bands)},) each")
     vis_idx = [i for i, b in enumerate(bands) if b in VISIBLE] or list(range(len(bands)))
     core = [["band"], [], ["band"], ["band"], []]
     score = xr.apply_ufunc(

@@ -15,9 +15,11 @@ Per pixel (reflectance = DN / 10000):
   NIR above ``land_nir``).
 
 Then per mask, a morphological opening with a ``2 * min_width_px + 1`` square removes objects
-narrower than ``min_width`` metres (aircraft, roofs and vehicles are not clouds), and a
+narrower than that (aircraft, roofs and vehicles are not clouds), the surviving cores regrow by
+up to ``grow_px`` into the candidate pixels (keeping thin fringes of real clouds), and a
 dilation by ``buffer_px`` adds a safety buffer. The neighbourhood steps use ``map_overlap``
-with depth ``2 * min_width_px + buffer_px`` so chunked results equal whole-array results.
+with depth ``2 * min_width_px + grow_px + buffer_px + 1`` so chunked results equal
+whole-array results.
 """
 
 from __future__ import annotations
@@ -40,37 +42,45 @@ class MaskParams:
     bright: float = 0.35
     whiteness: float = 0.7
     ndsi_snow: float = 0.4
-    thin_blue: float = 0.05
+    thin_blue: float = 0.025
     blue_red_ratio: float = 0.75
-    shadow_ratio: float = 0.62
-    shadow_ratio_red: float = 0.8
+    shadow_ratio: float = 0.85
+    shadow_ratio_red: float = 0.9
+    rough_blue: float = 0.06
+    rough_ratio: float = 0.7
     land_nir: float = 0.06
     min_obs: int = 3
-    min_width_px: int = 5
-    buffer_px: int = 2
+    min_width_px: int = 4
+    grow_px: int = 6
+    buffer_px: int = 4
 
     def __post_init__(self) -> None:
-        if self.min_width_px < 0 or self.buffer_px < 0:
+        if self.min_width_px < 0 or self.buffer_px < 0 or self.grow_px < 0:
             raise ValueError(
-                f"mask min_width_px/buffer_px got {(self.min_width_px, self.buffer_px)!r}; expected >= 0"
+                f"mask min_width_px/grow_px/buffer_px got {(self.min_width_px, self.grow_px, self.buffer_px)!r}; expected >= 0"
             )
         if self.min_obs < 1:
             raise ValueError(f"mask min_obs got {self.min_obs!r}; expected >= 1")
 
     @property
     def depth(self) -> int:
-        return 2 * self.min_width_px + self.buffer_px + 1
+        return 2 * self.min_width_px + self.grow_px + self.buffer_px + 1
 
 
-def _open_and_buffer(mask: np.ndarray, r: int, buffer_px: int) -> np.ndarray:
-    out = mask
+def _open_grow_buffer(mask: np.ndarray, r: int, grow: int, buffer_px: int) -> np.ndarray:
+    """Opening with a ``2r+1`` square (drops objects narrower than that), then regrowth of the
+    surviving cores by up to ``grow`` px back into ``mask`` (keeps the thin fringes and arms of
+    real clouds), then a ``buffer_px`` dilation. Outside the array repeats the edge, so clouds cut by the site edge are not eroded away."""
+    m = np.asarray(mask, dtype=bool).view(np.uint8)
+    out = m
     if r > 0:
         size = 2 * r + 1
-        # Erosion treats outside the array as clear (cval=0), dilation likewise.
-        out = ndimage.minimum_filter(out.view(np.uint8), size=size, mode="constant", cval=0)
-        out = ndimage.maximum_filter(out, size=size, mode="constant", cval=0)
+        out = ndimage.minimum_filter(out, size=size, mode="nearest")
+        out = ndimage.maximum_filter(out, size=size, mode="nearest")
+        if grow > 0:
+            out = ndimage.maximum_filter(out, size=2 * grow + 1, mode="nearest") & m
     if buffer_px > 0:
-        out = ndimage.maximum_filter(out.view(np.uint8) if out.dtype == bool else out, size=2 * buffer_px + 1, mode="constant", cval=0)
+        out = ndimage.maximum_filter(out, size=2 * buffer_px + 1, mode="nearest")
     return out.astype(bool)
 
 
@@ -80,12 +90,15 @@ def masks_np(
     baseline: Mapping[str, np.ndarray] | None = None,
     count: np.ndarray | None = None,
     params: MaskParams = MaskParams(),
+    norm: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(cloud, shadow)`` boolean ``(y, x)`` masks for one scene.
 
     ``bands``: uint16 reflectance x 10000 by common name (needs blue, green, red, nir, swir16);
     ``valid``: bool; ``baseline``: clear-sky median by band name (float, same scale) and
-    ``count`` of clear observations behind it, or ``None`` for single-date rules only.
+    ``count`` of clear observations behind it, or ``None`` for single-date rules only;
+    ``norm``: optional ``{band: (gain, offset)}`` (DN) applied to the scene before the temporal
+    tests, so per-date radiometric differences do not read as haze or shadow.
     """
     lacking = [b for b in MASK_BANDS if b not in bands]
     if lacking:
@@ -108,6 +121,10 @@ def masks_np(
             raise ValueError(f"cloud mask baseline lacks {lacking!r}; expected {MASK_BANDS!r}")
         have = np.asarray(count) >= params.min_obs
         bb, bg, br, bn, bs = (np.nan_to_num(np.asarray(baseline[b], dtype=np.float32) * s) for b in MASK_BANDS)
+        if norm is not None:
+            g = {b: np.float32(norm[b][0]) if b in norm else np.float32(1) for b in MASK_BANDS}
+            o = {b: np.float32(norm[b][1] * 1e-4) if b in norm else np.float32(0) for b in MASK_BANDS}
+            blue, red, nir, swir = (g[b] * v + o[b] for b, v in (("blue", blue), ("red", red), ("nir", nir), ("swir16", swir)))
         d_blue, d_red, d_nir = blue - bb, red - br, nir - bn
         thin = have & (d_blue > params.thin_blue) & (d_blue >= params.blue_red_ratio * d_red) & (d_nir > -0.02)
         cloud = cloud | thin
@@ -119,18 +136,19 @@ def masks_np(
             & (red < params.shadow_ratio_red * br)
         )
     valid = np.asarray(valid, dtype=bool)
-    cloud = _open_and_buffer(cloud & valid, params.min_width_px, params.buffer_px) & valid
-    shadow = _open_and_buffer(shadow & valid, params.min_width_px, params.buffer_px) & valid & ~cloud
+    cloud = _open_grow_buffer(cloud & valid, params.min_width_px, params.grow_px, params.buffer_px) & valid
+    shadow = _open_grow_buffer(shadow & valid, params.min_width_px, params.grow_px, params.buffer_px) & valid & ~cloud
     return cloud, shadow
 
 
-def _block(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool, params: MaskParams) -> np.ndarray:
+def _block(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool, params: MaskParams,
+           norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
     nb = len(names)
     bands = dict(zip(names, arrays[:nb]))
     valid = arrays[nb]
     baseline = dict(zip(names, arrays[nb + 1: 2 * nb + 1])) if has_baseline else None
     count = arrays[2 * nb + 1] if has_baseline else None
-    cloud, shadow = masks_np(bands, valid, baseline, count, params)
+    cloud, shadow = masks_np(bands, valid, baseline, count, params, norm)
     return cloud.astype(np.uint8) | (shadow.astype(np.uint8) << 1)
 
 
@@ -138,6 +156,7 @@ def masks(
     scene: xr.Dataset,
     baseline: xr.Dataset | None = None,
     params: MaskParams = MaskParams(),
+    norm: Mapping[str, tuple[float, float]] | None = None,
 ) -> xr.Dataset:
     """Cloud and shadow masks for ``scene`` (a Dataset with ``(y, x)`` band variables and
     ``valid``) against ``baseline`` (output of :func:`~sitewatch.kernels.baseline.robust_baseline`
@@ -152,7 +171,7 @@ def masks(
     inputs = [scene[b].data for b in MASK_BANDS] + [ref.data]
     if baseline is not None:
         inputs += [baseline["median"].sel(band=b).data for b in MASK_BANDS] + [baseline["count"].data]
-    fn_kw = dict(names=MASK_BANDS, has_baseline=baseline is not None, params=params)
+    fn_kw = dict(names=MASK_BANDS, has_baseline=baseline is not None, params=params, norm=dict(norm) if norm else None)
     if is_dask(ref):
         chunks = ref.data.chunks
         inputs = [a.rechunk(chunks) if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for a in inputs]
@@ -165,3 +184,18 @@ def masks(
     cloud = xr.DataArray((code & 1).astype(bool), dims=ref.dims, coords=coords, attrs={"long_name": "cloud (buffered)"})
     shadow = xr.DataArray((code & 2).astype(bool), dims=ref.dims, coords=coords, attrs={"long_name": "cloud shadow (buffered)"})
     return xr.Dataset({"cloud": cloud, "shadow": shadow})
+
+
+def rough_obscured(scene: xr.Dataset, baseline: xr.Dataset, params: MaskParams = MaskParams()) -> xr.DataArray:
+    """A quick, per-pixel, deliberately generous cloud-or-shadow guess without normalisation:
+    used only to pick pixels for fitting the per-date radiometric normalisation. Works eagerly
+    and lazily (plain xarray arithmetic)."""
+    s = 1e-4
+    blue, green, red, nir = (scene[b].astype("float32") * s for b in ("blue", "green", "red", "nir"))
+    vis = (blue + green + red) / 3
+    med = baseline["median"]
+    bb, bn = med.sel(band="blue", drop=True) * s, med.sel(band="nir", drop=True) * s
+    thick = vis > params.bright
+    hazy = (blue - bb) > params.rough_blue
+    dark = nir < params.rough_ratio * bn
+    return (thick | hazy | dark).fillna(False).astype(bool).rename("rough_obscured")

@@ -52,8 +52,10 @@ def label(mask: xr.DataArray) -> tuple[xr.DataArray, int]:
     if is_dask(mask):
         from dask_image import ndmeasure
 
+        if not bool(mask.data.any().compute()):
+            return mask.copy(data=dask.array.zeros(mask.shape, chunks=mask.data.chunks, dtype=np.int32)).rename("labels"), 0
         labels, n = ndmeasure.label(mask.data, structure=STRUCTURE_8)
-        labels = labels.astype(np.int32)
+        labels, n = dask.persist(labels.astype(np.int32), n)  # one pass computes both
         n = int(n.compute())
     else:
         labels, n = label_np(mask.values)
@@ -139,11 +141,33 @@ def objects_np(mask: np.ndarray, score: np.ndarray, delta: np.ndarray) -> list[O
     return _merge([_block_stats(labels, score, delta, 0, 0)])
 
 
-def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray) -> tuple[xr.DataArray, list[ObjectStats]]:
-    """Labels and stats of the connected regions of ``mask`` (eager or dask)."""
-    labels, n = label(mask)
+def _dilate_np(mask: np.ndarray, join_px: int) -> np.ndarray:
+    return ndimage.maximum_filter(np.asarray(mask, bool).view(np.uint8), size=2 * join_px + 1, mode="constant", cval=0).astype(bool)
+
+
+def grouping_mask(mask: xr.DataArray, join_px: int) -> xr.DataArray:
+    """``mask`` dilated by ``join_px`` pixels (``map_overlap`` on dask), so changed pixels up to
+    ``2 * join_px`` apart (a group of vehicles, a broken outline) label as one object."""
+    if join_px < 0:
+        raise ValueError(f"join_px got {join_px!r}; expected >= 0")
+    if join_px == 0:
+        return mask
+    if is_dask(mask):
+        data = mask.data.map_overlap(_dilate_np, depth=join_px, boundary="none", dtype=bool, join_px=join_px)
+    else:
+        data = _dilate_np(mask.values, join_px)
+    return mask.copy(data=data)
+
+
+def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_px: int = 0) -> tuple[xr.DataArray, list[ObjectStats]]:
+    """Labels and stats of the connected regions of ``mask`` (eager or dask). With ``join_px``,
+    regions closer than ``2 * join_px + 1`` pixels form one object; labels (and so areas,
+    centroids and boxes) still cover only the pixels of ``mask``."""
+    labels, n = label(grouping_mask(mask, join_px))
     if n == 0:
         return labels, []
-    if is_dask(labels):
-        labels = labels.persist()
+    if join_px:
+        labels = labels.where(mask, 0).astype(np.int32)
+        if is_dask(labels):
+            labels = labels.persist()
     return labels, object_stats(labels, score, delta)

@@ -1,0 +1,396 @@
+"""Tests for sitewatch.kernels.masks: spectral + temporal cloud/shadow masks, opening, buffer."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage
+
+from sitewatch.kernels.masks import MASK_BANDS, MaskParams, masks, masks_np
+
+# Clear-sky land reflectance x 10000 and a water surface.
+LAND = {"blue": 600, "green": 900, "red": 800, "nir": 2500, "swir16": 1800}
+WATER = {"blue": 500, "green": 600, "red": 400, "nir": 300, "swir16": 150}
+THICK = {"blue": 5000, "green": 5000, "red": 5000, "nir": 5200, "swir16": 4000}
+# Uniform brightening: blue +800, green +500, red +300 (haze: blue rises most), nir +100.
+HAZE_DELTA = {"blue": 800, "green": 500, "red": 300, "nir": 100, "swir16": 50}
+# Exposed soil: blue +600, red +1200 (red rises more than blue).
+SOIL_DELTA = {"blue": 600, "green": 900, "red": 1200, "nir": 200, "swir16": 900}
+SHADOW = {"blue": 400, "green": 500, "red": 500, "nir": 1000, "swir16": 700}
+SNOW = {"blue": 6000, "green": 6000, "red": 5800, "nir": 5000, "swir16": 500}
+
+
+@pytest.fixture(autouse=True)
+def _sync_dask():
+    with dask.config.set(scheduler="synchronous"):
+        yield
+
+
+def _background(h: int, w: int, seed: int | None = 0, noise: float = 20.0):
+    """Noisy land scene, its clear-sky baseline (exact land values) and count (5 everywhere)."""
+    rng = np.random.default_rng(seed)
+    bands = {}
+    for b, v in LAND.items():
+        n = rng.normal(0.0, noise, (h, w)) if seed is not None else np.zeros((h, w))
+        bands[b] = np.rint(v + n).astype(np.uint16)
+    baseline = {b: np.full((h, w), v, np.float32) for b, v in LAND.items()}
+    count = np.full((h, w), 5, np.int16)
+    valid = np.ones((h, w), bool)
+    return bands, valid, baseline, count
+
+
+def _paint(bands, rows, cols, values=None, delta=None, baseline=None):
+    for b in MASK_BANDS:
+        if values is not None:
+            bands[b][rows, cols] = values[b]
+        if delta is not None:
+            bands[b][rows, cols] = (baseline[b][rows, cols] + delta[b]).astype(np.uint16)
+
+
+def _rect(h, w, rows, cols):
+    m = np.zeros((h, w), bool)
+    m[rows, cols] = True
+    return m
+
+
+def _dilate(m, b):
+    if b == 0:
+        return m.copy()
+    return ndimage.binary_dilation(m, structure=np.ones((2 * b + 1, 2 * b + 1), bool))
+
+
+def _to_ds(bands, valid, chunks=None):
+    ds = xr.Dataset(
+        {b: (("y", "x"), a) for b, a in bands.items()} | {"valid": (("y", "x"), valid)},
+        coords={"y": np.arange(valid.shape[0]) * -10.0, "x": np.arange(valid.shape[1]) * 10.0},
+    )
+    return ds.chunk(chunks) if chunks else ds
+
+
+def _to_baseline_ds(baseline, count, chunks=None):
+    names = list(MASK_BANDS)
+    med = np.stack([baseline[b] for b in names])
+    ds = xr.Dataset(
+        {"median": (("band", "y", "x"), med), "mad": (("band", "y", "x"), np.full_like(med, 30.0)),
+         "count": (("y", "x"), count)},
+        coords={"band": names},
+    )
+    return ds.chunk(chunks) if chunks else ds
+
+
+# ---------------------------------------------------------------- spectral / temporal rules
+
+
+def test_bright_flat_blob_is_cloud_exactly_with_buffer():
+    bands, valid, _, _ = _background(60, 70, seed=None)
+    _paint(bands, slice(10, 22), slice(20, 45), THICK)  # 12 x 25 > 11 px min width
+    blob = _rect(60, 70, slice(10, 22), slice(20, 45))
+    cloud, shadow = masks_np(bands, valid, params=MaskParams(buffer_px=0))
+    np.testing.assert_array_equal(cloud, blob)
+    assert not shadow.any()
+    cloud, _ = masks_np(bands, valid)  # default buffer 2
+    np.testing.assert_array_equal(cloud, _rect(60, 70, slice(8, 24), slice(18, 47)))
+
+
+@pytest.mark.parametrize("buffer_px", [0, 1, 3])
+def test_buffer_dilates_by_buffer_px(buffer_px):
+    bands, valid, _, _ = _background(80, 80, seed=1)
+    core = np.zeros((80, 80), bool)
+    core[20:35, 15:40] = True
+    core[50:70, 50:62] = True
+    _paint(bands, slice(20, 35), slice(15, 40), THICK)
+    _paint(bands, slice(50, 70), slice(50, 62), THICK)
+    cloud, _ = masks_np(bands, valid, params=MaskParams(buffer_px=buffer_px))
+    np.testing.assert_array_equal(cloud, _dilate(core, buffer_px))
+    assert cloud.sum() == (15 + 2 * buffer_px) * (25 + 2 * buffer_px) + (20 + 2 * buffer_px) * (12 + 2 * buffer_px)
+
+
+def test_narrow_and_aircraft_like_objects_are_not_cloud():
+    bands, valid, _, _ = _background(80, 80, seed=2)
+    _paint(bands, slice(10, 13), slice(10, 13), THICK)  # 3 x 3 aircraft
+    _paint(bands, slice(30, 40), slice(5, 75), THICK)  # 10 px wide: narrower than 11
+    _paint(bands, slice(50, 80), slice(40, 49), THICK)  # 9 px wide
+    cloud, shadow = masks_np(bands, valid)
+    assert not cloud.any()
+    assert not shadow.any()
+    # the same objects survive a small opening: it is the opening that removes them
+    cloud1, _ = masks_np(bands, valid, params=MaskParams(min_width_px=1, buffer_px=0))
+    assert cloud1[10:13, 10:13].all() and cloud1[30:40, 5:75].all() and cloud1[50:80, 40:49].all()
+    cloud0, _ = masks_np(bands, valid, params=MaskParams(min_width_px=0, buffer_px=0))
+    assert cloud0.sum() == 9 + 10 * 70 + 30 * 9
+
+
+def test_exactly_min_width_survives():
+    bands, valid, _, _ = _background(50, 50, seed=3)
+    _paint(bands, slice(10, 21), slice(10, 40), THICK)  # exactly 2 * 5 + 1 = 11 rows
+    cloud, _ = masks_np(bands, valid, params=MaskParams(buffer_px=0))
+    np.testing.assert_array_equal(cloud, _rect(50, 50, slice(10, 21), slice(10, 40)))
+
+
+def test_snow_is_not_thick_cloud():
+    bands, valid, _, _ = _background(50, 50, seed=4)
+    _paint(bands, slice(5, 45), slice(5, 45), SNOW)
+    cloud, shadow = masks_np(bands, valid)
+    assert not cloud.any() and not shadow.any()
+
+
+def test_thin_haze_is_cloud_but_soil_is_not():
+    h, w = 90, 90
+    bands, valid, baseline, count = _background(h, w, seed=5)
+    _paint(bands, slice(10, 40), slice(10, 40), delta=HAZE_DELTA, baseline=baseline)
+    _paint(bands, slice(50, 80), slice(50, 80), delta=SOIL_DELTA, baseline=baseline)
+    cloud, shadow = masks_np(bands, valid, baseline, count)
+    np.testing.assert_array_equal(cloud, _rect(h, w, slice(8, 42), slice(8, 42)))
+    assert not shadow.any()
+    # the haze is too faint for the single-date rules
+    cloud_sd, _ = masks_np(bands, valid)
+    assert not cloud_sd.any()
+
+
+def test_thin_cloud_needs_enough_baseline_observations():
+    h, w = 60, 60
+    bands, valid, baseline, count = _background(h, w, seed=6)
+    _paint(bands, slice(10, 40), slice(10, 40), delta=HAZE_DELTA, baseline=baseline)
+    count[:] = 2  # below min_obs = 3
+    cloud, _ = masks_np(bands, valid, baseline, count)
+    assert not cloud.any()
+    cloud, _ = masks_np(bands, valid, baseline, count, MaskParams(min_obs=2))
+    assert cloud[10:40, 10:40].all()
+
+
+def test_shadow_over_land_not_over_water():
+    h, w = 100, 100
+    bands, valid, baseline, count = _background(h, w, seed=7)
+    # water in the right half (clear-sky baseline NIR 0.03 < land_nir)
+    for b in MASK_BANDS:
+        baseline[b][:, 50:] = WATER[b]
+        bands[b][:, 50:] = WATER[b]
+    # darken a land patch and a water patch the same relative amount
+    _paint(bands, slice(20, 40), slice(10, 35), SHADOW)
+    for b in MASK_BANDS:
+        bands[b][60:80, 60:85] = (WATER[b] * 0.3)
+    cloud, shadow = masks_np(bands, valid, baseline, count)
+    assert not cloud.any()
+    np.testing.assert_array_equal(shadow, _rect(h, w, slice(18, 42), slice(8, 37)))
+    # no baseline: no temporal shadow test at all
+    _, shadow_sd = masks_np(bands, valid)
+    assert not shadow_sd.any()
+
+
+def test_shadow_needs_all_of_nir_swir_and_red_dark():
+    h, w = 60, 60
+    bands, valid, baseline, count = _background(h, w, seed=8)
+    partial = dict(SHADOW, red=LAND["red"])  # red not darkened
+    _paint(bands, slice(10, 40), slice(10, 40), partial)
+    _, shadow = masks_np(bands, valid, baseline, count)
+    assert not shadow.any()
+
+
+def test_shadow_is_removed_under_buffered_cloud():
+    h, w = 80, 80
+    bands, valid, baseline, count = _background(h, w, seed=9)
+    _paint(bands, slice(10, 30), slice(10, 30), THICK)
+    _paint(bands, slice(10, 30), slice(30, 60), SHADOW)  # shadow adjacent to the cloud
+    cloud, shadow = masks_np(bands, valid, baseline, count)
+    np.testing.assert_array_equal(cloud, _rect(h, w, slice(8, 32), slice(8, 32)))
+    expected_shadow = _rect(h, w, slice(8, 32), slice(28, 62)) & ~cloud
+    np.testing.assert_array_equal(shadow, expected_shadow)
+    assert not (cloud & shadow).any()
+
+
+def test_invalid_pixels_never_flagged():
+    h, w = 100, 100
+    bands, valid, baseline, count = _background(h, w, seed=10)
+    _paint(bands, slice(10, 40), slice(10, 60), THICK)
+    _paint(bands, slice(60, 90), slice(10, 60), SHADOW)
+    valid[:, 30:35] = False  # a no-data strip through both
+    valid[0:5, :] = False
+    cloud, shadow = masks_np(bands, valid, baseline, count)
+    assert not cloud[~valid].any()
+    assert not shadow[~valid].any()
+    # buffers are cut at the invalid rows, the objects themselves remain on valid pixels
+    np.testing.assert_array_equal(cloud, _rect(h, w, slice(8, 42), slice(8, 62)) & valid)
+    np.testing.assert_array_equal(shadow, _rect(h, w, slice(58, 92), slice(8, 62)) & valid)
+    # invalid pixels do not count as cloud for the opening: a blob that is only wide
+    # enough including invalid pixels is dropped
+    bands2, valid2, _, _ = _background(50, 50, seed=11)
+    _paint(bands2, slice(10, 21), slice(10, 40), THICK)
+    valid2[15, :] = False  # splits the 11-row blob into 5 + 5 rows
+    cloud2, _ = masks_np(bands2, valid2)
+    assert not cloud2.any()
+
+
+def test_valid_accepts_non_bool_and_count_ignored_without_baseline():
+    bands, valid, _, _ = _background(40, 40, seed=12)
+    _paint(bands, slice(5, 25), slice(5, 25), THICK)
+    a = masks_np(bands, valid)
+    b = masks_np(bands, valid.astype(np.uint8))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert a[0].dtype == bool and a[1].dtype == bool
+
+
+# ---------------------------------------------------------------- numpy vs xarray vs dask
+
+H, W = 300, 300
+CHUNKS = [
+    {"y": (100, 37, 163), "x": (90, 120, 90)},
+    {"y": 37, "x": 53},
+]
+
+
+def _chunked_scene():
+    """A 300 x 300 scene with objects straddling the borders of CHUNKS[0] (rows 100, 137;
+    cols 90, 210) and of CHUNKS[1]."""
+    bands, valid, baseline, count = _background(H, W, seed=42)
+    for b in MASK_BANDS:  # water in the bottom-left corner
+        baseline[b][230:, :80] = WATER[b]
+        bands[b][230:, :80] = WATER[b]
+        bands[b][260:290, 20:60] = WATER[b] * 0.3  # darkened water: no shadow
+    _paint(bands, slice(95, 107), slice(80, 102), THICK)  # around the corner (100, 90)
+    _paint(bands, slice(101, 112), slice(150, 161), THICK)  # 11 x 11 just below row 100
+    _paint(bands, slice(250, 281), slice(205, 216), THICK)  # 11 wide across col 210
+    _paint(bands, slice(88, 99), slice(230, 250), THICK)  # ends 1 px above row 100
+    _paint(bands, slice(99, 102), slice(30, 33), THICK)  # aircraft on row 100
+    _paint(bands, slice(130, 161), slice(20, 61), delta=HAZE_DELTA, baseline=baseline)  # across row 137
+    _paint(bands, slice(20, 51), slice(230, 271), delta=SOIL_DELTA, baseline=baseline)
+    _paint(bands, slice(180, 216), slice(195, 231), SHADOW)  # across col 210
+    _paint(bands, slice(132, 143), slice(100, 125), SHADOW)  # 11 rows across row 137
+    count[0:20, 100:200] = 1  # too few observations there
+    _paint(bands, slice(2, 18), slice(120, 170), delta=HAZE_DELTA, baseline=baseline)
+    valid[:, 290:] = False
+    valid[0:6, :] = False
+    valid[150:155, 200:220] = False  # inside the shadow, at a chunk border
+    return bands, valid, baseline, count
+
+
+def test_chunked_scene_flags_what_it_should():
+    bands, valid, baseline, count = _chunked_scene()
+    cloud, shadow = masks_np(bands, valid, baseline, count)
+    assert cloud[95:107, 80:102].all() and cloud[101:112, 150:161].all() and cloud[250:281, 205:216].all()
+    assert cloud[97:101, 230:250].all()  # buffer of the blob ending at row 98
+    assert cloud[130:161, 20:61].all()  # haze
+    assert not cloud[99:102, 30:33].any()  # aircraft
+    assert not cloud[20:51, 230:271].any()  # soil
+    assert not cloud[2:18, 120:170].any()  # haze without enough observations
+    assert shadow[180:216, 195:231][valid[180:216, 195:231]].all()
+    assert shadow[132:143, 100:125].all()
+    assert not shadow[230:, :80].any()  # water
+    assert not (cloud | shadow)[~valid].any()
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+@pytest.mark.parametrize("with_baseline", [False, True])
+def test_dask_uneven_chunks_identical_to_numpy(chunks, with_baseline):
+    bands, valid, baseline, count = _chunked_scene()
+    if with_baseline:
+        ref_cloud, ref_shadow = masks_np(bands, valid, baseline, count)
+        bl_eager, bl_lazy = _to_baseline_ds(baseline, count), _to_baseline_ds(baseline, count, {"y": 64, "x": 71})
+    else:
+        ref_cloud, ref_shadow = masks_np(bands, valid)
+        bl_eager = bl_lazy = None
+    eager = masks(_to_ds(bands, valid), bl_eager)
+    np.testing.assert_array_equal(eager["cloud"].values, ref_cloud)
+    np.testing.assert_array_equal(eager["shadow"].values, ref_shadow)
+    lazy = masks(_to_ds(bands, valid, chunks), bl_lazy)
+    assert isinstance(lazy["cloud"].data, da.Array)
+    assert lazy["cloud"].dims == ("y", "x")
+    assert lazy["cloud"].shape == (H, W)
+    np.testing.assert_array_equal(lazy["cloud"].values, ref_cloud)
+    np.testing.assert_array_equal(lazy["shadow"].values, ref_shadow)
+    np.testing.assert_array_equal(lazy["cloud"].x.values, eager["cloud"].x.values)
+
+
+def test_dask_scene_with_numpy_baseline():
+    bands, valid, baseline, count = _chunked_scene()
+    ref_cloud, ref_shadow = masks_np(bands, valid, baseline, count)
+    with dask.config.set(scheduler="threads"):
+        lazy = masks(_to_ds(bands, valid, CHUNKS[0]), _to_baseline_ds(baseline, count)).compute()
+    np.testing.assert_array_equal(lazy["cloud"].values, ref_cloud)
+    np.testing.assert_array_equal(lazy["shadow"].values, ref_shadow)
+
+
+def test_chunked_fixture_needs_the_full_overlap_depth(monkeypatch):
+    """Guard that the chunk-border objects above really exercise the overlap: one pixel less
+    depth than the opening + buffer reach must change the result."""
+    bands, valid, baseline, count = _chunked_scene()
+    ref_cloud, _ = masks_np(bands, valid, baseline, count)
+    p = MaskParams()
+    monkeypatch.setattr(MaskParams, "depth", property(lambda self: 2 * self.min_width_px + self.buffer_px - 1))
+    short = masks(_to_ds(bands, valid, CHUNKS[0]), _to_baseline_ds(baseline, count), p)
+    assert not np.array_equal(short["cloud"].values, ref_cloud)
+
+
+@pytest.mark.parametrize("params", [MaskParams(min_width_px=0, buffer_px=0), MaskParams(min_width_px=3, buffer_px=6)])
+def test_dask_identical_other_params(params):
+    bands, valid, baseline, count = _chunked_scene()
+    ref_cloud, ref_shadow = masks_np(bands, valid, baseline, count, params)
+    lazy = masks(_to_ds(bands, valid, CHUNKS[0]), _to_baseline_ds(baseline, count, CHUNKS[1]), params)
+    np.testing.assert_array_equal(lazy["cloud"].values, ref_cloud)
+    np.testing.assert_array_equal(lazy["shadow"].values, ref_shadow)
+
+
+# ---------------------------------------------------------------- no mutation
+
+
+def test_inputs_not_mutated():
+    bands, valid, baseline, count = _chunked_scene()
+    snap = ({k: v.copy() for k, v in bands.items()}, valid.copy(), {k: v.copy() for k, v in baseline.items()}, count.copy())
+    masks_np(bands, valid, baseline, count)
+    for k in bands:
+        np.testing.assert_array_equal(bands[k], snap[0][k])
+        np.testing.assert_array_equal(baseline[k], snap[2][k])
+    np.testing.assert_array_equal(valid, snap[1])
+    np.testing.assert_array_equal(count, snap[3])
+    ds, bl = _to_ds(bands, valid), _to_baseline_ds(baseline, count)
+    ds0, bl0 = ds.copy(deep=True), bl.copy(deep=True)
+    masks(ds, bl)
+    masks(ds.chunk({"y": 37}), bl).compute()
+    xr.testing.assert_identical(ds, ds0)
+    xr.testing.assert_identical(bl, bl0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_params_validation():
+    with pytest.raises(ValueError, match="min_width_px"):
+        MaskParams(min_width_px=-1)
+    with pytest.raises(ValueError, match="buffer_px"):
+        MaskParams(buffer_px=-1)
+    with pytest.raises(ValueError, match="min_obs"):
+        MaskParams(min_obs=0)
+    assert MaskParams(min_width_px=0, buffer_px=0).depth >= 1
+    assert MaskParams().depth >= 2 * MaskParams().min_width_px + MaskParams().buffer_px
+
+
+def test_masks_np_bad_input():
+    bands, valid, baseline, count = _background(20, 20, seed=13)
+    with pytest.raises(ValueError, match="swir16"):
+        masks_np({k: v for k, v in bands.items() if k != "swir16"}, valid)
+    with pytest.raises(ValueError, match="nir"):
+        masks_np(dict(bands, nir=bands["nir"][:, :19]), valid)
+    with pytest.raises(ValueError, match="valid"):
+        masks_np(bands, valid[None])
+    with pytest.raises(ValueError, match="count"):
+        masks_np(bands, valid, baseline, None)
+    with pytest.raises(ValueError, match="count"):
+        masks_np(bands, valid, baseline, count[:10])
+    with pytest.raises(ValueError, match="baseline lacks.*red"):
+        masks_np(bands, valid, {k: v for k, v in baseline.items() if k != "red"}, count)
+
+
+def test_masks_bad_input():
+    bands, valid, baseline, count = _background(20, 20, seed=14)
+    ds = _to_ds(bands, valid)
+    with pytest.raises(ValueError, match="valid"):
+        masks(ds.drop_vars("valid"))
+    with pytest.raises(ValueError, match="blue"):
+        masks(ds.drop_vars("blue"))
+    with pytest.raises(ValueError, match="dims"):
+        masks(ds.transpose("x", "y"))
+    with pytest.raises(ValueError, match="dims"):
+        masks(ds.expand_dims(time=1))
