@@ -2,7 +2,9 @@
 
 A detection that overlaps an open alert of the same direction (brighter/darker) at the same site
 updates that alert (last seen, number of observations, largest area and score); otherwise it
-opens a new alert. Alert ids are deterministic (site, first-seen date, centroid pixel), and an
+opens a new alert, unless it lies next to a cloud or shadow (``near_cloud_px > 0``): cloud and
+shadow fringes that the masks missed are the commonest false change, so such a detection only
+supports an existing alert and a real change opens its alert on its next clear view. Alert ids are deterministic (site, first-seen date, centroid pixel), and an
 alert remembers which scenes support it, so feeding the same detections twice changes nothing:
 reruns and retries are idempotent.
 """
@@ -50,6 +52,8 @@ def merge(site: str, existing: Sequence[Alert], detections: Iterable[Detection])
                 if det.time[:10] >= a.first_seen:
                     match = a
                     break
+        if match is None and det.near_cloud_px > 0:
+            continue
         if match is None:
             aid = alert_id(site, det)
             alerts[aid] = Alert(

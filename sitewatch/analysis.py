@@ -24,7 +24,7 @@ from .io import cube as cube_io
 from .kernels.baseline import BaselineParams, robust_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import MaskParams, masks, rough_obscured
-from .kernels.objects import ObjectStats, objects
+from .kernels.objects import ObjectStats, dilate, objects
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class AnalysisParams:
     change: ChangeParams = field(default_factory=ChangeParams)
     min_object_area_m2: float = 1000.0
     join_px: int = 1  # changed pixels up to 2 * join_px + 1 apart form one object
+    cloud_distance_px: int = 3  # objects this close to cloud/shadow are reported as near_cloud
 
     def __post_init__(self) -> None:
         if self.min_object_area_m2 < 0:
@@ -57,6 +58,7 @@ class Detection:
     direction: str  # "brighter" | "darker"
     delta_brightness: float
     polygon: dict[str, Any]  # GeoJSON geometry in lon/lat
+    near_cloud_px: int = 0  # pixels within cloud_distance_px of cloud or shadow: less certain
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -93,7 +95,7 @@ def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
 
 def _polygon(labels: xr.DataArray, obj: ObjectStats, grid: SiteGrid, to_lonlat: Transformer) -> dict[str, Any]:
     win = labels.isel(y=slice(obj.row0, obj.row1), x=slice(obj.col0, obj.col1)).values == obj.label
-    tr = grid.transform * grid.transform.translation(obj.col0, obj.row0)
+    tr = grid.transform @ grid.transform.translation(obj.col0, obj.row0)
     polys = [shape(g) for g, v in features.shapes(win.astype(np.uint8), mask=win, transform=tr, connectivity=8) if v == 1]
     geom = unary_union(polys)
     return mapping(shp_transform(to_lonlat.transform, geom))
@@ -143,7 +145,8 @@ def analyse_slot(
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
     detections: list[Detection] = []
     if baseline is not None:
-        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px)
+        near = dilate(m["cloud"] | m["shadow"], params.cloud_distance_px)
+        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px, flag=near)
         min_px = params.min_object_area_m2 / grid.pixel_area_m2
         to_lonlat = Transformer.from_crs(grid.crs, 4326, always_xy=True)
         for o in objs:
@@ -155,7 +158,7 @@ def analyse_slot(
                 row=o.row, col=o.col, bbox_pixels=(o.row0, o.col0, o.row1, o.col1),
                 score_mean=o.score_mean, score_max=o.score_max,
                 direction="brighter" if o.delta_mean >= 0 else "darker", delta_brightness=o.delta_mean,
-                polygon=_polygon(labels, o, grid, to_lonlat),
+                polygon=_polygon(labels, o, grid, to_lonlat), near_cloud_px=o.flagged_px,
             ))
     valid_fraction = float(cube["valid_fraction"].values[index])
     cube.close()

@@ -95,7 +95,8 @@ class SitesFile(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("sites"), list):
+        # A non-mapping 'defaults' is left for field validation to report (a ConfigError).
+        if isinstance(data, dict) and isinstance(data.get("sites"), list) and isinstance(data.get("defaults") or {}, dict):
             defaults = data.get("defaults") or {}
             data = dict(data)
             data["sites"] = [{**defaults, **s} if isinstance(s, dict) else s for s in data["sites"]]

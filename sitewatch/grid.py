@@ -100,6 +100,6 @@ class SiteGrid:
 
     def pixel_to_lonlat(self, row: float, col: float) -> tuple[float, float]:
         """Fractional pixel position (row, col of the pixel *centre* at +0.5) -> (lon, lat)."""
-        x, y = self.transform * (col, row)
+        x, y = self.transform @ (col, row)
         lon, lat = self.to_lonlat(x, y)
         return float(lon), float(lat)

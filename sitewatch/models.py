@@ -151,5 +151,5 @@ class Alert:
         p = dict(feature["properties"])
         p["bbox_pixels"] = tuple(p["bbox_pixels"])
         p["scenes"] = tuple(p.get("scenes", ()))
-        p["geometry"] = feature.get("geometry") if feature.get("geometry", {}).get("type") != "Point" else None
+        p["geometry"] = feature.get("geometry") if (feature.get("geometry") or {}).get("type") != "Point" else None
         return cls(**p)

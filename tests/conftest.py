@@ -36,3 +36,42 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- a small demo site, run once
+
+SMALL_SPEC = dict(width=256, height=256, n_dates=14, seed=5)
+
+
+@pytest.fixture(scope="session")
+def small_series():
+    from sitewatch.synthetic import SyntheticSpec, generate_series
+
+    return generate_series(SyntheticSpec(**SMALL_SPEC))
+
+
+class DemoRun:
+    """The outcome of running the monitor flow once on the small synthetic site."""
+
+    def __init__(self, workdir, cfg, series, summary, state):
+        self.workdir = workdir
+        self.cfg = cfg
+        self.series = series
+        self.summary = summary
+        self.state = state
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, prefect_server, small_series) -> DemoRun:
+    """Scenes of the small series written as COG + STAC, and the monitor flow run once on them
+    (through the session's Prefect server and a real Dask cluster)."""
+    from flows.monitor import monitor_site
+    from sitewatch.demo import demo_site_config, write_synthetic_scenes
+
+    workdir = tmp_path_factory.mktemp("demo")
+    source, store = str(workdir / "scenes"), str(workdir / "store")
+    write_synthetic_scenes(small_series, source)
+    cfg = demo_site_config(small_series, source, store, name="testsite", chunk_size=128)
+    state = monitor_site(cfg, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    return DemoRun(workdir, cfg, small_series, summary, state)

@@ -152,6 +152,13 @@ def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storag
         y0 = float(ds.y.values[0]) + grid.resolution / 2
         if abs(x0 - grid.x0) > 1e-6 or abs(y0 - grid.y0) > 1e-6:
             raise CubeError(f"cube {cube_url!r} origin got {(x0, y0)!r}; expected the site grid origin {(grid.x0, grid.y0)!r}")
+        wkt = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.variables else None
+        if wkt:
+            from pyproj import CRS
+
+            cube_crs = CRS.from_wkt(wkt)
+            if not cube_crs.equals(CRS.from_user_input(grid.crs), ignore_axis_order=True):
+                raise CubeError(f"cube {cube_url!r} CRS got {cube_crs.to_string()!r}; expected the site grid CRS {grid.crs!r}")
         lacking = [b for b in bands if b not in ds.data_vars]
         if lacking:
             raise CubeError(f"cube {cube_url!r} lacks band variable(s) {lacking!r}")

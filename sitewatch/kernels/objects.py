@@ -34,6 +34,7 @@ class ObjectStats:
     score_mean: float
     score_max: float
     delta_mean: float
+    flagged_px: int = 0  # pixels of the object where the optional ``flag`` layer is set
 
 
 def label_np(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -62,8 +63,9 @@ def label(mask: xr.DataArray) -> tuple[xr.DataArray, int]:
     return mask.copy(data=labels).rename("labels"), n
 
 
-def _block_stats(labels: np.ndarray, score: np.ndarray, delta: np.ndarray, r_off: int, c_off: int) -> dict[int, np.ndarray]:
-    """Per-label partial sums in one block: [n, sum_r, sum_c, r0, c0, r1, c1, sum_s, max_s, sum_d]."""
+def _block_stats(labels: np.ndarray, score: np.ndarray, delta: np.ndarray, r_off: int, c_off: int,
+                 flag: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """Per-label partial sums in one block: [n, sum_r, sum_c, r0, c0, r1, c1, sum_s, max_s, sum_d, n_flag]."""
     lab = np.asarray(labels)
     fg = lab > 0
     if not fg.any():
@@ -75,7 +77,7 @@ def _block_stats(labels: np.ndarray, score: np.ndarray, delta: np.ndarray, r_off
     uniq, inv = np.unique(ll, return_inverse=True)
     k = len(uniq)
     n = np.bincount(inv, minlength=k)
-    out = np.zeros((k, 10))
+    out = np.zeros((k, 11))
     out[:, 0] = n
     out[:, 1] = np.bincount(inv, rr + r_off + 0.5, minlength=k)
     out[:, 2] = np.bincount(inv, cc + c_off + 0.5, minlength=k)
@@ -91,6 +93,8 @@ def _block_stats(labels: np.ndarray, score: np.ndarray, delta: np.ndarray, r_off
     out[:, 8] = -np.inf
     np.maximum.at(out[:, 8], inv, s)
     out[:, 9] = np.bincount(inv, d, minlength=k)
+    if flag is not None:
+        out[:, 10] = np.bincount(inv, np.asarray(flag, bool)[fg].astype(np.float64), minlength=k)
     return {int(u): out[i] for i, u in enumerate(uniq)}
 
 
@@ -105,7 +109,7 @@ def _merge(parts: list[dict[int, np.ndarray]]) -> list[ObjectStats]:
             a[0] += v[0]; a[1] += v[1]; a[2] += v[2]  # noqa: E702
             a[3] = min(a[3], v[3]); a[4] = min(a[4], v[4])  # noqa: E702
             a[5] = max(a[5], v[5]); a[6] = max(a[6], v[6])  # noqa: E702
-            a[7] += v[7]; a[8] = max(a[8], v[8]); a[9] += v[9]  # noqa: E702
+            a[7] += v[7]; a[8] = max(a[8], v[8]); a[9] += v[9]; a[10] += v[10]  # noqa: E702
     out = []
     for lab in sorted(acc):
         a = acc[lab]
@@ -114,25 +118,32 @@ def _merge(parts: list[dict[int, np.ndarray]]) -> list[ObjectStats]:
             label=lab, area_px=int(n), row=float(a[1] / n), col=float(a[2] / n),
             row0=int(a[3]), col0=int(a[4]), row1=int(a[5]), col1=int(a[6]),
             score_mean=float(a[7] / n), score_max=float(a[8]), delta_mean=float(a[9] / n),
+            flagged_px=int(a[10]),
         ))
     return out
 
 
-def object_stats(labels: xr.DataArray, score: xr.DataArray, delta: xr.DataArray) -> list[ObjectStats]:
-    """Statistics of every labelled object, merged across chunks."""
+def object_stats(labels: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, flag: xr.DataArray | None = None) -> list[ObjectStats]:
+    """Statistics of every labelled object, merged across chunks. ``flag`` (optional, bool)
+    is counted per object (``flagged_px``), e.g. pixels close to a cloud."""
     if is_dask(labels):
         lab = labels.data
-        sc = score.data.rechunk(lab.chunks) if is_dask(score) else dask.array.from_array(np.asarray(score), chunks=lab.chunks)
-        de = delta.data.rechunk(lab.chunks) if is_dask(delta) else dask.array.from_array(np.asarray(delta), chunks=lab.chunks)
-        lb, sb, db = lab.to_delayed(), sc.to_delayed(), de.to_delayed()
+
+        def blocks(x):
+            arr = x.data if isinstance(x, xr.DataArray) else x
+            arr = arr.rechunk(lab.chunks) if is_dask(x) else dask.array.from_array(np.asarray(arr), chunks=lab.chunks)
+            return arr.to_delayed()
+
+        lb, sb, db = lab.to_delayed(), blocks(score), blocks(delta)
+        fb = blocks(flag) if flag is not None else None
         r_offs = np.concatenate([[0], np.cumsum(lab.chunks[0])[:-1]])
         c_offs = np.concatenate([[0], np.cumsum(lab.chunks[1])[:-1]])
         parts = [
-            dask.delayed(_block_stats)(lb[i, j], sb[i, j], db[i, j], int(r_offs[i]), int(c_offs[j]))
+            dask.delayed(_block_stats)(lb[i, j], sb[i, j], db[i, j], int(r_offs[i]), int(c_offs[j]), None if fb is None else fb[i, j])
             for i in range(lb.shape[0]) for j in range(lb.shape[1])
         ]
         return _merge(list(dask.compute(*parts)))
-    return _merge([_block_stats(labels.values, np.asarray(score), np.asarray(delta), 0, 0)])
+    return _merge([_block_stats(labels.values, np.asarray(score), np.asarray(delta), 0, 0, None if flag is None else np.asarray(flag))])
 
 
 def objects_np(mask: np.ndarray, score: np.ndarray, delta: np.ndarray) -> list[ObjectStats]:
@@ -145,21 +156,30 @@ def _dilate_np(mask: np.ndarray, join_px: int) -> np.ndarray:
     return ndimage.maximum_filter(np.asarray(mask, bool).view(np.uint8), size=2 * join_px + 1, mode="constant", cval=0).astype(bool)
 
 
-def grouping_mask(mask: xr.DataArray, join_px: int) -> xr.DataArray:
-    """``mask`` dilated by ``join_px`` pixels (``map_overlap`` on dask), so changed pixels up to
-    ``2 * join_px`` apart (a group of vehicles, a broken outline) label as one object."""
-    if join_px < 0:
-        raise ValueError(f"join_px got {join_px!r}; expected >= 0")
-    if join_px == 0:
+def dilate(mask: xr.DataArray, px: int) -> xr.DataArray:
+    """``mask`` (``(y, x)`` bool) dilated by a ``2 * px + 1`` square; ``map_overlap`` with depth
+    ``px`` on dask, so chunked and whole-array results are identical."""
+    if px < 0:
+        raise ValueError(f"dilation px got {px!r}; expected >= 0")
+    if px == 0:
         return mask
     if is_dask(mask):
-        data = mask.data.map_overlap(_dilate_np, depth=join_px, boundary="none", dtype=bool, join_px=join_px)
+        data = mask.data.map_overlap(_dilate_np, depth=px, boundary="none", dtype=bool, join_px=px)
     else:
-        data = _dilate_np(mask.values, join_px)
+        data = _dilate_np(mask.values, px)
     return mask.copy(data=data)
 
 
-def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_px: int = 0) -> tuple[xr.DataArray, list[ObjectStats]]:
+def grouping_mask(mask: xr.DataArray, join_px: int) -> xr.DataArray:
+    """``mask`` dilated by ``join_px`` pixels, so changed pixels up to ``2 * join_px`` apart (a
+    group of vehicles, a broken outline) label as one object."""
+    if join_px < 0:
+        raise ValueError(f"join_px got {join_px!r}; expected >= 0")
+    return dilate(mask, join_px)
+
+
+def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_px: int = 0,
+            flag: xr.DataArray | None = None) -> tuple[xr.DataArray, list[ObjectStats]]:
     """Labels and stats of the connected regions of ``mask`` (eager or dask). With ``join_px``,
     regions closer than ``2 * join_px + 1`` pixels form one object; labels (and so areas,
     centroids and boxes) still cover only the pixels of ``mask``."""
@@ -170,4 +190,4 @@ def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_p
         labels = labels.where(mask, 0).astype(np.int32)
         if is_dask(labels):
             labels = labels.persist()
-    return labels, object_stats(labels, score, delta)
+    return labels, object_stats(labels, score, delta, flag)

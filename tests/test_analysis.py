@@ -1,0 +1,319 @@
+"""End-to-end tests for sitewatch.analysis without Prefect: synthetic scenes written as COG + STAC,
+found, ingested into a cube and analysed slot by slot, for two cube chunk sizes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from shapely.geometry import Point, shape
+
+from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, history_indices
+from sitewatch.demo import write_synthetic_scenes
+from sitewatch.grid import SiteGrid
+from sitewatch.io import cube as cube_io
+from sitewatch.io import scenes as scene_io
+from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
+
+SPEC = SyntheticSpec(width=256, height=256, n_dates=12, seed=3)
+FULL_CHUNK = 256  # the whole series is analysed on a cube with this chunk size
+SMALL_CHUNK = 128  # ... and its first N_COMPARE dates again on a cube with 2 x 2 chunks
+N_COMPARE = 7  # dates 0-6: the baseline growing to 6 scenes, cloudy dates 2, 4, 5, a swath edge
+#                on 5, and the aircraft arrivals on 5 (one of them across the 128 px chunk border)
+
+
+class Pipeline:
+    def __init__(self, series, refs, problems, cube_url, slots, results, cube):
+        self.series = series
+        self.refs = refs
+        self.problems = problems
+        self.cube_url = cube_url
+        self.slots = slots  # {scene_id: index} from extend
+        self.results: list[SlotResult] = results  # in slot order
+        self.cube: xr.Dataset = cube  # the committed slots of the cube, loaded into memory
+
+
+def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None) -> Pipeline:
+    """find -> extend -> read + write each scene -> analyse each slot in time order (the first
+    ``n_dates`` scenes only, if given; the cube still gets a slot for every scene)."""
+    grid = series.grid
+    refs, problems = scene_io.find_scenes(source, _footprint(series))
+    use = sorted(refs, key=lambda r: r.datetime)[:n_dates]
+    with dask.config.set(scheduler="synchronous"):
+        slots = cube_io.extend(cube_url, grid, BANDS, [(r.scene_id, r.datetime) for r in refs], chunk=chunk)
+        for r in use:
+            cube_io.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, grid, BANDS, chunks=chunk))
+        results = [analyse_slot(cube_url, slots[r.scene_id], grid, BANDS, AnalysisParams()) for r in use]
+        cube = cube_io.open_cube(cube_url).compute()
+    return Pipeline(series, refs, problems, cube_url, slots, results, cube)
+
+
+def _footprint(series) -> dict:
+    from rasterio.warp import transform_bounds
+    from shapely.geometry import box, mapping
+
+    return mapping(box(*transform_bounds(series.grid.crs, "EPSG:4326", *series.grid.bounds, densify_pts=21)))
+
+
+@pytest.fixture(scope="module")
+def series():
+    return generate_series(SPEC)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
+    root = tmp_path_factory.mktemp("analysis")
+    source = str(root / "scenes")
+    write_synthetic_scenes(series, source)
+    return {
+        FULL_CHUNK: _run(series, source, str(root / f"cube{FULL_CHUNK}" / "cube.zarr"), FULL_CHUNK),
+        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE),
+    }
+
+
+@pytest.fixture(scope="module")
+def run(runs) -> Pipeline:
+    return runs[FULL_CHUNK]
+
+
+def _overlaps(a, b) -> bool:
+    ar0, ac0, ar1, ac1 = a
+    br0, bc0, br1, bc1 = b
+    return ar0 < br1 and br0 < ar1 and ac0 < bc1 and bc0 < ac1
+
+
+# ---------------------------------------------------------------- the pipeline itself
+
+def test_scenes_found_and_ingested(run, series):
+    assert run.problems == []
+    assert [r.scene_id for r in run.refs] == series.scene_ids
+    assert sorted(run.slots.values()) == list(range(len(series)))
+    s = cube_io.slots(run.cube_url)
+    assert [x.scene_id for x in s] == series.scene_ids
+    assert all(x.ingested and x.analysed for x in s)
+    # the cube holds exactly the scenes' bands
+    for i in (0, 5):
+        sc = series.scene(i)
+        for k, b in enumerate(BANDS):
+            np.testing.assert_array_equal(run.cube[b].values[i], sc.bands[k])
+        np.testing.assert_array_equal(run.cube["valid"].values[i], sc.valid)
+
+
+def test_slot_results_describe_their_slot(run, series):
+    assert [r.index for r in run.results] == list(range(len(series)))
+    for i, r in enumerate(run.results):
+        sc = series.scene(i)
+        assert r.scene_id == sc.scene_id
+        assert r.time == sc.datetime.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert r.valid_fraction == pytest.approx(sc.valid.mean(), abs=1e-6)
+        assert r.n_baseline_scenes == min(i, AnalysisParams().baseline.window)
+        assert 0.0 <= r.cloud_fraction <= 1.0
+        assert float(run.cube["cloud_fraction"].values[i]) == pytest.approx(r.cloud_fraction, abs=1e-6)
+        if i > 0:  # per-band radiometric normalisation against the baseline
+            assert r.normalisation is not None
+            assert set(r.normalisation) == {"gain", "offset"}
+            assert len(r.normalisation["gain"]) == len(r.normalisation["offset"]) == len(BANDS)
+            assert all(0.5 < g < 2.0 for g in r.normalisation["gain"])
+
+
+def test_first_slot_has_no_baseline(run):
+    r0 = run.results[0]
+    assert r0.n_baseline_scenes == 0
+    assert r0.detections == []
+    assert r0.normalisation is None
+    assert np.isnan(run.cube["change_score"].values[0]).all()
+    assert not run.cube["change"].values[0].any()
+    assert bool(run.cube["analysed"].values[0])
+
+
+def test_later_slots_have_masks_and_scores(run, series):
+    ds = run.cube
+    assert ds["analysed"].values.all()
+    assert np.isfinite(ds["cloud_fraction"].values).all()
+    min_obs = AnalysisParams().change.min_obs
+    for i in range(1, len(series)):
+        sc = series.scene(i)
+        score = ds["change_score"].values[i]
+        clear = ds["valid"].values[i] & ~ds["cloud"].values[i] & ~ds["shadow"].values[i]
+        if run.results[i].n_baseline_scenes < min_obs:
+            # too short a history for a score
+            assert not np.isfinite(score).any(), i
+        else:
+            # a score wherever the pixel is clear and was clear often enough before (nowhere
+            # outside the swath)
+            assert np.isfinite(score[clear]).mean() > 0.9, i
+            assert not np.isfinite(score[~clear]).any(), i
+        assert not np.isfinite(score[~ds["valid"].values[i]]).any(), i
+        # a changed pixel has a score
+        assert np.isfinite(score[ds["change"].values[i]]).all(), i
+        if sc.cloud_fraction > 0.05:
+            assert ds["cloud"].values[i].any(), i
+        # masks never flag pixels outside the swath
+        assert not (ds["cloud"].values[i] & ~sc.valid).any(), i
+    # clear dates give (nearly) empty masks
+    for i in range(len(series)):
+        sc = series.scene(i)
+        if sc.cloud_fraction == 0 and not sc.shadow.any():
+            assert ds["cloud"].values[i].mean() < 0.01, i
+
+
+def test_cloud_mask_recall_on_cloudiest_date(run, series):
+    fractions = [series.scene(i).cloud_fraction for i in range(len(series))]
+    i = int(np.argmax(fractions))
+    truth = series.scene(i).cloud
+    assert truth.mean() > 0.3, "the series should have a cloudy date"
+    got = run.cube["cloud"].values[i]
+    recall = (got & truth).sum() / truth.sum()
+    assert recall > 0.7, f"cloud recall {recall:.2f} on date {i}"
+    # and the cloud fraction reported reflects it
+    assert run.results[i].cloud_fraction > 0.5 * fractions[i]
+
+
+def test_shadow_mask_on_shadowiest_date(run, series):
+    sizes = [series.scene(i).shadow.sum() for i in range(len(series))]
+    i = int(np.argmax(sizes))
+    truth = series.scene(i).shadow
+    assert truth.sum() > 1000
+    obscured = run.cube["shadow"].values[i] | run.cube["cloud"].values[i]
+    assert run.cube["shadow"].values[i].any()
+    assert (obscured & truth).sum() / truth.sum() > 0.5
+
+
+def test_aircraft_arrivals_detected_on_their_date(run, series):
+    arrivals = [e for e in series.events if e.kind == "aircraft_arrival"]
+    assert arrivals, "the series should have aircraft arrivals"
+    for e in arrivals:
+        i = e.date_index
+        sc = series.scene(i)
+        r0, c0, r1, c1 = e.bbox
+        # precondition guaranteed by the generator: the footprint is clear and valid on its date
+        assert not sc.cloud[r0:r1, c0:c1].any() and not sc.shadow[r0:r1, c0:c1].any()
+        assert sc.valid[r0:r1, c0:c1].all()
+        res = run.results[i]
+        assert res.n_baseline_scenes > 0
+        hits = [d for d in res.detections if _overlaps(d.bbox_pixels, e.bbox)]
+        assert hits, f"{e.description} not detected; detections: {[d.bbox_pixels for d in res.detections]}"
+        d = hits[0]
+        assert d.direction == e.direction == "brighter"
+        assert d.scene_id == sc.scene_id and d.time == res.time
+        assert d.area_m2 >= AnalysisParams().min_object_area_m2
+        assert d.area_m2 == pytest.approx(round(d.area_m2 / 100.0) * 100.0)  # whole 10 m pixels
+        # the detection is where the aircraft is, also in lon/lat
+        assert r0 - 2 <= d.row <= r1 + 2 and c0 - 2 <= d.col <= c1 + 2
+        poly = shape(d.polygon)
+        assert poly.is_valid and not poly.is_empty
+        elon, elat = series.grid.pixel_to_lonlat((r0 + r1) / 2, (c0 + c1) / 2)
+        assert poly.buffer(2e-4).contains(Point(elon, elat))
+        assert abs(d.lon - elon) < 3e-4 and abs(d.lat - elat) < 3e-4
+        # the changed pixels in the cube cover most of the aircraft
+        assert run.cube["change"].values[i][r0:r1, c0:c1].mean() > 0.5
+        # Detection round trip through a plain dict
+        assert Detection.from_dict(d.to_dict()) == d
+
+
+def test_other_events_detected_on_their_date(run, series):
+    """Every one-off event (building, vehicles, field) shows up as a detection on its date."""
+    for e in series.events:
+        if e.kind not in ("building_appeared", "vehicles_removed", "field_cleared"):
+            continue
+        res = run.results[e.date_index]
+        hits = [d for d in res.detections if _overlaps(d.bbox_pixels, e.bbox)]
+        assert hits, f"{e.kind} on date {e.date_index} not detected"
+
+
+def test_no_detections_before_any_event(run, series):
+    first_event = min(e.date_index for e in series.events)
+    for i in range(first_event):
+        sc = series.scene(i)
+        if sc.cloud_fraction == 0:
+            assert run.results[i].detections == [], i
+
+
+# ---------------------------------------------------------------- chunk independence
+
+def test_results_independent_of_chunk_size(runs):
+    small, full = runs[SMALL_CHUNK], runs[FULL_CHUNK]
+    assert small.cube.sizes["time"] == N_COMPARE and len(small.results) == N_COMPARE
+    a, b = small.cube, full.cube.isel(time=slice(0, N_COMPARE))
+    assert [str(v) for v in a.scene_id.values] == [str(v) for v in b.scene_id.values]
+    for v in ("cloud", "shadow", "change", "valid"):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    np.testing.assert_array_equal(a["change_score"].values, b["change_score"].values)  # NaN-aware: same NaNs
+    np.testing.assert_array_equal(a["cloud_fraction"].values, b["cloud_fraction"].values)
+    assert a["change"].values.any() and a["cloud"].values.any()  # not trivially equal
+    n_dets = 0
+    for ra, rb in zip(small.results, full.results):
+        assert (ra.scene_id, ra.index, ra.n_baseline_scenes) == (rb.scene_id, rb.index, rb.n_baseline_scenes)
+        assert ra.cloud_fraction == rb.cloud_fraction
+        assert ra.normalisation == rb.normalisation
+        # the same objects with the same statistics and outlines; their order follows the label
+        # numbering, which depends on the chunking
+        key = lambda d: (d.bbox_pixels, d.row, d.col)  # noqa: E731
+        assert sorted(ra.detections, key=key) == sorted(rb.detections, key=key)
+        n_dets += len(ra.detections)
+    assert n_dets > 0
+    # an object crossing the 128 px chunk border is one detection, not two halves
+    crossing = [d for r in small.results for d in r.detections if d.bbox_pixels[0] < SMALL_CHUNK < d.bbox_pixels[2]]
+    assert crossing
+
+
+def test_cube_chunks_are_as_configured(runs):
+    for chunk, p in runs.items():
+        ds = cube_io.open_cube(p.cube_url)
+        assert ds["change"].data.chunksize == (1, chunk, chunk)
+
+
+# ---------------------------------------------------------------- history_indices and errors
+
+def _flags_cube(times, ingested, analysed) -> xr.Dataset:
+    return xr.Dataset(
+        {"ingested": ("time", np.asarray(ingested, bool)), "analysed": ("time", np.asarray(analysed, bool))},
+        coords={"time": np.asarray(times, dtype="datetime64[ns]")},
+    )
+
+
+def test_history_indices_window_and_order():
+    times = [f"2026-01-{d:02d}" for d in (1, 2, 3, 4, 5, 6)]
+    ds = _flags_cube(times, [True] * 6, [True] * 6)
+    assert history_indices(ds, 5, 3) == [2, 3, 4]
+    assert history_indices(ds, 5, 10) == [0, 1, 2, 3, 4]
+    assert history_indices(ds, 0, 3) == []
+    assert history_indices(ds, 2, 1) == [1]
+
+
+def test_history_indices_skips_unanalysed_and_uncommitted():
+    times = [f"2026-01-{d:02d}" for d in (1, 2, 3, 4, 5, 6)]
+    ds = _flags_cube(times, [True, True, False, True, True, True], [True, False, False, True, True, False])
+    assert history_indices(ds, 5, 8) == [0, 3, 4]
+    assert history_indices(ds, 5, 2) == [3, 4]
+
+
+def test_history_indices_uses_time_not_slot_order():
+    # slots appended out of time order: slot 3 is the oldest scene
+    times = ["2026-01-05", "2026-01-07", "2026-01-09", "2026-01-01", "2026-01-08"]
+    ds = _flags_cube(times, [True] * 5, [True] * 5)
+    assert history_indices(ds, 2, 10) == [3, 0, 1, 4]  # sorted by time
+    assert history_indices(ds, 2, 2) == [1, 4]  # the two latest before 01-09
+    assert history_indices(ds, 3, 5) == []  # nothing is older than slot 3
+    assert history_indices(ds, 1, 5) == [3, 0]
+    # a scene acquired at the same time is not history
+    same = _flags_cube(["2026-01-01", "2026-01-01", "2026-01-02"], [True] * 3, [True] * 3)
+    assert history_indices(same, 1, 5) == []
+    assert history_indices(same, 2, 5) == [0, 1]
+
+
+def test_analyse_uningested_slot_raises(tmp_path):
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=64, height=64)
+    url = str(tmp_path / "cube.zarr")
+    cube_io.extend(url, grid, BANDS, [("ONLY", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))], chunk=64)
+    with pytest.raises(ValueError, match="ONLY"):
+        analyse_slot(url, 0, grid, BANDS)
+    assert not cube_io.slots(url)[0].analysed
+
+
+def test_analysis_params_validation():
+    with pytest.raises(ValueError, match="min_object_area_m2"):
+        AnalysisParams(min_object_area_m2=-1.0)

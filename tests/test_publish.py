@@ -1,0 +1,238 @@
+"""Tests for sitewatch.publish: the GeoJSON alert feed, image chips and the markdown report."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from PIL import Image
+from shapely.geometry import shape
+
+from sitewatch import publish
+from sitewatch.models import Alert
+
+
+def _alert(i: int = 0, **kw) -> Alert:
+    base = dict(
+        id=f"base-2026030{i + 1}-r00100c0015{i}", site="base", status="open", first_seen=f"2026-03-0{i + 1}",
+        last_seen=f"2026-03-0{i + 1}", area_m2=4900.0 + i, lon=35.95 + i * 1e-3, lat=35.40, score_max=12.5, score_mean=8.0,
+        direction="brighter" if i % 2 == 0 else "darker", bbox_pixels=(100, 150 + i, 107, 157 + i), n_observations=1,
+        geometry={"type": "Polygon", "coordinates": [[[35.95, 35.40], [35.951, 35.40], [35.951, 35.401], [35.95, 35.401], [35.95, 35.40]]]},
+        scenes=(f"S{i}",), first_scene=f"S{i}", description="brighter change over 4900 m2",
+    )
+    base.update(kw)
+    return Alert(**base)
+
+
+# ---------------------------------------------------------------- feed
+
+def test_feed_round_trip(tmp_path):
+    root = str(tmp_path / "base" / "alerts")
+    alerts = [_alert(0), _alert(1, geometry=None, images={"before": "b.png", "after": "a.png"})]
+    url = publish.write_feed(root, "base", alerts)
+    assert url == str(tmp_path / "base" / "alerts" / "alerts.geojson")
+    assert publish.read_feed(root) == alerts
+    fc = json.loads((tmp_path / "base" / "alerts" / "alerts.geojson").read_text())
+    assert fc["type"] == "FeatureCollection"
+    assert "base" in fc["name"]
+    assert len(fc["features"]) == 2
+    for f, a in zip(fc["features"], alerts):
+        assert f["type"] == "Feature" and f["id"] == a.id
+        geom = shape(f["geometry"])  # valid GeoJSON geometry
+        assert geom.is_valid and not geom.is_empty
+        assert isinstance(f["properties"], dict)
+        assert f["properties"]["id"] == a.id
+    assert fc["features"][1]["geometry"]["type"] == "Point"
+    # rewriting replaces the feed
+    publish.write_feed(root, "base", alerts[:1])
+    assert publish.read_feed(root) == alerts[:1]
+    assert sorted(p.name for p in (tmp_path / "base" / "alerts").iterdir()) == ["alerts.geojson"]
+
+
+def test_read_feed_missing_is_empty(tmp_path):
+    assert publish.read_feed(str(tmp_path / "nothing")) == []
+
+
+def test_empty_feed(tmp_path):
+    publish.write_feed(str(tmp_path), "base", [])
+    assert publish.read_feed(str(tmp_path)) == []
+    assert json.loads((tmp_path / "alerts.geojson").read_text())["features"] == []
+
+
+@pytest.mark.parametrize("content", [{"type": "Feature", "properties": {}}, {"features": []}])
+def test_read_feed_rejects_non_feature_collection(tmp_path, content):
+    (tmp_path / "alerts.geojson").write_text(json.dumps(content))
+    with pytest.raises(ValueError) as exc:
+        publish.read_feed(str(tmp_path))
+    msg = str(exc.value)
+    assert str(tmp_path / "alerts.geojson") in msg
+    assert "FeatureCollection" in msg
+
+
+# ---------------------------------------------------------------- outline / chip window / png
+
+def test_outline_of_square():
+    m = np.zeros((9, 9), bool)
+    m[2:7, 2:7] = True
+    o = publish.outline(m)
+    expected = m.copy()
+    expected[3:6, 3:6] = False
+    np.testing.assert_array_equal(o, expected)
+    assert o.sum() == 16
+
+
+def test_outline_touching_edges_and_single_pixels():
+    m = np.zeros((5, 6), bool)
+    m[:, :3] = True  # touches the top, bottom and left edges
+    m[2, 5] = True  # isolated pixel
+    o = publish.outline(m)
+    # pixels on the array edge are boundary (outside the array counts as outside the mask)
+    assert o[0, :3].all() and o[-1, :3].all() and o[:, 0].all()
+    assert o[:, 2].all()  # next to the unmasked column 3
+    assert not o[1:4, 1].any()  # interior
+    assert o[2, 5]
+    assert not (o & ~m).any()  # a subset of the mask
+    assert publish.outline(np.ones((3, 3), bool)).sum() == 8
+    assert not publish.outline(np.zeros((4, 4), bool)).any()
+
+
+def test_chip_window_centre():
+    rs, cs = publish.chip_window((100, 150, 107, 157), (256, 256))
+    assert (rs.stop - rs.start, cs.stop - cs.start) == (64, 64)  # min_size
+    assert rs.start <= 100 and rs.stop >= 107 and cs.start <= 150 and cs.stop >= 157
+
+
+def test_chip_window_large_bbox_gets_margin():
+    rs, cs = publish.chip_window((50, 60, 150, 100), (512, 512), margin=16)
+    assert rs == slice(100 - 66, 100 + 66)
+    assert cs == slice(80 - 36, 80 + 36)
+    assert cs.start <= 60 - 16 and cs.stop >= 100 + 16
+
+
+@pytest.mark.parametrize(
+    "bbox, shape, check",
+    [
+        ((0, 0, 5, 5), (256, 256), lambda rs, cs: rs.start == 0 and cs.start == 0 and rs.stop == 34 and cs.stop == 34),
+        ((250, 252, 256, 256), (256, 256), lambda rs, cs: rs.stop == 256 and cs.stop == 256 and rs.start == 221 and cs.start == 222),
+        ((10, 10, 20, 20), (40, 30), lambda rs, cs: rs == slice(0, 40) and cs == slice(0, 30)),
+    ],
+)
+def test_chip_window_clipped_at_edges(bbox, shape, check):
+    rs, cs = publish.chip_window(bbox, shape)
+    assert 0 <= rs.start < rs.stop <= shape[0] and 0 <= cs.start < cs.stop <= shape[1]
+    assert check(rs, cs), (rs, cs)
+    r0, c0, r1, c1 = bbox
+    assert rs.start <= r0 and rs.stop >= r1 and cs.start <= c0 and cs.stop >= c1
+
+
+def test_true_colour():
+    red = np.array([[0, 3500, 7000]], np.uint16)
+    green = np.array([[0, 0, 3500]], np.uint16)
+    blue = np.array([[0, 0, 0]], np.uint16)
+    valid = np.array([[True, True, False]])
+    rgb = publish.true_colour(red, green, blue, valid)
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 3, 3)
+    assert rgb[0, 1].tolist() == [255, 0, 0]
+    assert rgb[0, 2].tolist() == [0, 0, 0]  # invalid is black
+    assert rgb[0, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("scale", [1, 3])
+def test_png_bytes(scale):
+    h, w = 20, 30
+    rgb = np.full((h, w, 3), 100, np.uint8)
+    hl = np.zeros((h, w), bool)
+    hl[5:10, 8:14] = True
+    data = publish.png_bytes(rgb, hl, scale=scale)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG" and img.mode == "RGB"
+    assert img.size == (w * scale, h * scale)
+    arr = np.asarray(img)
+    # outline pixels red, interior and outside unchanged
+    assert arr[5 * scale, 8 * scale].tolist() == [255, 40, 40]
+    assert arr[7 * scale, 10 * scale].tolist() == [100, 100, 100]
+    assert arr[0, 0].tolist() == [100, 100, 100]
+    # the input is not modified
+    assert (rgb == 100).all()
+
+
+def test_png_bytes_without_highlight():
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    img = Image.open(io.BytesIO(publish.png_bytes(rgb)))
+    assert img.size == (20, 16)
+
+
+# ---------------------------------------------------------------- before/after chips
+
+def _chip_cube(n: int = 5, h: int = 80, w: int = 90) -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    shape = (n, h, w)
+    red = np.full(shape, 1000, np.uint16) + np.arange(n, dtype=np.uint16)[:, None, None] * 100
+    ds = xr.Dataset(
+        {
+            "red": (("time", "y", "x"), red),
+            "green": (("time", "y", "x"), red.copy()),
+            "blue": (("time", "y", "x"), red.copy()),
+            "valid": (("time", "y", "x"), np.ones(shape, bool)),
+            "cloud": (("time", "y", "x"), np.zeros(shape, bool)),
+            "shadow": (("time", "y", "x"), np.zeros(shape, bool)),
+            "change": (("time", "y", "x"), rng.random(shape) < 0.01),
+        },
+        coords={"time": np.arange(n).astype("datetime64[D]").astype("datetime64[ns]"),
+                "scene_id": ("time", [f"S{i}" for i in range(n)])},
+    )
+    ds["change"][3, 40:45, 40:46] = True
+    return ds
+
+
+def test_before_after_chips_picks_latest_clear_scene():
+    cube = _chip_cube()
+    cube["cloud"][2, :, :] = True  # the scene just before the alert is cloudy in the window
+    alert = _alert(0, bbox_pixels=(40, 40, 45, 46), first_scene="S3")
+    before, after, sid_before, sid_after = publish.before_after_chips(cube, alert)
+    assert (sid_before, sid_after) == ("S1", "S3")
+    for data in (before, after):
+        img = Image.open(io.BytesIO(data))
+        assert img.format == "PNG" and img.size == (64 * 4, 64 * 4)
+    a = np.asarray(Image.open(io.BytesIO(after)))
+    b = np.asarray(Image.open(io.BytesIO(before)))
+    assert not np.array_equal(a, b)
+    # the changed box is outlined in red in both chips
+    assert (a == [255, 40, 40]).all(axis=-1).any() and (b == [255, 40, 40]).all(axis=-1).any()
+
+
+def test_before_after_chips_unknown_scene():
+    with pytest.raises(ValueError, match="first scene"):
+        publish.before_after_chips(_chip_cube(), _alert(0, first_scene="NOPE"))
+
+
+# ---------------------------------------------------------------- markdown
+
+def test_markdown_report_mentions_new_and_updated_alerts():
+    alerts = [_alert(0), _alert(1), _alert(2, status="closed")]
+    scenes = [{"scene_id": "S9", "time": "2026-03-11T08:30:00Z", "valid_fraction": 0.98, "cloud_fraction": 0.25, "n_detections": 2}]
+    md = publish.markdown_report("base", alerts, [alerts[0].id], [alerts[1].id], scenes)
+    assert md.startswith("# sitewatch: base")
+    assert f"{alerts[0].id} (new)" in md
+    assert f"{alerts[1].id} (updated)" in md
+    assert alerts[2].id not in md  # neither new nor updated
+    assert "| S9 | 2026-03-11 | 98% | 25% | 2 |" in md
+    assert "No new scenes" not in md and "No new alerts" not in md
+    assert "Open alerts at this site: 2" in md
+
+
+def test_markdown_report_no_new_scenes():
+    md = publish.markdown_report("base", [_alert(0)], [], [], [])
+    assert "No new scenes" in md
+    assert "No new alerts." in md
+    assert "Open alerts at this site: 1" in md
+
+
+def test_markdown_report_lists_images():
+    a = _alert(0, images={"before": "s3://b/before.png", "after": "s3://b/after.png"})
+    md = publish.markdown_report("base", [a], [a.id], [], [])
+    assert "s3://b/before.png" in md and "s3://b/after.png" in md
