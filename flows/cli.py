@@ -24,6 +24,9 @@ def _quiet_env() -> None:
     import logging
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    from sitewatch.io.store import configure_gdal_s3_from_env
+
+    configure_gdal_s3_from_env()
 
 
 def _say(msg: str) -> None:

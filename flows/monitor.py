@@ -15,6 +15,7 @@ from prefect.states import Failed
 from sitewatch.config import SiteConfig
 from sitewatch.io import cube as cube_io
 from sitewatch.io import store
+from sitewatch.io.store import configure_gdal_s3_from_env
 from tasks.alerts import publish_alerts, render_chips, update_alerts
 from tasks.analyse import analyse_scene
 from tasks.scenes import find_new_scenes, ingest_scene, prepare_cube, validate_scenes
@@ -38,6 +39,7 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
     error; everything else is processed, and the run then ends Failed, naming them.
     """
     log = get_run_logger()
+    configure_gdal_s3_from_env()  # deployments run without the CLI: same mapping here
     s = site.to_site()
     new, problems = find_new_scenes(site)
     rejected: list[dict[str, str]] = [{"scene_id": "?", "error": p} for p in problems]

@@ -22,6 +22,29 @@ def protocol_of(url: str) -> str:
     return scheme
 
 
+def configure_gdal_s3_from_env() -> dict[str, str]:
+    """Make GDAL (rasterio) reach the same S3 endpoint as fsspec: when ``AWS_ENDPOINT_URL`` (or
+    ``SITEWATCH_S3_ENDPOINT``) names an S3-compatible server (MinIO, Ceph, moto), set GDAL's
+    ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and ``AWS_VIRTUAL_HOSTING`` in ``os.environ`` unless
+    already set. Environment, not ``rasterio.Env``: lazy reads happen later in Dask workers,
+    which inherit the environment but not a context. Returns what it set (no secrets)."""
+    endpoint = os.environ.get("SITEWATCH_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return {}
+    u = urlparse(endpoint)
+    wanted = {
+        "AWS_S3_ENDPOINT": u.netloc or u.path,
+        "AWS_HTTPS": "NO" if u.scheme == "http" else "YES",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+    done = {}
+    for k, v in wanted.items():
+        if k not in os.environ:
+            os.environ[k] = v
+            done[k] = v
+    return done
+
+
 def storage_options_for(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """fsspec storage options for ``url``: explicit options win, else the environment."""
     if storage_options:
