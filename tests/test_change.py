@@ -15,6 +15,7 @@ from sitewatch.kernels.change import (
     change,
     change_score_np,
     delta_np,
+    fit_gain_offset,
     gain_offset_from_sums,
     normalisation_sums_np,
 )
@@ -155,6 +156,31 @@ def test_change_score_np_hand_computed():
     np.testing.assert_allclose(s, [np.sqrt((10.0 ** 2 + 0.0) / 2)], rtol=1e-6)
 
 
+def test_departure_scores_like_arrival():
+    """The relative floor uses the darker of scene and baseline, so a bright object leaving
+    scores like the same object arriving (MAD 0: the floor sets the scale)."""
+    zero = np.zeros((1, 1), np.float32)
+    one, five = np.array([True]), np.array([5])
+    g, o = np.ones(1), np.zeros(1)
+    leaving = change_score_np(np.array([[2700]], np.uint16), one, np.array([[5400]], np.float32), zero, five, g, o)
+    arriving = change_score_np(np.array([[5400]], np.uint16), one, np.array([[2700]], np.float32), zero, five, g, o)
+    # scale = floor_abs * 1e4 + floor_rel * min(5400, 2700) = 120 + 216 = 336
+    np.testing.assert_allclose(arriving, [2700 / 336], rtol=1e-6)
+    np.testing.assert_allclose(leaving, arriving, rtol=1e-6)
+    assert leaving[0] > ChangeParams().threshold  # a floor from the median alone would give 4.9
+    # the floor uses the normalised value: 5400 DN at gain 0.5 is 2700 against the median 5400
+    norm = change_score_np(np.array([[5400]], np.uint16), one, np.array([[5400]], np.float32), zero, five,
+                           np.array([0.5]), o)
+    np.testing.assert_allclose(norm, leaving, rtol=1e-6)
+    # several bands, the same symmetry per band
+    lo, hi = np.array([[900, 2700, 3000]], np.uint16), np.array([[1800, 5400, 3000]], np.uint16)
+    z3, g3, o3 = np.zeros((1, 3), np.float32), np.ones(3), np.zeros(3)
+    a = change_score_np(hi, one, lo.astype(np.float32), z3, five, g3, o3)
+    b = change_score_np(lo, one, hi.astype(np.float32), z3, five, g3, o3)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a, [np.sqrt(((900 / 192) ** 2 + (2700 / 336) ** 2) / 3)], rtol=1e-6)
+
+
 def test_change_score_np_nan_where_not_clear_or_few_obs():
     values = np.full((4, 3), 1000, np.uint16)
     median = np.full((4, 3), 900, np.float32)
@@ -220,7 +246,7 @@ def test_changed_patch_scores_above_threshold_noise_below():
     median[:, 90:95, 10:20] = 3000  # bright before ...
     values = _noisy_scene(median, seed=12, sigma=40.0)
     values[:, 50:60, 70:85] += 3000  # new bright object
-    values[:, 90:95, 10:20] = 300  # ... dark now: z ~ 2700 / (120 + 0.08 * 3000) = 7.5
+    values[:, 90:95, 10:20] = 300  # ... dark now: z ~ 2700 / (120 + 0.08 * 300) = 18.75
     clear = _clear(h, w, seed=13, p=1.0)
     out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS)
     score, changed = out["change_score"].values, out["change"].values
@@ -315,6 +341,77 @@ def test_dask_scene_with_numpy_baseline_and_clear():
     assert norm_l == norm_e
     for v in ("change_score", "change", "delta_brightness"):
         assert np.array_equal(lazy[v].values, eager[v].values, equal_nan=True), v
+
+
+def _refit(values, clear, median, count, min_obs):
+    return gain_offset_from_sums(normalisation_sums_np(values, median, clear & (count >= min_obs)))
+
+
+def test_fit_gain_offset_eager_equals_dask():
+    values, clear, median, mad, count = _big_case()
+    scene, bl = _scene_from(values, H, W), _baseline_ds(median, mad, count)
+    for min_obs in (1, 3):
+        ref = _refit(values, clear.values, median, count, min_obs)
+        eager = fit_gain_offset(scene, clear, bl, BANDS, min_obs)
+        assert np.array_equal(eager[0], ref[0]) and np.array_equal(eager[1], ref[1])
+        lazy = fit_gain_offset(scene.chunk({"y": (100, 37, 163), "x": (90, 120, 90)}),
+                               clear.chunk({"y": 64, "x": 71}), bl.chunk({"y": 37, "x": 53}), BANDS, min_obs)
+        assert np.array_equal(lazy[0], eager[0]) and np.array_equal(lazy[1], eager[1])
+    # dask scene with numpy baseline and mask
+    lazy = fit_gain_offset(scene.chunk({"y": 37, "x": 53}), clear, bl, BANDS, 3)
+    assert np.array_equal(lazy[0], eager[0]) and np.array_equal(lazy[1], eager[1])
+    # the mask and min_obs matter: pixels with 2 observations join the fit at min_obs 1 ...
+    assert not np.array_equal(fit_gain_offset(scene, clear, bl, BANDS, 1)[1], eager[1])
+    # ... and the fit recovers the scene's transform (scene = (median - 25) / 0.95 + noise)
+    np.testing.assert_allclose(eager[0], 0.95, rtol=0.02)
+    # a band subset fits only those bands, in the given order
+    sub = fit_gain_offset(scene, clear, bl, ["nir", "blue"], 3)
+    np.testing.assert_array_equal(sub[0], eager[0][[3, 0]])
+    np.testing.assert_array_equal(sub[1], eager[1][[3, 0]])
+    with pytest.raises(ValueError, match="swir16"):
+        fit_gain_offset(scene, clear, bl, ["blue", "swir16"])
+
+
+def test_change_with_given_gain_offset_equals_fitted():
+    values, clear, median, mad, count = _big_case()
+    scene, bl = _scene_from(values, H, W), _baseline_ds(median, mad, count)
+    fit = fit_gain_offset(scene, clear, bl, BANDS, ChangeParams().min_obs)
+    chunks = {"y": (100, 37, 163), "x": (90, 120, 90)}
+    for sc, cl, b in ((scene, clear, bl), (scene.chunk(chunks), clear.chunk(chunks), bl.chunk({"y": 64}))):
+        ref, norm_ref = change(sc, cl, b, BANDS)
+        got, norm_got = change(sc, cl, b, BANDS, gain_offset=fit)
+        assert norm_got == norm_ref == {"gain": fit[0].tolist(), "offset": fit[1].tolist()}
+        for v in ("change_score", "change", "delta_brightness"):
+            assert np.array_equal(got[v].values, ref[v].values, equal_nan=True), v
+    # plain lists work; another fit gives other scores, exactly those of the kernel with it
+    other = ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
+    out, norm = change(scene, clear, bl, BANDS, gain_offset=other)
+    assert norm == {"gain": other[0], "offset": other[1]}
+    mv = lambda a: np.moveaxis(a, 0, -1)  # noqa: E731
+    expected = change_score_np(mv(values), clear.values, mv(median), mv(mad), count, np.ones(4), np.zeros(4))
+    assert np.array_equal(out["change_score"].values, expected, equal_nan=True)
+    assert not np.array_equal(out["change_score"].values, ref["change_score"].values, equal_nan=True)
+    with pytest.raises(ValueError, match="gain_offset"):
+        change(scene, clear, bl, BANDS, gain_offset=(fit[0][:3], fit[1]))
+    with pytest.raises(ValueError, match="gain_offset"):
+        change(scene, clear, bl, BANDS, gain_offset=(fit[0], np.zeros((4, 1))))
+
+
+def test_change_with_given_gain_offset_on_dask_computes_nothing():
+    values, clear, median, mad, count = _big_case()
+    scene, bl = _scene_from(values, H, W).chunk({"y": 100}), _baseline_ds(median, mad, count).chunk({"y": 100})
+    fit = fit_gain_offset(scene, clear, bl, BANDS, 3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed")
+
+    with dask.config.set(scheduler=refuse):
+        out, _ = change(scene, clear.chunk({"y": 100}), bl, BANDS, gain_offset=fit)
+        with pytest.raises(AssertionError, match="computed"):  # the fit itself must compute
+            change(scene, clear.chunk({"y": 100}), bl, BANDS)
+    assert all(isinstance(out[v].data, da.Array) for v in out.data_vars)
+    ref, _ = change(scene, clear, bl, BANDS)
+    assert np.array_equal(out["change_score"].values, ref["change_score"].values, equal_nan=True)
 
 
 # ---------------------------------------------------------------- no mutation

@@ -1,4 +1,5 @@
-"""Tests for sitewatch.kernels.objects: 8-connected labelling and per-object statistics."""
+"""Tests for sitewatch.kernels.objects: 8-connected labelling, per-object statistics, dilation,
+grouping of nearby regions (join_px) and flag counts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import pytest
 import xarray as xr
 from scipy import ndimage
 
-from sitewatch.kernels.objects import ObjectStats, label, label_np, object_stats, objects, objects_np
+from sitewatch.kernels.objects import (
+    ObjectStats,
+    dilate,
+    grouping_mask,
+    label,
+    label_np,
+    object_stats,
+    objects,
+    objects_np,
+)
 
 H, W = 300, 300
 UNEVEN = {"y": (100, 37, 163), "x": (90, 120, 90)}  # borders at rows 100, 137 and cols 90, 210
@@ -243,6 +253,131 @@ def test_object_stats_numpy_score_with_dask_labels_and_threads():
     assert _unlabelled(got) == _unlabelled(objects_np(mask, score, delta))
 
 
+# ---------------------------------------------------------------- dilation, grouping, flags
+
+
+@pytest.mark.parametrize("px", [1, 4])
+def test_dilate_numpy_equals_dask_uneven_chunks(px):
+    mask, _, _ = _scene(seed=7)
+    ref = ndimage.binary_dilation(mask, structure=np.ones((2 * px + 1, 2 * px + 1), bool))
+    eager = dilate(_da(mask), px)
+    assert eager.dims == ("y", "x") and eager.dtype == bool
+    np.testing.assert_array_equal(eager.values, ref)
+    np.testing.assert_array_equal(eager.x.values, _da(mask).x.values)
+    for chunks in (UNEVEN, {"y": (64, 75, 61, 100), "x": (53, 97, 150)}):
+        lazy = dilate(_da(mask).chunk(chunks), px)
+        assert isinstance(lazy.data, da.Array)
+        assert lazy.data.chunks == _da(mask).chunk(chunks).data.chunks
+        np.testing.assert_array_equal(lazy.values, ref)
+    # px = 0 is the identity; grouping_mask is the same dilation
+    np.testing.assert_array_equal(dilate(_da(mask), 0).values, mask)
+    np.testing.assert_array_equal(grouping_mask(_da(mask).chunk(UNEVEN), px).values, ref)
+
+
+def test_dilate_and_grouping_reject_negative_px():
+    m = _da(np.zeros((5, 5), bool))
+    with pytest.raises(ValueError, match="px"):
+        dilate(m, -1)
+    with pytest.raises(ValueError, match="join_px"):
+        grouping_mask(m, -1)
+    with pytest.raises(ValueError, match="join_px"):
+        objects(m, m, m, join_px=-1)
+
+
+def _vehicles(h: int = 40, w: int = 50):
+    """Six 2 x 3 'vehicles' in two rows of three, 1 px apart, with their top-left at (10, 20)."""
+    m = np.zeros((h, w), bool)
+    for r in (10, 13):
+        for c in (20, 24, 28):
+            m[r:r + 2, c:c + 3] = True
+    return m
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_join_px_groups_nearby_vehicles_areas_cover_only_mask(lazy):
+    h, w = 40, 50
+    m = _vehicles(h, w)
+    m[30, 40] = True  # a lone pixel far away: its own object
+    score = np.arange(h * w, dtype=np.float32).reshape(h, w) / 100
+    delta = np.full((h, w), 0.05, np.float32)
+    delta[~m] = -1.0  # gap pixels would drag the mean down if they were counted
+    xm, xs, xd = _da(m), _da(score), _da(delta)
+    if lazy:
+        chunks = {"y": (12, 28), "x": (22, 28)}  # borders through the group (gap row, first vehicle)
+        xm, xs, xd = xm.chunk(chunks), xs.chunk(chunks), xd.chunk({"y": 15})
+    labels, objs = objects(xm, xs, xd, join_px=1)
+    assert len(objs) == 2
+    lab = labels.values
+    assert lab.dtype == np.int32
+    np.testing.assert_array_equal(lab > 0, m)  # labels cover only the mask pixels
+    group = next(o for o in objs if o.area_px > 1)
+    assert group.area_px == 36
+    assert len(np.unique(lab[m & (np.arange(h)[:, None] < 20)])) == 1
+    assert (group.row0, group.col0, group.row1, group.col1) == (10, 20, 15, 31)
+    rr, cc = np.nonzero(m[:20])
+    assert group.row == pytest.approx(rr.mean() + 0.5) and group.col == pytest.approx(cc.mean() + 0.5)
+    assert group.score_mean == pytest.approx(score[:20][m[:20]].astype(np.float64).mean(), rel=1e-12)
+    assert group.score_max == score[:20][m[:20]].max()
+    assert group.delta_mean == pytest.approx(0.05)
+    # without joining they are six vehicles (plus the lone pixel), each 6 px
+    labels0, objs0 = objects(xm, xs, xd)
+    assert len(objs0) == 7
+    assert sorted(o.area_px for o in objs0) == [1] + [6] * 6
+    np.testing.assert_array_equal(labels0.values > 0, m)
+
+
+def test_join_px_gap_limit():
+    # gaps of 2 * join_px pixels join (across columns and rows), one more pixel of gap does not
+    z = np.zeros((20, 30), np.float32)
+    for join_px in (1, 2, 3):
+        for gap, n_expected in ((2 * join_px, 1), (2 * join_px + 1, 2)):
+            m = np.zeros((20, 30), bool)
+            m[2:5, 2:5] = True
+            m[2:5, 5 + gap:8 + gap] = True  # to the right
+            m[5 + gap:8 + gap, 5 + gap:8 + gap] = True  # below that
+            chunked = join_px == 1  # dask: the chunk border (col 6) in the gap
+            xm = _da(m).chunk({"y": 20, "x": (6, 24)}) if chunked else _da(m)
+            labels, objs = objects(xm, _da(z), _da(z), join_px=join_px)
+            assert len(objs) == (1 if n_expected == 1 else 3), (join_px, gap)
+            assert sum(o.area_px for o in objs) == 27
+            np.testing.assert_array_equal(labels.values > 0, m)
+
+
+def test_flag_counts_object_pixels_inside_flag():
+    mask, score, delta = _scene(seed=8)
+    rng = np.random.default_rng(9)
+    flag = rng.random((H, W)) < 0.3
+    flag[95:105, 85:95] = True  # the corner square entirely flagged
+    flag[150:160, 200:230] = False  # the band across col 210 not at all
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    ref = ndimage.sum_labels(flag, lab, np.arange(1, n + 1)).astype(int)
+    _, eager = objects(_da(mask), _da(score), _da(delta), flag=_da(flag))
+    assert [o.flagged_px for o in eager] == ref.tolist()
+    assert sum(o.flagged_px for o in eager) == int((flag & mask).sum()) > 0
+    by_box = {(o.row0, o.col0, o.row1, o.col1): o for o in eager}
+    sq = next(o for k, o in by_box.items() if k[0] <= 95 and k[1] <= 85 and k[2] >= 105 and k[3] >= 95)
+    assert sq.flagged_px == sq.area_px
+    # without a flag nothing is counted, the other statistics are unchanged
+    _, noflag = objects(_da(mask), _da(score), _da(delta))
+    assert all(o.flagged_px == 0 for o in noflag)
+    assert [dataclasses.replace(o, flagged_px=0) for o in eager] == noflag
+    # dask: flag chunked differently from the labels, or numpy, gives the same counts
+    labels, lazy = objects(_da(mask).chunk(UNEVEN), _da(score).chunk(UNEVEN), _da(delta), flag=_da(flag).chunk({"y": 64, "x": 71}))
+    assert _unlabelled(lazy) == _unlabelled(eager)
+    assert _unlabelled(object_stats(labels, _da(score), _da(delta), _da(flag))) == _unlabelled(eager)
+
+
+def test_flag_with_join_px_counts_only_mask_pixels():
+    m = _vehicles()
+    flag = ~m  # flag everything except the vehicles: the gaps between them are flagged
+    flag[10, 20] = flag[14, 30] = True  # and two vehicle pixels
+    z = np.zeros(m.shape, np.float32)
+    for xm, xf in ((_da(m), _da(flag)), (_da(m).chunk({"y": (12, 28), "x": 25}), _da(flag).chunk({"y": 7}))):
+        _, objs = objects(xm, _da(z), _da(z), join_px=1, flag=xf)
+        assert len(objs) == 1
+        assert (objs[0].area_px, objs[0].flagged_px) == (36, 2)
+
+
 # ---------------------------------------------------------------- no mutation
 
 
@@ -258,6 +393,9 @@ def test_inputs_not_mutated():
     c = [a.copy(deep=True) for a in (xm, xs, xd)]
     objects(xm, xs, xd)
     objects(xm.chunk(UNEVEN), xs.chunk(UNEVEN), xd)
+    objects(xm, xs, xd, join_px=2, flag=xm)
+    dilate(xm, 3)
+    dilate(xm.chunk(UNEVEN), 3).compute()
     for a, b in zip((xm, xs, xd), c):
         xr.testing.assert_identical(a, b)
 

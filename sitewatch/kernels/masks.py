@@ -70,7 +70,7 @@ class MaskParams:
 def _open_grow_buffer(mask: np.ndarray, r: int, grow: int, buffer_px: int) -> np.ndarray:
     """Opening with a ``2r+1`` square (drops objects narrower than that), then regrowth of the
     surviving cores by up to ``grow`` px back into ``mask`` (keeps the thin fringes and arms of
-    real clouds), then a ``buffer_px`` dilation. Outside the array repeats the edge, so clouds cut by the site edge are not eroded away."""
+    real clouds), then a ``buffer_px`` dilation. Outside the array repeats the edge, so a cloud cut by the site edge survives if it reaches at least ``r + 1`` px into the site."""
     m = np.asarray(mask, dtype=bool).view(np.uint8)
     out = m
     if r > 0:

@@ -181,7 +181,7 @@ def grouping_mask(mask: xr.DataArray, join_px: int) -> xr.DataArray:
 def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_px: int = 0,
             flag: xr.DataArray | None = None) -> tuple[xr.DataArray, list[ObjectStats]]:
     """Labels and stats of the connected regions of ``mask`` (eager or dask). With ``join_px``,
-    regions closer than ``2 * join_px + 1`` pixels form one object; labels (and so areas,
+    regions separated by at most ``2 * join_px`` empty pixels form one object; labels (and so areas,
     centroids and boxes) still cover only the pixels of ``mask``."""
     labels, n = label(grouping_mask(mask, join_px))
     if n == 0:
