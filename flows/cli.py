@@ -98,13 +98,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if err else 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load_sites(path: str):
+    """The validated sites of a config file, or None after printing the error (naming the field)."""
     from sitewatch.config import ConfigError, load_sites
 
     try:
-        sites = load_sites(args.config)
+        return load_sites(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    sites = _load_sites(args.config)
+    if sites is None:
         return 2
     if args.site:
         sites = [s for s in sites if s.name in set(args.site)]
@@ -125,15 +132,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sitewatch.config import ConfigError, load_sites
-
+    sites = _load_sites(args.config)
+    if sites is None:
+        return 2
     from flows.deployments import serve_sites
 
-    try:
-        sites = load_sites(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     if not os.environ.get("PREFECT_API_URL"):
         _say("PREFECT_API_URL is not set: start a server with `prefect server start` and export "
              "PREFECT_API_URL=http://127.0.0.1:4200/api, so scheduled and UI runs have somewhere to live")

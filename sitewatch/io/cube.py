@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -196,20 +197,24 @@ def extend(
     return {sid: existing[sid] for sid, _ in scenes}
 
 
-def _region_write(cube_url: str, index: int, ds: xr.Dataset, storage_options: dict[str, Any] | None) -> None:
+def _region_write(cube_url: str, index: int, ds: xr.Dataset, storage_options: dict[str, Any] | None, compute: bool = True):
+    """Region write of ``ds`` into slot ``index``; with ``compute=False`` returns the delayed
+    write so that callers can compute it together with reductions of the same inputs."""
     ds = ds.drop_vars([c for c in ("x", "y", "spatial_ref", "time", "scene_id") if c in ds.variables])
     for name in ds.data_vars:
         ds[name].attrs = {}
         ds[name].encoding = {}
-    ds.to_zarr(cube_url, region={"time": slice(index, index + 1)}, **_zarr_kwargs(cube_url, storage_options))
+    return ds.to_zarr(cube_url, region={"time": slice(index, index + 1)}, compute=compute, **_zarr_kwargs(cube_url, storage_options))
 
 
 def write_scene_slice(cube_url: str, index: int, scene: xr.Dataset, storage_options: dict[str, Any] | None = None) -> float:
     """Write a scene's bands and ``valid`` (``(y, x)`` arrays on the site grid, lazy or not) into
     slot ``index``, then commit the slot. Returns the valid fraction."""
     data = scene.expand_dims("time")
-    _region_write(cube_url, index, data, storage_options)
-    valid_fraction = float(scene["valid"].mean().compute())
+    # One pass: the write and the valid fraction share the (lazy) COG reads.
+    write = _region_write(cube_url, index, data, storage_options, compute=False)
+    _, valid_fraction = dask.compute(write, scene["valid"].mean())
+    valid_fraction = float(valid_fraction)
     flags = xr.Dataset({
         "ingested": ("time", np.array([True])),
         "valid_fraction": ("time", np.array([valid_fraction], "float32")),
@@ -225,12 +230,14 @@ def write_derived(cube_url: str, index: int, derived: xr.Dataset, storage_option
     lacking = [v for v in DERIVED if v not in derived.data_vars]
     if lacking:
         raise ValueError(f"derived layers lack {lacking!r}; expected all of {DERIVED!r}")
-    _region_write(cube_url, index, derived[list(DERIVED)].expand_dims("time"), storage_options)
+    write = _region_write(cube_url, index, derived[list(DERIVED)].expand_dims("time"), storage_options, compute=False)
+    # The fraction comes from the layers being written, not from reading them back.
     cube = xr.open_zarr(cube_url, **_zarr_kwargs(cube_url, storage_options))
-    valid = cube["valid"].isel(time=index)
-    obscured = (cube["cloud"].isel(time=index) | cube["shadow"].isel(time=index)) & valid
-    n_valid = int(valid.sum().compute())
-    cloud_fraction = float(obscured.sum().compute()) / n_valid if n_valid else float("nan")
+    valid = cube["valid"].isel(time=index, drop=True)
+    obscured = (derived["cloud"].variable | derived["shadow"].variable) & valid.variable
+    _, n_obscured, n_valid = dask.compute(write, obscured.sum(), valid.sum())
+    n_valid = int(n_valid)
+    cloud_fraction = float(n_obscured) / n_valid if n_valid else float("nan")
     flags = xr.Dataset({
         "analysed": ("time", np.array([True])),
         "cloud_fraction": ("time", np.array([cloud_fraction], "float32")),
