@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sitewatch.analysis import AnalysisParams, SlotResult, analyse_slot
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.io import cube as cube_io
+from sitewatch.io import discovery
 from sitewatch.io import scenes as scene_io
 from sitewatch.synthetic import BANDS, SyntheticSeries, SyntheticSpec, generate_series
 
@@ -27,7 +28,7 @@ def build(workdir: str, spec: SyntheticSpec, chunk: int = 512, params: AnalysisP
     source = f"{workdir}/scenes"
     write_synthetic_scenes(series, source)
     tm.write_scenes = time.perf_counter() - t
-    refs, problems = scene_io.find_scenes(source)
+    refs, problems = discovery.find_scenes(source)
     if problems:
         raise RuntimeError(problems)
     cube = f"{workdir}/cube.zarr"

@@ -38,6 +38,17 @@ class SiteConfig(BaseModel):
     chunk_size: int = Field(512, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube and the Dask arrays")
     baseline_window: int = Field(8, ge=1, le=100, description="Earlier scenes used for the clear-sky baseline")
     change_threshold: float = Field(5.0, gt=0, description="Change score above which a pixel counts as changed")
+    sensor: str = Field("generic", description="Sensor profile: how asset keys map to bands and how to scale them "
+                        "(generic, sentinel2-l1c, sentinel2-l2a, landsat-c2-l2, landsat-tm-etm, commercial-4band, ...)")
+    discovery: Literal["auto", "stac-static", "stac-api", "layout"] = Field(
+        "auto", description="How scenes are found in 'source': STAC items/catalog/ItemCollection in a store, a STAC API, "
+        "or a plain folder layout without STAC (auto: STAC API for http(s) URLs, else static STAC, else layout)")
+    collections: tuple[str, ...] = Field((), description="STAC API collections to search (stac-api discovery)")
+    max_cloud: Optional[float] = Field(None, ge=0, le=100, description="Skip scenes whose eo:cloud_cover exceeds this (percent)")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Non-secret fsspec options for s3:// (endpoint_url, region, anon); "
+        "credentials come from the environment or 'credentials_block', never from this file")
+    credentials_block: Optional[str] = Field(None, description="Name of a Prefect block holding S3 credentials")
 
     @field_validator("bands")
     @classmethod

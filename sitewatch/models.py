@@ -106,7 +106,14 @@ class Site:
 
 @dataclass(frozen=True)
 class SceneRef:
-    """A scene found in a source: its id, acquisition time, and band asset hrefs by common name."""
+    """A scene found in a source: a reference, never pixels.
+
+    ``assets`` maps asset keys (as the source names them: ``blue``/``nir08`` at Earth Search,
+    ``B02``/``B8A`` at Planetary Computer, ``SR_B4`` ...) to absolute hrefs; ``asset_meta``
+    holds what the source says about each asset's pixels (``scale``, ``offset``, ``nodata``,
+    ``data_type``, from STAC ``raster:bands``), which wins over a sensor profile's defaults.
+    ``cloud_cover`` is the scene-level cloud percentage (``eo:cloud_cover``) when known.
+    """
 
     scene_id: str
     datetime: datetime
@@ -114,6 +121,9 @@ class SceneRef:
     item_href: str = ""
     properties: dict[str, Any] = field(default_factory=dict)
     nodata: float | None = None
+    asset_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cloud_cover: float | None = None
+    collection: str = ""
 
 
 @dataclass(frozen=True)

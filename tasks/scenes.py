@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 
 from sitewatch.config import SiteConfig
 from sitewatch.io import cube as cube_io
+from sitewatch.io import discovery
 from sitewatch.io import scenes as scene_io
 from sitewatch.models import SceneRef
 
@@ -32,7 +33,7 @@ def find_new_scenes(cfg: SiteConfig) -> tuple[list[SceneRef], list[str]]:
     """Scenes in the site's source that intersect the site and are not yet committed to its cube."""
     log = get_run_logger()
     site = cfg.to_site()
-    found, problems = scene_io.find_scenes(site.source, site.geometry)
+    found, problems = discovery.find_scenes(site.source, site.geometry)
     done = {s.scene_id for s in cube_io.slots(site.cube_url) if s.ingested}
     new = [s for s in found if s.scene_id not in done]
     log.info("site %s: %d scene(s) in source, %d already in the cube, %d new", site.name, len(found), len(found) - len(new), len(new))

@@ -8,6 +8,11 @@ optional: tests that need it skip when it is absent.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +80,45 @@ def demo_run(tmp_path_factory, prefect_server, small_series) -> DemoRun:
     state = monitor_site(cfg, return_state=True)
     summary = state.result(raise_on_failure=False)
     return DemoRun(workdir, cfg, small_series, summary, state)
+
+
+# ---------------------------------------------------------------- a real S3 server (moto, own process)
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def s3_server(monkeypatch):
+    """A real S3 protocol server (moto's server mode) in its own process on 127.0.0.1 (GDAL's
+    /vsis3/ deadlocks against an in-process moto). The environment points boto3, s3fs and GDAL
+    at it; yields the endpoint URL."""
+    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+    port = _free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint, "AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+    }.items():
+        monkeypatch.setenv(k, v)
+    import boto3
+
+    deadline = time.time() + 30
+    while True:
+        try:
+            boto3.client("s3", endpoint_url=endpoint).list_buckets()
+            break
+        except Exception:
+            if time.time() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+    import fsspec
+
+    fsspec.config.conf.pop("s3", None)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)

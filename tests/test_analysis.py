@@ -15,6 +15,7 @@ from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_sl
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
+from sitewatch.io import discovery
 from sitewatch.io import scenes as scene_io
 from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
 
@@ -40,7 +41,7 @@ def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = N
     """find -> extend -> read + write each scene -> analyse each slot in time order (the first
     ``n_dates`` scenes only, if given; the cube still gets a slot for every scene)."""
     grid = series.grid
-    refs, problems = scene_io.find_scenes(source, _footprint(series))
+    refs, problems = discovery.find_scenes(source, _footprint(series))
     use = sorted(refs, key=lambda r: r.datetime)[:n_dates]
     with dask.config.set(scheduler="synchronous"):
         slots = cube_io.extend(cube_url, grid, BANDS, [(r.scene_id, r.datetime) for r in refs], chunk=chunk)

@@ -4,53 +4,9 @@ and GDAL's /vsis3/ for sitewatch's own reads and writes."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def s3_server(monkeypatch):
-    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint, "AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
-    }.items():
-        monkeypatch.setenv(k, v)
-    import boto3
-
-    deadline = time.time() + 30
-    while True:
-        try:
-            boto3.client("s3", endpoint_url=endpoint).list_buckets()
-            break
-        except Exception:
-            if time.time() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.2)
-    import fsspec
-
-    fsspec.config.conf.pop("s3", None)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_monitor_flow_with_scenes_and_cube_on_s3(s3_server, prefect_server, small_series):

@@ -18,6 +18,7 @@ from rasterio.io import MemoryFile
 from shapely.geometry import box, mapping, shape
 
 from sitewatch.grid import SiteGrid
+from sitewatch.io import discovery as D
 from sitewatch.io import scenes as S
 
 UTC = dt.timezone.utc
@@ -125,7 +126,7 @@ def test_find_scenes_sorted_by_time_and_resolved(tmp_path):
     # ids in reverse alphabetical order of time
     for sid, day in [("C", 1), ("A", 9), ("B", 4)]:
         S.write_scene(src, sid, _when(day), _arrays(SITE), SITE)
-    found, problems = S.find_scenes(src)
+    found, problems = D.find_scenes(src)
     assert problems == []
     assert [s.scene_id for s in found] == ["C", "B", "A"]
     assert [s.datetime for s in found] == [_when(1), _when(4), _when(9)]
@@ -142,7 +143,7 @@ def test_find_scenes_same_time_sorted_by_id(tmp_path):
     src = str(tmp_path / "scenes")
     for sid in ["Z", "M", "B"]:
         S.write_scene(src, sid, _when(3), _arrays(SITE), SITE)
-    found, _ = S.find_scenes(src)
+    found, _ = D.find_scenes(src)
     assert [s.scene_id for s in found] == ["B", "M", "Z"]
 
 
@@ -151,14 +152,14 @@ def test_find_scenes_filters_by_footprint(tmp_path):
     S.write_scene(src, "HERE", _when(1), _arrays(SITE), SITE)
     far = SiteGrid(crs="EPSG:32636", x0=500000.0, y0=4100000.0, resolution=10.0, width=80, height=64)
     S.write_scene(src, "FAR", _when(2), _arrays(far), far)
-    found_all, _ = S.find_scenes(src)
+    found_all, _ = D.find_scenes(src)
     assert [s.scene_id for s in found_all] == ["HERE", "FAR"]
     here_item = json.loads((tmp_path / "scenes" / "HERE" / "HERE.json").read_text())
     footprint = mapping(shape(here_item["geometry"]).buffer(-1e-4))  # strictly inside HERE
-    found, problems = S.find_scenes(src, footprint)
+    found, problems = D.find_scenes(src, footprint)
     assert [s.scene_id for s in found] == ["HERE"] and problems == []
     nowhere = mapping(box(10.0, 10.0, 10.1, 10.1))
-    assert S.find_scenes(src, nowhere)[0] == []
+    assert D.find_scenes(src, nowhere)[0] == []
 
 
 def test_find_scenes_reports_bad_items_without_failing(tmp_path):
@@ -178,7 +179,7 @@ def test_find_scenes_reports_bad_items_without_failing(tmp_path):
     (src / "ranged").mkdir()
     (src / "ranged" / "ranged.json").write_text(json.dumps(ranged))
 
-    found, problems = S.find_scenes(str(src))
+    found, problems = D.find_scenes(str(src))
     assert [s.scene_id for s in found] == ["GOOD"]
     assert len(problems) == 3
     joined = "\n".join(problems)
@@ -188,7 +189,7 @@ def test_find_scenes_reports_bad_items_without_failing(tmp_path):
 
 
 def test_find_scenes_empty_or_missing_source(tmp_path):
-    assert S.find_scenes(str(tmp_path / "nothing-here")) == ([], [])
+    assert D.find_scenes(str(tmp_path / "nothing-here")) == ([], [])
 
 
 # ---------------------------------------------------------------- read_scene
@@ -200,7 +201,7 @@ def written(tmp_path):
     arrays["red"][:5, :7] = 0  # nodata in one band only
     arrays["nir"][-3:, -2:] = 0
     S.write_scene(src, "S1", _when(1), arrays, SITE)
-    (ref,), _ = S.find_scenes(src)
+    (ref,), _ = D.find_scenes(src)
     return ref, arrays
 
 
@@ -269,7 +270,7 @@ def test_read_scene_from_geographic_crs(tmp_path):
     cols = np.broadcast_to(np.arange(1, 201, dtype=np.uint16)[None, :], src_grid.shape).copy()
     rows = np.broadcast_to(np.arange(1, 201, dtype=np.uint16)[:, None], src_grid.shape).copy()
     S.write_scene(str(tmp_path), "GEO", _when(2), {"blue": cols, "red": rows, "nir": cols}, src_grid)
-    (ref,), _ = S.find_scenes(str(tmp_path))
+    (ref,), _ = D.find_scenes(str(tmp_path))
     ds = S.read_scene(ref, site, BANDS, chunks=64).compute()
     assert ds["valid"].values.all()
     # expected nearest source pixel of every site pixel centre
@@ -301,7 +302,7 @@ def test_read_scene_from_other_utm_zone_partial_cover(tmp_path):
     src_grid = SiteGrid(crs="EPSG:32637", x0=east - 1500.0, y0=round(cy) + 1000.0, resolution=10.0, width=150, height=200)
     const = {b: np.full(src_grid.shape, v, np.uint16) for b, v in zip(BANDS, (1111, 2222, 3333))}
     S.write_scene(str(tmp_path), "Z37", _when(3), const, src_grid)
-    (ref,), _ = S.find_scenes(str(tmp_path))
+    (ref,), _ = D.find_scenes(str(tmp_path))
     ds = S.read_scene(ref, site, BANDS, chunks=32).compute()
     valid = ds["valid"].values
     # expected coverage: site pixel centres whose zone-37 x is west of the scene's east edge
@@ -361,7 +362,7 @@ def test_scene_without_crs(tmp_path, written):
 def test_scene_not_overlapping_site(tmp_path):
     far = SiteGrid(crs="EPSG:32636", x0=500000.0, y0=4100000.0, resolution=10.0, width=80, height=64)
     S.write_scene(str(tmp_path), "FAR", _when(2), _arrays(far), far)
-    (ref,), _ = S.find_scenes(str(tmp_path))
+    (ref,), _ = D.find_scenes(str(tmp_path))
     with pytest.raises(S.SceneError, match="does not overlap") as exc:
         S.read_scene(ref, SITE, BANDS)
     assert "'FAR'" in str(exc.value)
@@ -373,7 +374,7 @@ def test_scene_touching_site_edge_does_not_overlap(tmp_path):
     # a scene whose east edge is exactly the site's west edge shares no pixel with it
     g = SiteGrid(crs=SITE.crs, x0=SITE.x0 - 800.0, y0=SITE.y0, resolution=10.0, width=80, height=64)
     S.write_scene(str(tmp_path), "WEST", _when(2), _arrays(g), g)
-    (ref,), _ = S.find_scenes(str(tmp_path))
+    (ref,), _ = D.find_scenes(str(tmp_path))
     with pytest.raises(S.SceneError, match="does not overlap"):
         S.read_scene(ref, SITE, BANDS)
 

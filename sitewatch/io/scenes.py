@@ -1,7 +1,7 @@
 """Scene files in an object store: writing COG + STAC scenes, finding them, reading them
 lazily onto a site grid.
 
-Layout written by :func:`write_scene` (and understood by :func:`find_scenes`)::
+Layout written by :func:`write_scene` (and found by :mod:`sitewatch.io.discovery`)::
 
     <source>/<scene_id>/<scene_id>.json     STAC item (pystac), assets keyed by eo common name
     <source>/<scene_id>/<band>.tif          one single-band Cloud-Optimized GeoTIFF per band
@@ -26,7 +26,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box, mapping
 
 from ..grid import SiteGrid
 from ..models import SceneRef
@@ -101,64 +101,6 @@ def write_scene(
     # Write the item last: a scene is discoverable only once all its files are in place.
     store.write_json(item_url, item.to_dict(include_self_link=False, transform_hrefs=False), storage_options)
     return item_url
-
-
-# ---------------------------------------------------------------- finding
-
-def _resolve(href: str, item_url: str) -> str:
-    if "://" in href or href.startswith("/"):
-        return href
-    base = item_url.rsplit("/", 1)[0]
-    rel = href[2:] if href.startswith("./") else href
-    return f"{base}/{rel}"
-
-
-def scene_ref_from_item(item_dict: dict[str, Any], item_url: str) -> SceneRef:
-    """A :class:`SceneRef` from a STAC item dict; asset keys are taken as band names."""
-    try:
-        item = pystac.Item.from_dict(item_dict)
-    except Exception as exc:  # pystac raises several types for malformed items
-        raise SceneError(f"STAC item {item_url!r} is not a valid STAC item: {exc}") from exc
-    if item.datetime is None:
-        raise SceneError(f"STAC item {item_url!r} has no datetime; expected an acquisition time")
-    assets = {k: _resolve(a.href, item_url) for k, a in item.assets.items() if "data" in (a.roles or ["data"])}
-    nodata = None
-    for a in item.assets.values():
-        rb = a.extra_fields.get("raster:bands")
-        if rb and rb[0].get("nodata") is not None:
-            nodata = rb[0]["nodata"]
-            break
-    when = item.datetime.astimezone(dt.timezone.utc)
-    return SceneRef(
-        scene_id=item.id, datetime=when, assets=assets, item_href=item_url,
-        properties=dict(item.properties), nodata=nodata,
-    )
-
-
-def find_scenes(
-    source: str,
-    footprint: dict[str, Any] | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> tuple[list[SceneRef], list[str]]:
-    """STAC items under ``source`` (static layout), sorted by time, that intersect ``footprint``
-    (a lon/lat GeoJSON geometry). Returns ``(scenes, problems)``: items that cannot be parsed
-    are reported in ``problems`` rather than stopping discovery."""
-    scenes: list[SceneRef] = []
-    problems: list[str] = []
-    geom = shape(footprint) if footprint else None
-    for url in store.list_files(source, ".json", storage_options):
-        try:
-            item_dict = store.read_json(url, storage_options)
-            ref = scene_ref_from_item(item_dict, url)
-        except (SceneError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-            problems.append(f"{url}: {exc}")
-            continue
-        item_geom = item_dict.get("geometry")
-        if geom is not None and item_geom is not None and not shape(item_geom).intersects(geom):
-            continue
-        scenes.append(ref)
-    scenes.sort(key=lambda s: (s.datetime, s.scene_id))
-    return scenes, problems
 
 
 # ---------------------------------------------------------------- reading
