@@ -8,7 +8,6 @@ back are the per-band normalisation sums and the per-object statistics.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -16,15 +15,19 @@ import numpy as np
 import xarray as xr
 from rasterio import features
 from shapely.geometry import mapping, shape
-from shapely.ops import transform as shp_transform, unary_union
+import shapely
+from shapely.ops import unary_union
 from pyproj import Transformer
 
 from .grid import SiteGrid
 from .io import cube as cube_io
 from .kernels.baseline import BaselineParams, robust_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
-from .kernels.masks import MaskParams, masks, rough_obscured
+from .kernels.masks import MASK_BANDS, MaskParams, masks, rough_obscured
 from .kernels.objects import ObjectStats, dilate, objects
+from .kernels.qa import QAParams, decode as decode_qa
+
+MASK_METHODS = ("auto", "spectral", "provider")
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,23 @@ class AnalysisParams:
     min_object_area_m2: float = 1000.0
     join_px: int = 1  # changed pixels up to 2 * join_px + 1 apart form one object
     cloud_distance_px: int = 3  # objects this close to cloud/shadow are reported as near_cloud
+    # Cloud/shadow masks: "spectral" (sitewatch's own spectral + temporal rules, needs
+    # MASK_BANDS), "provider" (the scene's own QA band, ``qa_band`` decoded as ``qa_kind``), or
+    # "auto": the union of whichever of the two the cube has.
+    mask_method: str = "auto"
+    qa_band: str | None = None
+    qa_kind: str | None = None
+    qa: QAParams = field(default_factory=QAParams)
 
     def __post_init__(self) -> None:
         if self.min_object_area_m2 < 0:
             raise ValueError(f"min_object_area_m2 got {self.min_object_area_m2!r}; expected >= 0")
+        if self.mask_method not in MASK_METHODS:
+            raise ValueError(f"mask_method got {self.mask_method!r}; expected one of {MASK_METHODS!r}")
+        if (self.qa_band is None) != (self.qa_kind is None):
+            raise ValueError(f"qa_band/qa_kind got {(self.qa_band, self.qa_kind)!r}; expected both or neither")
+        if self.mask_method == "provider" and self.qa_band is None:
+            raise ValueError("mask_method got 'provider' without a qa_band; expected a sensor with a QA band")
 
 
 @dataclass(frozen=True)
@@ -93,12 +109,42 @@ def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
     return earlier[-window:]
 
 
+def _mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[str, ...]:
+    """Which mask methods apply to this cube: "spectral" needs every MASK_BANDS band in
+    ``bands``, "provider" needs the QA variable in the cube."""
+    spectral_ok = all(b in bands for b in MASK_BANDS)
+    provider_ok = params.qa_band is not None and params.qa_band in cube.data_vars
+    if params.mask_method == "spectral" and not spectral_ok:
+        raise ValueError(f"mask_method 'spectral' got bands {list(bands)!r}; expected all of {list(MASK_BANDS)!r}")
+    if params.mask_method == "provider" and not provider_ok:
+        raise ValueError(f"mask_method 'provider' got a cube without QA variable {params.qa_band!r}; expected it ingested")
+    if params.mask_method != "auto":
+        return (params.mask_method,)
+    out = tuple(m for m, ok in (("spectral", spectral_ok), ("provider", provider_ok)) if ok)
+    if not out:
+        raise ValueError(
+            f"no cloud mask method for bands {list(bands)!r} and QA {params.qa_band!r}; expected all of "
+            f"{list(MASK_BANDS)!r} (spectral rules) or a sensor QA band in the cube (provider masks)"
+        )
+    return out
+
+
+def _provider_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
+    """The scene's provider cloud and shadow flags, raw and buffered by ``masks.buffer_px``."""
+    layers = decode_qa(scene[params.qa_band], params.qa_kind, params.qa)  # type: ignore[arg-type]
+    buf = params.masks.buffer_px
+    return xr.Dataset({
+        "cloud_raw": layers["cloud"], "shadow_raw": layers["shadow"],
+        "cloud": dilate(layers["cloud"], buf), "shadow": dilate(layers["shadow"], buf),
+    })
+
+
 def _polygon(labels: xr.DataArray, obj: ObjectStats, grid: SiteGrid, to_lonlat: Transformer) -> dict[str, Any]:
     win = labels.isel(y=slice(obj.row0, obj.row1), x=slice(obj.col0, obj.col1)).values == obj.label
     tr = grid.transform @ grid.transform.translation(obj.col0, obj.row0)
     polys = [shape(g) for g, v in features.shapes(win.astype(np.uint8), mask=win, transform=tr, connectivity=8) if v == 1]
     geom = unary_union(polys)
-    return mapping(shp_transform(to_lonlat.transform, geom))
+    return mapping(shapely.transform(geom, lambda x, y: to_lonlat.transform(x, y), interleaved=False))
 
 
 def analyse_slot(
@@ -116,7 +162,9 @@ def analyse_slot(
         raise ValueError(f"cube slot {index} ({cube.scene_id.values[index]!r}) got no committed scene; expected an ingested slot")
     scene_id = str(cube.scene_id.values[index])
     when = np.datetime_as_string(cube.time.values[index], unit="s") + "Z"
-    scene = cube[list(bands) + ["valid"]].isel(time=index, drop=True)
+    methods = _mask_methods(cube, bands, params)
+    qa_vars = [params.qa_band] if "provider" in methods else []
+    scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
     hist = history_indices(cube, index, params.baseline.window)
     baseline = None
     if hist:
@@ -127,12 +175,21 @@ def analyse_slot(
     scene = scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
+    provider = _provider_masks(scene, params) if "provider" in methods else None
     if baseline is not None:
         # Per-date radiometric normalisation, fitted on pixels that are roughly clear.
-        rough_clear = scene["valid"] & ~rough_obscured(scene, baseline, params.masks)
+        obscured = rough_obscured(scene, baseline, params.masks) if "spectral" in methods else None
+        if provider is not None:
+            unbuffered = provider["cloud_raw"] | provider["shadow_raw"]
+            obscured = unbuffered if obscured is None else (obscured | unbuffered)
+        rough_clear = scene["valid"] & ~obscured
         gain_offset = fit_gain_offset(scene, rough_clear, baseline, bands, params.change.min_obs)
         norm_by_band = {b: (float(g), float(o)) for b, g, o in zip(bands, *gain_offset)}
-    m = masks(scene, baseline, params.masks, norm=norm_by_band).persist()
+    m = masks(scene, baseline, params.masks, norm=norm_by_band) if "spectral" in methods else None
+    if provider is not None:
+        p = provider[["cloud", "shadow"]]
+        m = p if m is None else xr.Dataset({"cloud": m["cloud"] | p["cloud"], "shadow": m["shadow"] | p["shadow"]})
+    m = m.persist()
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"]
     if baseline is not None:
         ch, norm = change(scene, clear, baseline, bands, params.change, gain_offset=gain_offset)

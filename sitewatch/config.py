@@ -48,6 +48,9 @@ class SiteConfig(BaseModel):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Non-secret fsspec options for s3:// (endpoint_url, region, anon); "
         "credentials come from the environment or 'credentials_block', never from this file")
+    mask_method: Literal["auto", "spectral", "provider"] = Field(
+        "auto", description="Cloud/shadow masks: sitewatch's spectral+temporal rules, the sensor's QA band "
+        "(SCL, QA_PIXEL, Fmask), or auto: the union of whichever the site's bands and sensor allow")
     credentials_block: Optional[str] = Field(None, description="Name of a Prefect block holding S3 credentials")
 
     @field_validator("bands")

@@ -64,8 +64,11 @@ def write_scene(
     properties: dict[str, Any] | None = None,
     scale: float = 1e-4,
     storage_options: dict[str, Any] | None = None,
+    common_names: dict[str, str] | None = None,
 ) -> str:
-    """Write one scene (COG per band + STAC item) under ``source``; returns the item's URL."""
+    """Write one scene (COG per band + STAC item) under ``source``; returns the item's URL.
+    ``bands`` are keyed by asset key; ``common_names`` gives their eo common names where the
+    keys are not (default: the key itself)."""
     if not bands:
         raise ValueError(f"scene {scene_id!r}: bands got an empty mapping; expected at least one band")
     if when.tzinfo is None:
@@ -92,7 +95,7 @@ def write_scene(
                 media_type=pystac.MediaType.COG,
                 roles=["data"],
                 extra_fields={
-                    "eo:bands": [{"name": name, "common_name": name}],
+                    "eo:bands": [{"name": name, "common_name": (common_names or {}).get(name, name)}],
                     "raster:bands": [{"nodata": nodata, "scale": scale, "offset": 0.0, "data_type": np.asarray(arr).dtype.name}],
                 },
             ),
@@ -101,6 +104,33 @@ def write_scene(
     # Write the item last: a scene is discoverable only once all its files are in place.
     store.write_json(item_url, item.to_dict(include_self_link=False, transform_hrefs=False), storage_options)
     return item_url
+
+
+def add_asset(
+    item_url: str,
+    key: str,
+    array: np.ndarray,
+    grid: SiteGrid,
+    nodata: float | None = None,
+    roles: Sequence[str] = ("data",),
+    extra: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Add one more single-band COG asset (e.g. a QA or class raster, with its own nodata and no
+    scaling) to a scene written by :func:`write_scene`; the item is rewritten after the file is
+    in place. Returns the asset's URL."""
+    item = store.read_json(item_url, storage_options)
+    if key in item.get("assets", {}):
+        raise ValueError(f"scene {item.get('id')!r}: asset key got {key!r}, which the item already has; expected a new key")
+    href = store.join(item_url.rsplit("/", 1)[0], f"{key}.tif")
+    store.write_bytes(href, cog_bytes(np.asarray(array), grid, nodata), storage_options)
+    item["assets"][key] = {
+        "href": f"./{key}.tif", "type": str(pystac.MediaType.COG), "roles": list(roles),
+        "raster:bands": [{"nodata": nodata, "data_type": np.asarray(array).dtype.name}],
+        **(extra or {}),
+    }
+    store.write_json(item_url, item, storage_options)
+    return href
 
 
 # ---------------------------------------------------------------- reading
