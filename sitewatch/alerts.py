@@ -74,6 +74,7 @@ def merge(site: str, existing: Sequence[Alert], detections: Iterable[Detection])
                 bbox_pixels=(min(r0, d0), min(c0, e0), max(r1, d1), max(c1, e1)),
                 scenes=tuple(match.scenes) + (det.scene_id,),
             )
+            upd = replace(upd, description=describe(upd))
             alerts[match.id] = upd
             observed[match.id].add(det.scene_id)
             if match.id not in new_ids and match.id not in updated:

@@ -87,6 +87,7 @@ def test_overlapping_later_detection_updates_alert():
     assert a.scenes == ("S1", "S2") and a.first_scene == "S1"
     assert a.bbox_pixels == (100, 150, 110, 162)  # union
     assert a.area_m2 == 6000.0  # the largest
+    assert a.description == "brighter change over 6000 m2"  # describes the alert as it is now
     assert a.score_max == 12.0  # the largest
     # a third observation
     alerts3, _, updated3 = merge(SITE, alerts2, [_det("S3", "2026-03-21", bbox=(100, 150, 107, 157))])
