@@ -12,6 +12,7 @@ from sitewatch.config import SiteConfig
 from sitewatch.io import cube as cube_io
 from sitewatch.io import discovery
 from sitewatch.io import scenes as scene_io
+from sitewatch.io import store
 from sitewatch.models import SceneRef
 
 from ._dask import dask_client
@@ -30,16 +31,24 @@ def _not_bad_input(task, task_run, state) -> bool:
 
 @task(name="find-new-scenes", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def find_new_scenes(cfg: SiteConfig) -> tuple[list[SceneRef], list[str]]:
-    """Scenes in the site's source that intersect the site and are not yet committed to its cube."""
+    """Scenes in the site's source (``cfg.discovery``: STAC items, a static catalog, a STAC API
+    or a plain folder layout) that intersect the site, are in ``cfg.collections``, pass
+    ``cfg.max_cloud`` and are not yet committed to its cube. Returns ``(new, problems)``:
+    ``problems`` are ``"<url>: <error>"`` lines for items that could not be used."""
     log = get_run_logger()
     site = cfg.to_site()
-    found, problems = discovery.find_scenes(site.source, site.geometry)
-    done = {s.scene_id for s in cube_io.slots(site.cube_url) if s.ingested}
-    new = [s for s in found if s.scene_id not in done]
-    log.info("site %s: %d scene(s) in source, %d already in the cube, %d new", site.name, len(found), len(found) - len(new), len(new))
-    for p in problems:
-        log.error("site %s: unusable STAC item: %s", site.name, p)
-    return new, problems
+    opts = cfg.storage_options or None
+    done = {s.scene_id for s in cube_io.slots(site.cube_url, opts) if s.ingested}
+    found = discovery.discover(site.source, site.geometry, method=cfg.discovery, collections=cfg.collections,
+                               max_cloud=cfg.max_cloud, storage_options=opts, exclude_ids=done)
+    new = list(found.scenes)
+    cloud = f", {found.cloudy} over max_cloud {cfg.max_cloud:g}%" if cfg.max_cloud is not None else ""
+    log.info("site %s: %s discovery in %s: %d scene(s) found, %d already in the cube, %d not over the site, "
+             "%d in other collections%s: %d new", site.name, found.method, store.redact(site.source), found.matched,
+             found.excluded, found.outside, found.other_collection, cloud, len(new))
+    for p in found.problems:
+        log.error("site %s: unusable scene or item: %s", site.name, store.redact(p))
+    return new, list(found.problems)
 
 
 @task(name="validate-scenes", cache_policy=NO_CACHE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import os
@@ -15,7 +14,7 @@ import pystac
 import pytest
 import rasterio
 from rasterio.io import MemoryFile
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import shape
 
 from sitewatch.grid import SiteGrid
 from sitewatch.io import discovery as D
@@ -117,79 +116,6 @@ def test_write_scene_rejects_naive_datetime_and_no_bands(tmp_path):
     with pytest.raises(ValueError, match="bands"):
         S.write_scene(str(tmp_path), "X", _when(1), {}, SITE)
     assert not list(tmp_path.iterdir())
-
-
-# ---------------------------------------------------------------- find_scenes
-
-def test_find_scenes_sorted_by_time_and_resolved(tmp_path):
-    src = str(tmp_path / "scenes")
-    # ids in reverse alphabetical order of time
-    for sid, day in [("C", 1), ("A", 9), ("B", 4)]:
-        S.write_scene(src, sid, _when(day), _arrays(SITE), SITE)
-    found, problems = D.find_scenes(src)
-    assert problems == []
-    assert [s.scene_id for s in found] == ["C", "B", "A"]
-    assert [s.datetime for s in found] == [_when(1), _when(4), _when(9)]
-    ref = found[0]
-    assert ref.datetime.tzinfo is not None
-    assert ref.nodata == 0
-    assert set(ref.assets) == set(BANDS)
-    assert ref.assets["red"] == str(tmp_path / "scenes" / "C" / "red.tif")
-    assert ref.item_href == str(tmp_path / "scenes" / "C" / "C.json")
-    assert os.path.isfile(ref.assets["red"])
-
-
-def test_find_scenes_same_time_sorted_by_id(tmp_path):
-    src = str(tmp_path / "scenes")
-    for sid in ["Z", "M", "B"]:
-        S.write_scene(src, sid, _when(3), _arrays(SITE), SITE)
-    found, _ = D.find_scenes(src)
-    assert [s.scene_id for s in found] == ["B", "M", "Z"]
-
-
-def test_find_scenes_filters_by_footprint(tmp_path):
-    src = str(tmp_path / "scenes")
-    S.write_scene(src, "HERE", _when(1), _arrays(SITE), SITE)
-    far = SiteGrid(crs="EPSG:32636", x0=500000.0, y0=4100000.0, resolution=10.0, width=80, height=64)
-    S.write_scene(src, "FAR", _when(2), _arrays(far), far)
-    found_all, _ = D.find_scenes(src)
-    assert [s.scene_id for s in found_all] == ["HERE", "FAR"]
-    here_item = json.loads((tmp_path / "scenes" / "HERE" / "HERE.json").read_text())
-    footprint = mapping(shape(here_item["geometry"]).buffer(-1e-4))  # strictly inside HERE
-    found, problems = D.find_scenes(src, footprint)
-    assert [s.scene_id for s in found] == ["HERE"] and problems == []
-    nowhere = mapping(box(10.0, 10.0, 10.1, 10.1))
-    assert D.find_scenes(src, nowhere)[0] == []
-
-
-def test_find_scenes_reports_bad_items_without_failing(tmp_path):
-    src = tmp_path / "scenes"
-    S.write_scene(str(src), "GOOD", _when(1), _arrays(SITE), SITE)
-    (src / "broken").mkdir()
-    (src / "broken" / "broken.json").write_text("{not json")
-    (src / "notstac").mkdir()
-    (src / "notstac" / "notstac.json").write_text(json.dumps({"hello": "world"}))
-    # a valid STAC item with a time range but no single acquisition time
-    item = json.loads((src / "GOOD" / "GOOD.json").read_text())
-    ranged = copy.deepcopy(item)
-    ranged["id"] = "RANGED"
-    ranged["properties"]["datetime"] = None
-    ranged["properties"]["start_datetime"] = "2026-01-01T00:00:00Z"
-    ranged["properties"]["end_datetime"] = "2026-01-02T00:00:00Z"
-    (src / "ranged").mkdir()
-    (src / "ranged" / "ranged.json").write_text(json.dumps(ranged))
-
-    found, problems = D.find_scenes(str(src))
-    assert [s.scene_id for s in found] == ["GOOD"]
-    assert len(problems) == 3
-    joined = "\n".join(problems)
-    for name in ("broken.json", "notstac.json", "ranged.json"):
-        assert name in joined
-    assert any("ranged.json" in p and "datetime" in p for p in problems)
-
-
-def test_find_scenes_empty_or_missing_source(tmp_path):
-    assert D.find_scenes(str(tmp_path / "nothing-here")) == ([], [])
 
 
 # ---------------------------------------------------------------- read_scene
