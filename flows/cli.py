@@ -63,6 +63,11 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"({a['lon']:.5f}, {a['lat']:.5f})  score {a['score_max']:.1f}  {a['description']}")
     for r in summary["scenes_rejected"]:
         print(f"  REJECTED {r['scene_id']}: {r['error']}")
+    quarantined = summary.get("scenes_quarantined") or []
+    if quarantined:
+        print(f"quarantine: {len(quarantined)} scene(s) skipped, retried on the next run ({summary.get('quarantine', '')})")
+        for q in quarantined:
+            print(f"  {q['scene_id']:<24} {q['attempts']} attempt(s) since {q['first_attempt']}  {q['object']}")
     print(f"cube:       {summary['cube']}")
     print(f"alert feed: {summary['alert_feed']}")
     print(f"pictures:   {summary['images']}")

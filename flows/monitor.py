@@ -12,13 +12,15 @@ from prefect import flow, unmapped
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
+from sitewatch import quarantine
 from sitewatch.config import SiteConfig
 from sitewatch.io import cube as cube_io
 from sitewatch.io import store
-from sitewatch.io.store import configure_gdal_s3_from_env
 from tasks.alerts import publish_alerts, render_chips, update_alerts
 from tasks.analyse import analyse_scene
+from tasks.quarantine import record_quarantine
 from tasks.scenes import find_new_scenes, ingest_scene, prepare_cube, validate_scenes
+from tasks.storage import check_storage, configure_storage, task_retry_options, use_storage
 
 from .runner import make_task_runner
 
@@ -27,37 +29,51 @@ def _error_text(state: Any) -> str:
     try:
         state.result()
     except Exception as exc:  # the task's own exception, re-raised by Prefect
-        return f"{type(exc).__name__}: {exc}"
-    return state.message or "failed"
+        return store.redact(f"{type(exc).__name__}: {exc}")
+    return store.redact(state.message or "failed")
+
+
+def _failure(scene_id: str, error: str, default_object: str) -> dict[str, str]:
+    error = store.redact(error)
+    return {"scene_id": scene_id, "object": quarantine.object_named(error, default_object), "error": error}
 
 
 @flow(name="monitor-site", task_runner=make_task_runner(), flow_run_name="monitor-{site.name}")
 def monitor_site(site: SiteConfig) -> dict[str, Any]:
     """Bring a site up to date: ingest new scenes, compute masks and change, raise and publish alerts.
 
-    Scenes that cannot be used (unreadable, missing band, wrong place) are skipped with a clear
-    error; everything else is processed, and the run then ends Failed, naming them.
+    Scenes that cannot be used (unreadable or corrupt, missing band, wrong place, access denied,
+    storage unreachable after retries with backoff) are skipped with a clear error naming the
+    object; everything else is processed, and the run then ends Failed, naming them.
+    ``scenes_rejected`` lists this run's failures; ``scenes_quarantined`` the site's persisted
+    quarantine list (``<store>/<site>/quarantine.json``) after the run: failed scenes stay there,
+    with attempts, until a later run ingests them.
     """
     log = get_run_logger()
-    configure_gdal_s3_from_env()  # deployments run without the CLI: same mapping here
+    use_storage(site)  # endpoint, region and keys (env, storage_options, credentials block) in this process
     s = site.to_site()
-    new, problems = find_new_scenes(site)
-    rejected: list[dict[str, str]] = [{"scene_id": "?", "error": p} for p in problems]
+    configure_storage(site)  # ... and on every Dask worker, where lazy reads and writes run
+    check_storage(site)  # a missing or denied bucket fails the run here, named
+    retry = task_retry_options()  # transient errors: exponential backoff with jitter
+    new, problems = find_new_scenes.with_options(**retry)(site)
+    rejected: list[dict[str, str]] = [_failure(quarantine.UNKNOWN_SCENE, p, p.split(": ", 1)[0]) for p in problems]
 
     ok, bad = validate_scenes(site, new) if new else ([], [])
-    rejected += bad
+    by_id = {r.scene_id: r for r in new}
+    rejected += [_failure(b["scene_id"], b["error"], by_id[b["scene_id"]].item_href) for b in bad]
 
     ingested: list[dict[str, Any]] = []
     if ok:
-        slots = prepare_cube(site, ok)
-        futs = ingest_scene.map(unmapped(site), ok, [slots[r.scene_id] for r in ok])
+        slots = prepare_cube.with_options(**retry)(site, ok)
+        futs = ingest_scene.with_options(**retry).map(unmapped(site), ok, [slots[r.scene_id] for r in ok])
         for ref, fut in zip(ok, futs):
             fut.wait()
             if fut.state.is_completed():
                 ingested.append(fut.result())
             else:
-                rejected.append({"scene_id": ref.scene_id, "error": _error_text(fut.state)})
+                rejected.append(_failure(ref.scene_id, _error_text(fut.state), ref.item_href))
                 log.error("could not ingest scene %s: %s", ref.scene_id, rejected[-1]["error"])
+    quarantined = record_quarantine(site, rejected, [i["scene_id"] for i in ingested])
 
     pending = sorted((sl for sl in cube_io.slots(s.cube_url) if sl.ingested and not sl.analysed), key=lambda sl: sl.time)
     results = [analyse_scene(site, sl.index) for sl in pending]
@@ -73,12 +89,14 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
          "cloud_fraction": r.cloud_fraction, "n_detections": len(r.detections)}
         for r in results
     ]
-    feed = publish_alerts(site, alerts, new_ids, updated, scenes)
+    feed = publish_alerts(site, alerts, new_ids, updated, scenes, quarantined)
     summary = {
         "site": s.name,
         "scenes_ingested": [i["scene_id"] for i in sorted(ingested, key=lambda i: i["index"])],
         "scenes_analysed": scenes,
         "scenes_rejected": rejected,
+        "scenes_quarantined": quarantined,
+        "quarantine": quarantine.quarantine_url(s.site_root),
         "alerts": [a.to_feature()["properties"] | {"geometry": a.geometry} for a in alerts if a.id in set(new_ids) | set(updated)],
         "new_alert_ids": new_ids,
         "updated_alert_ids": updated,

@@ -120,8 +120,10 @@ def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -
     return out[0], out[1], sids[before_i], sids[after_i]
 
 
-def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], updated_ids: Sequence[str], scenes: Sequence[dict[str, Any]]) -> str:
-    """A markdown summary of a monitor run (for a Prefect artifact or a log)."""
+def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], updated_ids: Sequence[str], scenes: Sequence[dict[str, Any]],
+                    quarantined: Sequence[dict[str, Any]] = ()) -> str:
+    """A markdown summary of a monitor run (for a Prefect artifact or a log); ``quarantined``
+    are the site's quarantine entries (``scene_id``, ``object``, ``error``, ``attempts``, ...)."""
     lines = [f"# sitewatch: {site}", ""]
     if scenes:
         lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | alerts |", "|---|---|---|---|---|"]
@@ -143,5 +145,19 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
         lines.append("")
     else:
         lines += ["No new alerts.", ""]
+    if quarantined:
+        lines += [f"## Quarantined scenes ({len(quarantined)})", "",
+                  "Skipped: they could not be used. Each is tried again on the next run and leaves this list once ingested.", "",
+                  "| scene | object | attempts | first attempt | last attempt | error |", "|---|---|---|---|---|---|"]
+        for q in quarantined:
+            lines.append(f"| {q['scene_id']} | `{q['object']}` | {q.get('attempts', 1)} | {q.get('first_attempt', '')} | "
+                         f"{q.get('last_attempt', '')} | {_cell(q['error'])} |")
+        lines.append("")
     lines.append(f"Open alerts at this site: {sum(1 for a in alerts if a.status == 'open')}")
     return "\n".join(lines)
+
+
+def _cell(text: str, limit: int = 300) -> str:
+    """Text for one markdown table cell: one line, no pipes, at most ``limit`` characters."""
+    t = " ".join(str(text).split()).replace("|", "\\|")
+    return t if len(t) <= limit else t[: limit - 1] + "…"

@@ -50,11 +50,13 @@ def render_chips(cfg: SiteConfig, alerts: list[Alert]) -> list[Alert]:
 
 
 @task(name="publish-alerts", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def publish_alerts(cfg: SiteConfig, alerts: list[Alert], new_ids: list[str], updated: list[str], scenes: list[dict]) -> str:
-    """Write the GeoJSON feed and a Prefect markdown artifact for this run; returns the feed URL."""
+def publish_alerts(cfg: SiteConfig, alerts: list[Alert], new_ids: list[str], updated: list[str], scenes: list[dict],
+                   quarantined: list[dict] | None = None) -> str:
+    """Write the GeoJSON feed and a Prefect markdown artifact for this run (with the site's
+    quarantined scenes); returns the feed URL."""
     site = cfg.to_site()
     url = publish.write_feed(site.alerts_url, site.name, alerts)
-    md = publish.markdown_report(site.name, alerts, new_ids, updated, scenes)
+    md = publish.markdown_report(site.name, alerts, new_ids, updated, scenes, quarantined or ())
     create_markdown_artifact(markdown=md, key=f"sitewatch-{site.name}".replace("_", "-"), description=f"sitewatch run for {site.name}")
     get_run_logger().info("site %s: alert feed %s", site.name, url)
     return url

@@ -95,7 +95,8 @@ def s3_server(monkeypatch):
     """A real S3 protocol server (moto's server mode) in its own process on 127.0.0.1 (GDAL's
     /vsis3/ deadlocks against an in-process moto). The environment points boto3, s3fs and GDAL
     at it; yields the endpoint URL."""
-    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+    venv_exe = os.path.join(os.path.dirname(sys.executable), "moto_server")  # the venv's moto, not a PATH shim's
+    exe = venv_exe if os.path.exists(venv_exe) else shutil.which("moto_server")
     port = _free_port()
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

@@ -9,7 +9,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_monitor_flow_with_scenes_and_cube_on_s3(s3_server, prefect_server, small_series):
+def test_monitor_flow_with_scenes_and_cube_on_s3(s3_server, prefect_server, small_series, tmp_path):
+    import json
+
     import boto3
     import s3fs
 
@@ -19,10 +21,16 @@ def test_monitor_flow_with_scenes_and_cube_on_s3(s3_server, prefect_server, smal
     from sitewatch.io import store
 
     s3fs.S3FileSystem.clear_instance_cache()
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="sitewatch-test")
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="sitewatch-test")
+    # as users do: scenes (COG + STAC) made elsewhere, uploaded object by object with boto3
+    local = tmp_path / "scenes"
+    write_synthetic_scenes(small_series, str(local))
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            s3.upload_file(str(p), "sitewatch-test", f"scenes/{p.relative_to(local).as_posix()}")
     source, out = "s3://sitewatch-test/scenes", "s3://sitewatch-test/sitewatch"
-    write_synthetic_scenes(small_series, source)
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="sitewatch-test", Prefix="scenes/")["Contents"]]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="sitewatch-test", Prefix="scenes/")["Contents"]]
     assert sum(k.endswith(".tif") for k in keys) == 6 * len(small_series)
 
     cfg = demo_site_config(small_series, source, out, name="s3site", chunk_size=128)
@@ -38,6 +46,8 @@ def test_monitor_flow_with_scenes_and_cube_on_s3(s3_server, prefect_server, smal
     # no credential in anything published
     feed = store.read_bytes(s["alert_feed"]).decode()
     assert "testing-secret" not in feed and "testing-key" not in feed
+    assert "testing-secret" not in json.dumps(s, default=str)
+    assert s["scenes_quarantined"] == [] and not store.exists(s["quarantine"])  # nothing failed: no list written
     # a rerun finds nothing new on S3 either
     again = monitor_site(cfg, return_state=True).result()
     assert again["scenes_ingested"] == [] and again["new_alert_ids"] == []

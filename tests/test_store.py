@@ -180,3 +180,104 @@ def test_list_files_memory_filesystem_gives_full_urls():
         assert [store.read_bytes(u) for u in found] == [b"{}", b"{}"]
     finally:
         fs.rm("/sitewatch-test-list", recursive=True)
+
+
+# ---------------------------------------------------------------- S3 settings, errors, retries
+
+def test_storage_options_region_becomes_client_kwargs():
+    opts = store.storage_options_for("s3://b/k", {"endpoint_url": "http://h:1", "region": "eu-west-1"})
+    assert opts == {"endpoint_url": "http://h:1", "client_kwargs": {"region_name": "eu-west-1"}}
+
+
+def test_s3_environment_for_fsspec_and_gdal():
+    env = store.s3_environment(endpoint_url="http://127.0.0.1:9000", region="eu-west-1", key="K", secret="S")
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert (env["AWS_S3_ENDPOINT"], env["AWS_HTTPS"], env["AWS_VIRTUAL_HOSTING"]) == ("127.0.0.1:9000", "NO", "FALSE")
+    assert env["AWS_REGION"] == "eu-west-1" and env["AWS_ACCESS_KEY_ID"] == "K" and env["AWS_SECRET_ACCESS_KEY"] == "S"
+    assert store.s3_environment(anon=True) == {"AWS_NO_SIGN_REQUEST": "YES"}
+    with pytest.raises(ValueError, match="only one of key and secret"):
+        store.s3_environment(key="K")
+    with pytest.raises(ValueError, match="endpoint_url got 'minio:9000'"):
+        store.s3_environment(endpoint_url="minio:9000")
+
+
+def test_configure_s3_sets_the_process_and_reports_names_only(monkeypatch):
+    import fsspec
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+              "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_NO_SIGN_REQUEST"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "old-token")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    names = store.configure_s3(store.s3_environment(endpoint_url="http://127.0.0.1:9", key="K", secret="S3CR3T", anon=False))
+    assert "AWS_SECRET_ACCESS_KEY" in names and "S3CR3T" not in repr(names)
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "S3CR3T" and os.environ["AWS_S3_ENDPOINT"] == "127.0.0.1:9"
+    assert "AWS_SESSION_TOKEN" not in os.environ  # another credential's token is dropped
+    store.configure_s3(store.s3_environment(anon=True))
+    assert fsspec.config.conf["s3"]["anon"] is True
+
+
+@pytest.mark.parametrize("exc, transient", [
+    (ConnectionRefusedError(111, "Connection refused"), True),
+    (TimeoutError("read timed out"), True),
+    (OSError("CURL error: Failed to connect to 127.0.0.1 port 9: Could not connect to server"), True),
+    (OSError("HTTP response code: 503"), True),
+    (RuntimeError("An error occurred (SlowDown) when calling GetObject"), True),
+    (FileNotFoundError("s3://b/x.tif"), False),
+    (PermissionError("Access Denied"), False),
+    (OSError("HTTP response code: 403"), False),
+    (ValueError("not a TIFF file"), False),
+])
+def test_is_transient(exc, transient):
+    assert store.is_transient(exc) is transient
+
+
+def test_is_transient_follows_the_cause_chain():
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as inner:
+            raise ValueError("scene 'A': band 'red' cannot be read") from inner
+    except ValueError as exc:
+        assert store.is_transient(exc)
+
+
+def test_redact_hides_secrets_and_url_passwords(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+    text = "failed with secret wJalrXUtnFEMI at https://user:pa55@minio.local/b/x.tif"
+    out = store.redact(text)
+    assert "wJalrXUtnFEMI" not in out and "pa55" not in out and "https://***@minio.local/b/x.tif" in out
+
+
+def test_bucket_of_and_check_bucket_passes_local(tmp_path):
+    assert store.bucket_of("s3://bkt/a/b") == "bkt" and store.bucket_of("/data/x") is None
+    store.check_bucket(str(tmp_path / "anything"))  # local paths: nothing to check
+
+
+def test_missing_bucket_is_a_clear_error_on_a_real_s3_server(s3_server):
+    import boto3
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="present")
+    store.check_bucket("s3://present/x")
+    with pytest.raises(store.StoreError, match="bucket 'absent' \\(of 's3://absent/scenes'\\) does not exist"):
+        store.check_bucket("s3://absent/scenes")
+    with pytest.raises(store.StoreError, match="'absent'"):
+        store.list_files("s3://absent/scenes", ".json")
+    assert store.list_files("s3://present/nothing-here", ".json") == []
+
+
+def test_configure_gdal_sets_retry_defaults_without_overriding(monkeypatch):
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "7")
+    monkeypatch.delenv("GDAL_HTTP_RETRY_DELAY", raising=False)
+    monkeypatch.delenv("GDAL_HTTP_TIMEOUT", raising=False)
+    done = store.configure_gdal_s3_from_env()
+    assert os.environ["GDAL_HTTP_MAX_RETRY"] == "7" and "GDAL_HTTP_MAX_RETRY" not in done
+    assert os.environ["GDAL_HTTP_RETRY_DELAY"] == store.GDAL_REMOTE_DEFAULTS["GDAL_HTTP_RETRY_DELAY"]
+    monkeypatch.delenv("GDAL_HTTP_RETRY_DELAY")
+    monkeypatch.delenv("GDAL_HTTP_TIMEOUT")
+
+
+def test_clear_gdal_cache_reaches_gdal():
+    assert store.clear_gdal_cache() is True
