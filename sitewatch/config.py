@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .models import Site
+from .sensors import PROFILES, SensorProfile, get_profile
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+SPECTRAL_MASK_BANDS = ("blue", "green", "red", "nir", "swir16")
 
 
 class SiteConfig(BaseModel):
@@ -33,13 +35,14 @@ class SiteConfig(BaseModel):
     crs: Optional[str] = Field(None, description="Site CRS, e.g. EPSG:32636; default: UTM zone of the centroid")
     source: str = Field(description="Where scenes are found: a folder or fsspec URL (s3://bucket/prefix) holding STAC items")
     store: str = Field(description="Where sitewatch writes this site's cube and alerts: folder or fsspec URL")
-    bands: tuple[str, ...] = Field(DEFAULT_BANDS, description="Band names (STAC eo common names) to ingest")
+    sensor: str = Field("generic", description="Sensor profile: how asset keys map to bands and how to scale them: "
+                        + ", ".join(PROFILES))
+    bands: tuple[str, ...] = Field(DEFAULT_BANDS, description="Reflectance bands (STAC eo common names) to ingest; "
+                                   "default: the sensor profile's default bands")
     min_alert_area_m2: float = Field(1000.0, ge=0, description="Smallest change object that raises an alert")
     chunk_size: int = Field(512, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube and the Dask arrays")
     baseline_window: int = Field(8, ge=1, le=100, description="Earlier scenes used for the clear-sky baseline")
     change_threshold: float = Field(5.0, gt=0, description="Change score above which a pixel counts as changed")
-    sensor: str = Field("generic", description="Sensor profile: how asset keys map to bands and how to scale them "
-                        "(generic, sentinel2-l1c, sentinel2-l2a, landsat-c2-l2, landsat-tm-etm, commercial-4band, ...)")
     discovery: Literal["auto", "stac-static", "stac-api", "layout"] = Field(
         "auto", description="How scenes are found in 'source': STAC items/catalog/ItemCollection in a store, a STAC API, "
         "or a plain folder layout without STAC (auto: STAC API for http(s) URLs, else static STAC, else layout)")
@@ -53,13 +56,57 @@ class SiteConfig(BaseModel):
         "(SCL, QA_PIXEL, Fmask), or auto: the union of whichever the site's bands and sensor allow")
     credentials_block: Optional[str] = Field(None, description="Name of a Prefect block holding S3 credentials")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_bands(cls, data: Any) -> Any:
+        # bands not given: the sensor profile's default bands (an unknown sensor is reported by its own field)
+        if isinstance(data, dict) and "bands" not in data and isinstance(data.get("sensor", "generic"), str):
+            prof = PROFILES.get(data.get("sensor", "generic"))
+            if prof is not None:
+                data = {**data, "bands": prof.default_bands}
+        return data
+
+    @field_validator("sensor")
+    @classmethod
+    def _sensor_known(cls, v: str) -> str:
+        get_profile(v)  # ValueError naming the known profiles
+        return v
+
     @field_validator("bands")
     @classmethod
-    def _bands_needed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        need = {"blue", "green", "red", "nir", "swir16"}
-        lacking = sorted(need - set(v))
-        if lacking:
-            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red, nir and swir16")
+    def _bands_known(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("got no bands; expected at least one reflectance band")
+        if len(set(v)) != len(v):
+            raise ValueError(f"got duplicate bands {sorted({b for b in v if v.count(b) > 1})!r}; expected each band once")
+        sensor = info.data.get("sensor")
+        if sensor is None:  # the sensor field failed: reported there
+            return v
+        prof = get_profile(sensor)
+        unknown = [b for b in v if b not in prof.reflectance_bands]
+        if unknown:
+            raise ValueError(f"got {unknown!r}, which sensor profile {sensor!r} has no reflectance band for; expected "
+                             f"some of {list(prof.reflectance_bands)!r} (its QA band {prof.qa_band!r} is read when present)"
+                             if prof.qa_band else
+                             f"got {unknown!r}, which sensor profile {sensor!r} has no band for; expected some of "
+                             f"{list(prof.reflectance_bands)!r}")
+        lacking = [b for b in SPECTRAL_MASK_BANDS if b not in v]
+        if lacking and prof.qa_band is None:
+            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red, nir and swir16 "
+                             f"(or a sensor profile with a QA band; {sensor!r} has none)")
+        return v
+
+    @field_validator("mask_method")
+    @classmethod
+    def _mask_method_possible(cls, v: str, info: ValidationInfo) -> str:
+        sensor, bands = info.data.get("sensor"), info.data.get("bands")
+        if sensor is None or bands is None:
+            return v
+        if v == "provider" and get_profile(sensor).qa_band is None:
+            raise ValueError(f"got 'provider' but sensor profile {sensor!r} has no QA band; expected 'spectral' or 'auto'")
+        lacking = [b for b in SPECTRAL_MASK_BANDS if b not in bands]
+        if v == "spectral" and lacking:
+            raise ValueError(f"got 'spectral' but bands lack {lacking}; expected 'provider' or 'auto', or those bands")
         return v
 
     @field_validator("bbox")
@@ -80,6 +127,10 @@ class SiteConfig(BaseModel):
         if self.bounds is not None and not self.crs:
             raise ValueError("'bounds' are projected coordinates and need 'crs'")
         return self
+
+    def profile(self) -> SensorProfile:
+        """The site's :class:`~sitewatch.sensors.SensorProfile` (``sensor``)."""
+        return get_profile(self.sensor)
 
     def to_site(self) -> Site:
         from shapely.geometry import box, mapping

@@ -60,9 +60,11 @@ def validate_scenes(cfg: SiteConfig, refs: list[SceneRef]) -> tuple[list[SceneRe
     grid = site.grid
     log = get_run_logger()
 
+    profile = cfg.profile()
+
     def check(ref: SceneRef) -> str | None:
         try:
-            scene_io.validate_scene(ref, grid, cfg.bands)
+            scene_io.validate_scene(ref, grid, cfg.bands, profile)
         except scene_io.SceneError as exc:
             return str(exc)
         return None
@@ -81,7 +83,8 @@ def prepare_cube(cfg: SiteConfig, refs: list[SceneRef]) -> dict[str, int]:
     """Create the cube or extend it with a slot per new scene; returns ``{scene_id: slot}``."""
     site = cfg.to_site()
     with dask_client():
-        slots = cube_io.extend(site.cube_url, site.grid, cfg.bands, [(r.scene_id, r.datetime) for r in refs], chunk=cfg.chunk_size)
+        slots = cube_io.extend(site.cube_url, site.grid, cfg.bands, [(r.scene_id, r.datetime) for r in refs], chunk=cfg.chunk_size,
+                               qa=cube_io.qa_for_profile(cfg.profile()))
     get_run_logger().info("site %s: cube %s has slots for %d new scene(s)", site.name, site.cube_url, len(refs))
     return slots
 
@@ -91,7 +94,7 @@ def prepare_cube(cfg: SiteConfig, refs: list[SceneRef]) -> dict[str, int]:
 def ingest_scene(cfg: SiteConfig, ref: SceneRef, index: int) -> dict:
     """Read one scene lazily onto the site grid and write it into its cube slot."""
     site = cfg.to_site()
-    ds = scene_io.read_scene(ref, site.grid, cfg.bands, chunks=cfg.chunk_size)
+    ds = scene_io.read_scene(ref, site.grid, cfg.bands, chunks=cfg.chunk_size, profile=cfg.profile())
     with dask_client():
         valid_fraction = cube_io.write_scene_slice(site.cube_url, index, ds)
     get_run_logger().info("ingested %s (%s) into slot %d: %.0f%% valid", ref.scene_id, ref.datetime.date(), index, 100 * valid_fraction)

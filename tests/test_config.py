@@ -312,3 +312,62 @@ def test_shipped_example_config_loads():
     for s in sites:
         site = s.to_site()
         assert site.grid.width >= 1 and site.grid.height >= 1
+
+
+# ---------------------------------------------------------------- sensor profiles and bands
+
+def test_sensor_profile_defaults_bands_and_helper():
+    base = dict(name="x", bbox=(1, 2, 3, 4), source="s", store="t")
+    assert SiteConfig(**base).bands == DEFAULT_BANDS and SiteConfig(**base).profile().name == "generic"
+    fm = SiteConfig(**base, sensor="landsat-tm-etm-fmask")
+    assert fm.bands == ("red", "nir", "swir16") and fm.profile().qa_band == "fmask"
+    # given bands win; a profile with a QA band does not need all five spectral-mask bands
+    assert SiteConfig(**base, sensor="sentinel2-l2a", bands=("red", "nir")).bands == ("red", "nir")
+
+
+def test_unknown_sensor_names_field_and_profiles(tmp_path):
+    msg = _error(_write(tmp_path, SITE_OK + "    sensor: sentinel-3\n"))
+    assert "'good'" in msg and "'sensor'" in msg and "sentinel-3" in msg and "sentinel2-l2a" in msg and "landsat-c2-l2" in msg
+
+
+def test_band_unknown_to_the_profile(tmp_path):
+    msg = _error(_write(tmp_path, SITE_OK + "    sensor: landsat-c2-l2\n    bands: [red, nir, rededge1]\n"))
+    assert "'good'" in msg and "'bands'" in msg and "rededge1" in msg and "landsat-c2-l2" in msg
+
+
+def test_spectral_bands_needed_without_a_qa_band(tmp_path):
+    msg = _error(_write(tmp_path, SITE_OK + "    sensor: sentinel2-l1c\n    bands: [red, nir]\n"))
+    assert "'bands'" in msg and "swir16" in msg and "QA band" in msg
+
+
+def test_mask_method_must_be_possible(tmp_path):
+    msg = _error(_write(tmp_path, SITE_OK + "    mask_method: provider\n"))
+    assert "'mask_method'" in msg and "no QA band" in msg
+    msg = _error(_write(tmp_path, SITE_OK + "    sensor: sentinel2-l2a\n    bands: [red, nir]\n    mask_method: spectral\n"))
+    assert "'mask_method'" in msg and "swir16" in msg
+
+
+@pytest.mark.parametrize("opts, bad", [
+    ({"endpoint_url": "http://minio:9000", "secret": "hunter22xyz"}, "secret"),
+    ({"key": "AKIAXXXX"}, "key"),
+    ({"client_kwargs": {"aws_session_token": "tok-value"}}, "client_kwargs.aws_session_token"),
+    ({"password": "pw-value"}, "password"),
+])
+def test_storage_options_reject_secrets_without_echoing_them(tmp_path, opts, bad):
+    import yaml
+
+    p = tmp_path / "sites.yaml"
+    p.write_text(yaml.safe_dump({"sites": [{"name": "a", "bbox": [0, 0, 1, 1], "source": "s3://b/s", "store": "s3://b/o",
+                                             "storage_options": opts}]}))
+    with pytest.raises(ConfigError) as err:
+        load_sites(p)
+    msg = str(err.value)
+    assert f"secret-looking key {bad!r}" in msg and "credentials_block" in msg
+    for v in ("hunter22xyz", "AKIAXXXX", "tok-value", "pw-value"):
+        assert v not in msg
+
+
+def test_storage_options_non_secret_pass():
+    cfg = SiteConfig(name="a", bbox=(0, 0, 1, 1), source="s3://b/s", store="s3://b/o",
+                     storage_options={"endpoint_url": "http://minio:9000", "region": "eu-west-1", "anon": False})
+    assert cfg.storage_options["region"] == "eu-west-1"

@@ -326,3 +326,38 @@ def test_open_site_url_forms(tmp_path):
     assert sitewatch.open_site(url, committed_only=False).sizes["time"] == 2
     with pytest.raises(C.CubeError):
         sitewatch.open_site("othersite", store=str(store))
+
+
+# ---------------------------------------------------------------- QA band variable
+
+def test_qa_variable_stored_with_fill_and_flags(cube_url):
+    """A QA variable (Fmask, fill 255) is uint16 (time, y, x) with its fill value in slots not yet
+    written, CF flag attributes, and is written with the bands by write_scene_slice."""
+    C.extend(cube_url, GRID, BANDS, [("A", _t(1)), ("B", _t(2))], chunk=CHUNK, qa={"fmask": 255})
+    sc = _scene(2, lazy=True)
+    fm = np.random.default_rng(0).choice(np.array([0, 1, 2, 3, 4, 255], np.uint16), size=GRID.shape)
+    sc["fmask"] = (("y", "x"), da.from_array(fm, chunks=CHUNK))
+    C.write_scene_slice(cube_url, 1, sc)
+    ds = C.open_cube(cube_url, committed_only=False)
+    q = ds["fmask"]
+    assert q.dtype == np.uint16 and q.dims == ("time", "y", "x")
+    assert q.attrs["flag_values"] == [0, 1, 2, 3, 4, 255] and "cloud_shadow" in q.attrs["flag_meanings"]
+    assert q.attrs["nodata"] == 255 and q.encoding.get("grid_mapping") == "spatial_ref"
+    assert (q.isel(time=0).values == 255).all()  # never written: the fill value
+    np.testing.assert_array_equal(q.isel(time=1).values, fm)
+    # a second extend keeps the QA variable; a cube without it does not fit a QA sensor
+    C.extend(cube_url, GRID, BANDS, [("C", _t(3))], chunk=CHUNK, qa={"fmask": 255})
+    assert (C.open_cube(cube_url, committed_only=False)["fmask"].isel(time=2).values == 255).all()
+    other = cube_url.replace("cube.zarr", "plain.zarr")
+    C.extend(other, GRID, BANDS, [("A", _t(1))], chunk=CHUNK)
+    with pytest.raises(C.CubeError, match="lacks QA variable"):
+        C.extend(other, GRID, BANDS, [("B", _t(2))], chunk=CHUNK, qa={"scl": 0})
+
+
+def test_qa_for_profile():
+    assert C.qa_for_profile("generic") == {}
+    assert C.qa_for_profile("sentinel2-l2a") == {"scl": 0}
+    assert C.qa_for_profile("landsat-c2-l2") == {"qa_pixel": 1}
+    assert C.qa_for_profile("landsat-tm-etm-fmask") == {"fmask": 255}
+    with pytest.raises(ValueError, match="expected a QA name"):
+        C.extend("/nonexistent/cube.zarr", GRID, BANDS, [("A", _t(1))], qa={"red": 0})

@@ -5,6 +5,9 @@ Contract (later versions keep it):
 * dims ``(time, y, x)``; ``y``/``x`` pixel-centre coordinates in the site CRS, ``time`` the
   acquisition time (UTC), per-time coordinate ``scene_id``;
 * one ``uint16`` variable per band named by STAC eo common name (reflectance x 10000, 0 = nodata);
+* optionally the sensor's QA band (``scl``, ``qa_pixel``, ``fmask``) as ``uint16`` ``(time, y, x)``,
+  values as the provider wrote them, its fill value where there is no data (Zarr fill value and
+  the ``nodata`` attribute), CF ``flag_values``/``flag_masks`` and ``flag_meanings``;
 * ``valid``, ``cloud``, ``shadow``, ``change`` (bool) and ``change_score`` (float32, NaN where no
   score) over ``(time, y, x)``;
 * per-time ``ingested`` and ``analysed`` commit flags, ``valid_fraction`` and ``cloud_fraction``;
@@ -27,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import dask
 import dask.array as da
@@ -37,6 +40,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from ..grid import SiteGrid
+from ..sensors import qa_attrs
 from . import store
 
 DERIVED = ("cloud", "shadow", "change_score", "change")
@@ -79,7 +83,8 @@ def _to_datetime64(when: dt.datetime) -> np.datetime64:
     return np.datetime64(when, "ms").astype("datetime64[ns]")
 
 
-def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], times: Sequence[np.datetime64], chunk: int) -> xr.Dataset:
+def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], times: Sequence[np.datetime64], chunk: int,
+              qa: Mapping[str, int] | None = None) -> xr.Dataset:
     n = len(scene_ids)
     shape = (n, grid.height, grid.width)
     chunks = (1, min(chunk, grid.height), min(chunk, grid.width))
@@ -90,6 +95,9 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
             "long_name": f"{BAND_LONG_NAMES.get(b, b)} reflectance", "units": "1",
             "reflectance_scale": 1e-4, "nodata": 0, "eo_common_name": b,
         })
+    for name, fill in (qa or {}).items():
+        data_vars[name] = (("time", "y", "x"), da.full(shape, fill, chunks=chunks, dtype="uint16"),
+                           {**qa_attrs(name), "nodata": int(fill), "sitewatch_role": "qa"})
     data_vars["valid"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "pixel has data in every band"})
     data_vars["cloud"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "cloud (buffered)"})
     data_vars["shadow"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "cloud shadow (buffered)"})
@@ -125,6 +133,9 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
         if v.dims == ("time", "y", "x"):
             enc[name] = {"chunks": v.data.chunksize}
     enc["change_score"]["fill_value"] = np.float32(np.nan)
+    for name, v in ds.data_vars.items():
+        if v.attrs.get("sitewatch_role") == "qa":
+            enc[name]["fill_value"] = np.uint16(v.attrs["nodata"])  # unwritten chunks read as the QA fill
     return enc
 
 
@@ -143,8 +154,10 @@ def slots(cube_url: str, storage_options: dict[str, Any] | None = None) -> list[
     return out
 
 
-def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storage_options: dict[str, Any] | None = None) -> None:
-    """Raise :class:`CubeError` if an existing cube has another grid or lacks bands."""
+def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storage_options: dict[str, Any] | None = None,
+                     qa: Sequence[str] = ()) -> None:
+    """Raise :class:`CubeError` if an existing cube has another grid or lacks bands (or the QA
+    variables ``qa``)."""
     ds = xr.open_zarr(cube_url, chunks=None, **_zarr_kwargs(cube_url, storage_options))
     try:
         if (ds.sizes["y"], ds.sizes["x"]) != grid.shape:
@@ -163,6 +176,10 @@ def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storag
         lacking = [b for b in bands if b not in ds.data_vars]
         if lacking:
             raise CubeError(f"cube {cube_url!r} lacks band variable(s) {lacking!r}")
+        lacking = [q for q in qa if q not in ds.data_vars]
+        if lacking:
+            raise CubeError(f"cube {cube_url!r} lacks QA variable(s) {lacking!r}; expected them for this site's sensor "
+                            "(a cube made for another sensor profile)")
     finally:
         ds.close()
 
@@ -174,16 +191,22 @@ def extend(
     scenes: Sequence[tuple[str, dt.datetime]],
     chunk: int = 512,
     storage_options: dict[str, Any] | None = None,
+    qa: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Make a slot for every ``(scene_id, datetime)`` not yet in the cube (creating the cube if
     needed) and return ``{scene_id: slot index}`` for all of ``scenes``. Writes metadata and
-    per-time coordinates only; array chunks stay at their fill value until written."""
+    per-time coordinates only; array chunks stay at their fill value until written. ``qa``
+    maps QA variable names to their fill values (e.g. ``{"scl": 0}``, ``{"fmask": 255}``,
+    ``{"qa_pixel": 1}``; see :func:`qa_for_profile`)."""
+    for name, fill in (qa or {}).items():
+        if name in bands or not (0 <= int(fill) <= 65535):
+            raise ValueError(f"qa got {{{name!r}: {fill!r}}}; expected a QA name that is not a band and a uint16 fill value")
     existing = {s.scene_id: s.index for s in slots(cube_url, storage_options)}
     if existing:
-        check_compatible(cube_url, grid, bands, storage_options)
+        check_compatible(cube_url, grid, bands, storage_options, qa=tuple(qa or ()))
     new = sorted({(sid, _to_datetime64(t)) for sid, t in scenes if sid not in existing}, key=lambda p: (p[1], p[0]))
     if new:
-        tmpl = _template(grid, bands, [s for s, _ in new], [t for _, t in new], chunk)
+        tmpl = _template(grid, bands, [s for s, _ in new], [t for _, t in new], chunk, qa)
         kw = _zarr_kwargs(cube_url, storage_options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
@@ -195,6 +218,18 @@ def extend(
         for i, (sid, _) in enumerate(new):
             existing[sid] = base + i
     return {sid: existing[sid] for sid, _ in scenes}
+
+
+def qa_for_profile(profile: Any) -> dict[str, int]:
+    """``{qa_band: fill value}`` for a :class:`~sitewatch.sensors.SensorProfile` (or its name);
+    empty when the profile has no QA band."""
+    from ..sensors import get_profile
+
+    p = get_profile(profile)
+    if p.qa_band is None:
+        return {}
+    nodata = p.band(p.qa_band).nodata
+    return {p.qa_band: int(nodata) if nodata is not None else 0}
 
 
 def _region_write(cube_url: str, index: int, ds: xr.Dataset, storage_options: dict[str, Any] | None, compute: bool = True):
