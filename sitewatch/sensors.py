@@ -64,7 +64,10 @@ class SensorProfile:
 
     ``baseline_offset``: ``(property, minimum version, offset)``: items whose ``property`` is at
     least ``minimum version`` get ``offset`` for their reflectance bands unless the item states
-    an offset itself (Sentinel-2 processing baseline 04.00 and later: DN - 1000, i.e. -0.1)."""
+    an offset itself (Sentinel-2 processing baseline 04.00 and later: DN - 1000, i.e. -0.1).
+    ``offset_applied_flags``: item properties that, when true, say the provider already took the
+    offset out of the pixel values (Earth Search ``earthsearch:boa_offset_applied``): offset 0
+    for reflectance bands, whatever ``raster:bands`` says."""
 
     name: str
     bands: tuple[BandSpec, ...]
@@ -73,6 +76,7 @@ class SensorProfile:
     qa_kind: str | None = None
     description: str = ""
     baseline_offset: tuple[str, float, float] | None = None
+    offset_applied_flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [b.name for b in self.bands]
@@ -135,7 +139,8 @@ class SensorProfile:
         """``scale``, ``offset`` and ``nodata`` for asset ``key`` of ``ref``: the item's own
         ``raster:bands`` values (``ref.asset_meta[key]``) where it states them, else the
         processing-baseline rule (``baseline_offset``) for the offset of reflectance bands, else
-        the profile's defaults. ``nodata`` is ``None`` when neither says; the caller may then
+        the profile's defaults; an ``offset_applied_flags`` property that is true makes the
+        offset 0. ``nodata`` is ``None`` when neither says; the caller may then
         use the file's own nodata."""
         meta = ref.asset_meta.get(key) or {}
         scale = meta.get("scale") if meta.get("scale") is not None else spec.scale
@@ -147,6 +152,8 @@ class SensorProfile:
                 version = _version(ref.properties.get(prop))
                 if version is not None and version >= minimum:
                     offset = off
+        if not spec.qa and any(ref.properties.get(f) is True for f in self.offset_applied_flags):
+            offset = 0.0
         return {"scale": float(scale), "offset": float(offset), "nodata": meta.get("nodata"),
                 "nodata_default": spec.nodata}
 
@@ -205,6 +212,7 @@ _S2 = [("coastal", "B01", 60), ("blue", "B02", 10), ("green", "B03", 10), ("red"
        ("rededge2", "B06", 20), ("rededge3", "B07", 20), ("nir", "B08", 10), ("nir08", "B8A", 20), ("nir09", "B09", 60),
        ("cirrus", "B10", 60), ("swir16", "B11", 20), ("swir22", "B12", 20)]
 _S2_BASELINE = ("s2:processing_baseline", 4.0, -0.1)
+_S2_APPLIED = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
 
 
 def _s2(l2a: bool) -> SensorProfile:
@@ -213,10 +221,10 @@ def _s2(l2a: bool) -> SensorProfile:
         bands.append(_b("scl", "scl", "SCL", res=20, scale=1.0, nodata=0, qa=True))
         return SensorProfile("sentinel2-l2a", tuple(bands), SIX, qa_band="scl", qa_kind="scl",
                              description="Sentinel-2 L2A surface reflectance (Earth Search or Planetary Computer keys), SCL",
-                             baseline_offset=_S2_BASELINE)
+                             baseline_offset=_S2_BASELINE, offset_applied_flags=_S2_APPLIED)
     return SensorProfile("sentinel2-l1c", tuple(bands), SIX,
                          description="Sentinel-2 L1C top-of-atmosphere reflectance (Earth Search or B01..B12 keys)",
-                         baseline_offset=_S2_BASELINE)
+                         baseline_offset=_S2_BASELINE, offset_applied_flags=_S2_APPLIED)
 
 
 _C2 = dict(scale=2.75e-5, offset=-0.2, nodata=0, res=30)

@@ -163,6 +163,12 @@ def test_pixel_meta_item_wins_then_baseline_then_profile():
     assert l2a.pixel_meta(stated, "B04", spec)["offset"] == 0.0  # the item says its data has no offset
     assert l2a.pixel_meta(new, "B04", l2a.band("scl"))["offset"] == 0.0  # never for QA
     assert PROFILES["sentinel2-l1c"].pixel_meta(new, "B04", spec)["offset"] == -0.1
+    # Earth Search: raster:bands always states -0.1; earthsearch:boa_offset_applied says the data has it already
+    es = {"red": {"scale": 0.0001, "offset": -0.1, "nodata": 0}}
+    applied = _ref(["red"], meta=es, props={"s2:processing_baseline": "05.10", "earthsearch:boa_offset_applied": True})
+    not_applied = _ref(["red"], meta=es, props={"s2:processing_baseline": "05.10", "earthsearch:boa_offset_applied": False})
+    assert l2a.pixel_meta(applied, "red", spec)["offset"] == 0.0
+    assert l2a.pixel_meta(not_applied, "red", spec)["offset"] == -0.1
 
 
 # ---------------------------------------------------------------- products read onto a site grid
@@ -330,3 +336,33 @@ def test_custom_profile_object(tmp_path):
     ds = S.read_scene(ref, SITE, ["red"], profile=prof).compute()
     assert (ds["red"].values == 70).all() and ds["valid"].values.all()
     assert dataclasses.is_dataclass(prof)
+
+
+def test_profile_read_from_s3_server(s3_server, tmp_path):
+    """A Sentinel-2 L2A scene (Planetary Computer keys, 10 m + 20 m + SCL) uploaded with boto3 to
+    a real S3 server: validated and read lazily through GDAL /vsis3/; a truncated object there
+    is caught by validation naming its s3:// URL."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="scenes")
+    g20 = _grid(20, 30, 30)
+    dn10 = np.full(SITE.shape, 2345, np.uint16)
+    dn20 = np.full(g20.shape, 3456, np.uint16)
+    scl = np.full(g20.shape, 5, np.uint8)
+    for key, arr, g in (("B04", dn10, SITE), ("B11", dn20, g20), ("SCL", scl, g20)):
+        s3.put_object(Bucket="scenes", Key=f"S2X/{key}.tif", Body=S.cog_bytes(arr, g, nodata=0))
+    ref = SceneRef("S2X", WHEN, {k: f"s3://scenes/S2X/{k}.tif" for k in ("B04", "B11", "SCL")},
+                   properties={"s2:processing_baseline": "04.00"})
+    S.validate_scene(ref, SITE, ["red", "swir16"], "sentinel2-l2a")
+    ds = S.read_scene(ref, SITE, ["red", "swir16"], chunks=32, profile="sentinel2-l2a").compute()
+    assert (ds["red"].values == 1345).all() and (ds["swir16"].values == 2456).all() and (ds["scl"].values == 5).all()
+    assert ds["valid"].values.all()
+    big = _grid(10, 600, 500)
+    data = S.cog_bytes(np.full(big.shape, 7, np.uint16), big, nodata=0, blocksize=128)
+    s3.put_object(Bucket="scenes", Key="CUT/B04.tif", Body=data[: len(data) // 2])
+    cut = SceneRef("CUT", WHEN, {"B04": "s3://scenes/CUT/B04.tif"})
+    with pytest.raises(SceneError) as exc:
+        S.validate_scene(cut, big, ["red"], "sentinel2-l2a")
+    assert "s3://scenes/CUT/B04.tif" in str(exc.value) and "'CUT'" in str(exc.value)
+    assert "testing-secret" not in str(exc.value)

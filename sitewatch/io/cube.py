@@ -243,8 +243,9 @@ def _region_write(cube_url: str, index: int, ds: xr.Dataset, storage_options: di
 
 
 def write_scene_slice(cube_url: str, index: int, scene: xr.Dataset, storage_options: dict[str, Any] | None = None) -> float:
-    """Write a scene's bands and ``valid`` (``(y, x)`` arrays on the site grid, lazy or not) into
-    slot ``index``, then commit the slot. Returns the valid fraction."""
+    """Write a scene's bands, ``valid`` and QA variable if any (``(y, x)`` arrays on the site
+    grid, lazy or not; see :func:`sitewatch.io.scenes.read_scene`) into slot ``index``, then
+    commit the slot. Returns the valid fraction."""
     data = scene.expand_dims("time")
     # One pass: the write and the valid fraction share the (lazy) COG reads.
     write = _region_write(cube_url, index, data, storage_options, compute=False)

@@ -6,9 +6,12 @@ Layout written by :func:`write_scene` (and found by :mod:`sitewatch.io.discovery
     <source>/<scene_id>/<scene_id>.json     STAC item (pystac), assets keyed by eo common name
     <source>/<scene_id>/<band>.tif          one single-band Cloud-Optimized GeoTIFF per band
 
-Reading goes through GDAL (rasterio) with a WarpedVRT onto the site grid, wrapped by
-rioxarray with dask chunks: nothing is read until a chunk is computed, and only the COG tiles
-that a chunk needs are fetched.
+Reading (:func:`read_scene`) maps asset keys to bands and pixel values to reflectance through a
+sensor profile (:mod:`sitewatch.sensors`), and puts every band onto the site grid through GDAL
+(rasterio): each dask chunk opens the object (``/vsis3/`` for ``s3://``), lays a WarpedVRT of the
+whole site grid over it and reads the chunk's window, so nothing is read until a chunk is
+computed, only the COG tiles that a chunk needs are fetched, a chunked read equals a whole-grid
+read pixel for pixel, and the graph holds only plain values (it pickles to worker processes).
 """
 
 from __future__ import annotations
