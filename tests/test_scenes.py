@@ -505,6 +505,8 @@ def test_qa_band_in_bands_is_read_as_qa_when_present(written):
     assert set(ds.data_vars) == {"red", "valid"}
     with pytest.raises(ValueError, match="one of"):
         S.read_scene(ref, SITE, ["red", "scl"], profile="landsat-c2-l2")  # not a band of this profile
+    with pytest.raises(ValueError, match="at least one reflectance band"):
+        S.read_scene(ref, SITE, ["qa_pixel"], profile="landsat-c2-l2")
 
 
 # ---------------------------------------------------------------- real data

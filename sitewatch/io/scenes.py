@@ -346,6 +346,8 @@ def scene_sources(ref: SceneRef, grid: SiteGrid, bands: Sequence[str], profile: 
     if not bands:
         raise ValueError(f"scene {ref.scene_id!r}: bands got {bands!r}; expected at least one band")
     wanted = [b for b in dict.fromkeys(bands) if b != prof.qa_band]
+    if not wanted:
+        raise ValueError(f"scene {ref.scene_id!r}: bands got {list(bands)!r}; expected at least one reflectance band")
     for b in wanted:
         if prof.band(b).qa:
             raise ValueError(f"band got QA band {b!r}; expected reflectance bands (the QA band is read when present)")
