@@ -54,8 +54,11 @@ class CountingProxy:
                 body = self.rfile.read(n) if n else None
                 status = proxy.fail(self.command, self.path) if proxy.fail else None
                 if status is not None:
-                    payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable</Code>"
-                               b"<Message>injected by the test proxy</Message></Error>")
+                    # what S3 answers when it throttles (503 SlowDown) or fails inside (500 InternalError)
+                    code, text = (b"SlowDown", b"Please reduce your request rate.") if status == 503 else \
+                        (b"InternalError", b"We encountered an internal error. Please try again.")
+                    payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>" + code + b"</Code><Message>" + text
+                               + b"</Message></Error>")
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))

@@ -53,8 +53,8 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
     use_storage(site)  # endpoint, region and keys (env, storage_options, credentials block) in this process
     s = site.to_site()
     configure_storage(site)  # ... and on every Dask worker, where lazy reads and writes run
-    check_storage(site)  # a missing or denied bucket fails the run here, named
     retry = task_retry_options()  # transient errors: exponential backoff with jitter
+    check_storage.with_options(**retry)(site)  # a missing or denied bucket fails the run here, named
     new, problems = find_new_scenes.with_options(**retry)(site)
     rejected: list[dict[str, str]] = [_failure(quarantine.UNKNOWN_SCENE, p, p.split(": ", 1)[0]) for p in problems]
 

@@ -109,6 +109,23 @@ class SiteConfig(BaseModel):
             raise ValueError(f"got 'spectral' but bands lack {lacking}; expected 'provider' or 'auto', or those bands")
         return v
 
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Site files and flow parameters are stored and shown (Prefect UI, logs): no credentials.
+        def walk(d: dict[str, Any], where: str) -> None:
+            for k, val in d.items():
+                low = str(k).lower()
+                if any(w in low for w in ("key", "secret", "token", "password", "passwd", "credential")):
+                    raise ValueError(
+                        f"got a secret-looking key {where + str(k)!r}; expected only non-secret options (endpoint_url, "
+                        "region, anon): put credentials in the environment or a Prefect block named by credentials_block")
+                if isinstance(val, dict):
+                    walk(val, f"{where}{k}.")
+
+        walk(v, "")
+        return v
+
     @field_validator("bbox")
     @classmethod
     def _bbox_ok(cls, v: Optional[tuple[float, float, float, float]]) -> Optional[tuple[float, float, float, float]]:
@@ -186,7 +203,8 @@ def _format(err: ValidationError, path: str, data: Any) -> str:
             where = f"site {name!r}, field {field!r}"
         else:
             where = f"field {'.'.join(str(x) for x in loc) or '(top level)'!r}"
-        lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})" if e["type"] != "missing" else f"  {where}: required field missing")
+        shown = "" if "storage_options" in loc else f" (got {e.get('input')!r})"  # may hold a misplaced secret
+        lines.append(f"  {where}: {e['msg']}{shown}" if e["type"] != "missing" else f"  {where}: required field missing")
     return "\n".join(lines)
 
 

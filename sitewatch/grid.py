@@ -45,10 +45,15 @@ class SiteGrid:
 
     @classmethod
     def from_bounds(cls, bounds: tuple[float, float, float, float], resolution: float, crs: str) -> "SiteGrid":
-        """Grid covering projected ``bounds`` (left, bottom, right, top), snapped outwards to pixels."""
+        """Grid covering projected ``bounds`` (left, bottom, right, top). Bounds that already
+        span whole pixels (a scene's or another grid's own bounds) are kept exactly; others are
+        snapped outwards to multiples of ``resolution``."""
         left, bottom, right, top = bounds
         if not (right > left and top > bottom):
             raise ValueError(f"bounds got {bounds!r}; expected (left, bottom, right, top) with right > left, top > bottom")
+        nx, ny = (right - left) / resolution, (top - bottom) / resolution
+        if abs(nx - round(nx)) < 1e-9 and abs(ny - round(ny)) < 1e-9:
+            return cls(crs=crs, x0=float(left), y0=float(top), resolution=float(resolution), width=int(round(nx)), height=int(round(ny)))
         x0 = float(math.floor(left / resolution) * resolution)
         y0 = float(math.ceil(top / resolution) * resolution)
         width = int(math.ceil((right - x0) / resolution - 1e-9))

@@ -15,10 +15,14 @@ from ._dask import dask_client
 
 
 def analysis_params(cfg: SiteConfig) -> AnalysisParams:
+    profile = cfg.profile()
     return AnalysisParams(
         baseline=BaselineParams(window=cfg.baseline_window),
         change=ChangeParams(threshold=cfg.change_threshold),
         min_object_area_m2=cfg.min_alert_area_m2,
+        mask_method=cfg.mask_method,
+        qa_band=profile.qa_band,
+        qa_kind=profile.qa_kind,
     )
 
 

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from sitewatch import quarantine
 from sitewatch.config import SiteConfig
 from sitewatch.io import cube as cube_io
 from sitewatch.io import discovery
@@ -16,20 +17,23 @@ from sitewatch.io import store
 from sitewatch.models import SceneRef
 
 from ._dask import dask_client
+from .storage import call_with_retries
 
 
 def _not_bad_input(task, task_run, state) -> bool:
-    """Retry transient failures (network, storage), not bad input (a clear SceneError)."""
+    """Retry transient failures (connection refused or reset, timeouts, HTTP 5xx: see
+    ``store.is_transient``) and unexpected errors, not bad input (a SceneError, a missing
+    bucket, a missing object, access denied)."""
     try:
         state.result()
-    except scene_io.SceneError:
-        return False
-    except Exception:
-        return True
+    except Exception as exc:
+        if store.is_transient(exc):
+            return True
+        return not isinstance(exc, (scene_io.SceneError, store.StoreError, FileNotFoundError, PermissionError))
     return False
 
 
-@task(name="find-new-scenes", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="find-new-scenes", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
 def find_new_scenes(cfg: SiteConfig) -> tuple[list[SceneRef], list[str]]:
     """Scenes in the site's source (``cfg.discovery``: STAC items, a static catalog, a STAC API
     or a plain folder layout) that intersect the site, are in ``cfg.collections``, pass
@@ -63,10 +67,16 @@ def validate_scenes(cfg: SiteConfig, refs: list[SceneRef]) -> tuple[list[SceneRe
     profile = cfg.profile()
 
     def check(ref: SceneRef) -> str | None:
+        def retrying(attempt: int, wait: float, exc: BaseException) -> None:
+            log.warning("scene %s: transient error (attempt %d), retrying in %.1f s: %s", ref.scene_id, attempt, wait,
+                        store.redact(str(exc)))
+
         try:
-            scene_io.validate_scene(ref, grid, cfg.bands, profile)
+            call_with_retries(lambda: scene_io.validate_scene(ref, grid, cfg.bands, profile), on_retry=retrying)
         except scene_io.SceneError as exc:
             return str(exc)
+        except Exception as exc:  # storage trouble that outlived the retries: skip the scene, name it
+            return f"scene {ref.scene_id!r} ({ref.item_href or 'no item'}): {type(exc).__name__}: {exc}"
         return None
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -78,7 +88,7 @@ def validate_scenes(cfg: SiteConfig, refs: list[SceneRef]) -> tuple[list[SceneRe
     return ok, rejected
 
 
-@task(name="prepare-cube", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="prepare-cube", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
 def prepare_cube(cfg: SiteConfig, refs: list[SceneRef]) -> dict[str, int]:
     """Create the cube or extend it with a slot per new scene; returns ``{scene_id: slot}``."""
     site = cfg.to_site()
@@ -89,13 +99,33 @@ def prepare_cube(cfg: SiteConfig, refs: list[SceneRef]) -> dict[str, int]:
     return slots
 
 
+def _failing_band(ref: SceneRef, grid, bands, chunks: int, profile) -> tuple[str, str] | None:
+    """After a failed ingest: which band fails to read over the site window, and its object
+    (GDAL's own message often names no file). Reads each band again; only on this failure path."""
+    for b in bands:
+        try:
+            scene_io.read_scene(ref, grid, [b], chunks=chunks, profile=profile)[b].compute(scheduler="synchronous")
+        except Exception as exc:
+            return b, quarantine.object_named(str(exc), ref.assets.get(b, ref.item_href))
+    return None
+
+
 @task(name="ingest-scene", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE,
       task_run_name="ingest-{ref.scene_id}")
 def ingest_scene(cfg: SiteConfig, ref: SceneRef, index: int) -> dict:
     """Read one scene lazily onto the site grid and write it into its cube slot."""
     site = cfg.to_site()
     ds = scene_io.read_scene(ref, site.grid, cfg.bands, chunks=cfg.chunk_size, profile=cfg.profile())
-    with dask_client():
-        valid_fraction = cube_io.write_scene_slice(site.cube_url, index, ds)
+    try:
+        with dask_client():
+            valid_fraction = cube_io.write_scene_slice(site.cube_url, index, ds)
+    except Exception as exc:  # a lazy COG read failed mid-write: the slot stays uncommitted
+        gdal_failed = "Rasterio" in type(exc).__name__ or "RasterioIOError" in str(exc) or "CPLE_" in str(exc)
+        if store.is_transient(exc) or isinstance(exc, scene_io.SceneError) or not gdal_failed:
+            raise
+        bad = _failing_band(ref, site.grid, cfg.bands, cfg.chunk_size, cfg.profile())
+        what = f"band {bad[0]!r} file {bad[1]!r}" if bad else "its bands"
+        raise scene_io.SceneError(f"scene {ref.scene_id!r}: reading {what} into slot {index} failed "
+                                  f"(corrupt or truncated?): {type(exc).__name__}: {exc}") from exc
     get_run_logger().info("ingested %s (%s) into slot %d: %.0f%% valid", ref.scene_id, ref.datetime.date(), index, 100 * valid_fraction)
     return {"scene_id": ref.scene_id, "index": index, "valid_fraction": valid_fraction}

@@ -73,6 +73,13 @@ def test_from_bounds_exact_pixels_do_not_grow():
     assert g2.width == 10
 
 
+def test_from_bounds_whole_pixels_off_the_resolution_lattice_are_kept():
+    # a Landsat scene's own grid: 61 x 61 px at 30 m, corner at 336375 (not a multiple of 30)
+    g = SiteGrid.from_bounds((336375.0, 4460595.0, 338205.0, 4462425.0), 30.0, "EPSG:32613")
+    assert (g.x0, g.y0, g.width, g.height) == (336375.0, 4462425.0, 61, 61)
+    assert g.bounds == (336375.0, 4460595.0, 338205.0, 4462425.0)
+
+
 def test_from_bounds_negative_coordinates_snap_outwards():
     g = SiteGrid.from_bounds((-15.0, -25.0, 14.0, -6.0), 10.0, "EPSG:32631")
     assert (g.x0, g.y0) == (-20.0, 0.0)

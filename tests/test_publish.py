@@ -236,3 +236,16 @@ def test_markdown_report_lists_images():
     a = _alert(0, images={"before": "s3://b/before.png", "after": "s3://b/after.png"})
     md = publish.markdown_report("base", [a], [a.id], [], [])
     assert "s3://b/before.png" in md and "s3://b/after.png" in md
+
+
+def test_markdown_report_lists_quarantined_scenes():
+    quarantined = [
+        {"scene_id": "S3", "object": "s3://b/scenes/S3/red.tif", "error": "truncated | corrupt\nsecond line",
+         "attempts": 2, "first_attempt": "2026-01-01T00:00:00+00:00", "last_attempt": "2026-01-02T00:00:00+00:00"},
+    ]
+    md = publish.markdown_report("base", [], [], [], [], quarantined)
+    assert "## Quarantined scenes (1)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| S3 |"))
+    assert "`s3://b/scenes/S3/red.tif`" in row and "| 2 |" in row
+    assert "truncated \\| corrupt second line" in row  # one table cell: pipe escaped, one line
+    assert "Quarantined" not in publish.markdown_report("base", [], [], [], [])

@@ -223,6 +223,7 @@ def test_configure_s3_sets_the_process_and_reports_names_only(monkeypatch):
     (OSError("CURL error: Failed to connect to 127.0.0.1 port 9: Could not connect to server"), True),
     (OSError("HTTP response code: 503"), True),
     (RuntimeError("An error occurred (SlowDown) when calling GetObject"), True),
+    (ValueError("band 'green' object 's3://b/g.tif' cannot be opened as a raster: Please reduce your request rate."), True),
     (FileNotFoundError("s3://b/x.tif"), False),
     (PermissionError("Access Denied"), False),
     (OSError("HTTP response code: 403"), False),

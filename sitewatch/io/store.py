@@ -152,7 +152,9 @@ _TRANSIENT_TEXT = re.compile(
     r"CURL error|HTTP response code: (?:5\d\d|429)|\b(?:500|502|503|504) (?:Server|Internal|Bad Gateway|Service|Gateway)"
     r"|Connection (?:refused|reset|aborted)|Could not connect|Failed to connect|timed out|Timeout|"
     r"SlowDown|ServiceUnavailable|InternalError|RequestTimeout|Server disconnected|Broken pipe|"
-    r"EndpointConnectionError|Remote end closed",
+    r"EndpointConnectionError|Remote end closed|"
+    # S3's own messages for 500/503 (GDAL reports the message of the XML error body)
+    r"reduce your request rate|Service is unable to handle request|We encountered an internal error|Please try again",
     re.IGNORECASE,
 )
 _TRANSIENT_ERRNO = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE, errno.EHOSTUNREACH}
