@@ -18,7 +18,7 @@ from .models import Site
 from .sensors import PROFILES, SensorProfile, get_profile
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
-SPECTRAL_MASK_BANDS = ("blue", "green", "red", "nir", "swir16")
+SPECTRAL_MASK_BANDS = ("blue", "green", "red", "nir")  # swir16 sharpens the snow and shadow tests when present
 
 
 class SiteConfig(BaseModel):
@@ -92,7 +92,7 @@ class SiteConfig(BaseModel):
                              f"{list(prof.reflectance_bands)!r}")
         lacking = [b for b in SPECTRAL_MASK_BANDS if b not in v]
         if lacking and prof.qa_band is None:
-            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red, nir and swir16 "
+            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red and nir "
                              f"(or a sensor profile with a QA band; {sensor!r} has none)")
         return v
 

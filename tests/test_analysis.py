@@ -37,17 +37,17 @@ class Pipeline:
         self.cube: xr.Dataset = cube  # the committed slots of the cube, loaded into memory
 
 
-def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None) -> Pipeline:
+def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None, bands=BANDS) -> Pipeline:
     """find -> extend -> read + write each scene -> analyse each slot in time order (the first
     ``n_dates`` scenes only, if given; the cube still gets a slot for every scene)."""
     grid = series.grid
     refs, problems = discovery.find_scenes(source, _footprint(series))
     use = sorted(refs, key=lambda r: r.datetime)[:n_dates]
     with dask.config.set(scheduler="synchronous"):
-        slots = cube_io.extend(cube_url, grid, BANDS, [(r.scene_id, r.datetime) for r in refs], chunk=chunk)
+        slots = cube_io.extend(cube_url, grid, bands, [(r.scene_id, r.datetime) for r in refs], chunk=chunk)
         for r in use:
-            cube_io.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, grid, BANDS, chunks=chunk))
-        results = [analyse_slot(cube_url, slots[r.scene_id], grid, BANDS, AnalysisParams()) for r in use]
+            cube_io.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, grid, bands, chunks=chunk))
+        results = [analyse_slot(cube_url, slots[r.scene_id], grid, bands, AnalysisParams()) for r in use]
         cube = cube_io.open_cube(cube_url).compute()
     return Pipeline(series, refs, problems, cube_url, slots, results, cube)
 
@@ -72,6 +72,9 @@ def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
     return {
         FULL_CHUNK: _run(series, source, str(root / f"cube{FULL_CHUNK}" / "cube.zarr"), FULL_CHUNK),
         SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE),
+        # an RGB+NIR product (commercial 4-band): spectral masks without SWIR
+        "rgbn": _run(series, source, str(root / "cube-rgbn" / "cube.zarr"), FULL_CHUNK, N_COMPARE,
+                     bands=("blue", "green", "red", "nir")),
     }
 
 
@@ -173,6 +176,22 @@ def test_cloud_mask_recall_on_cloudiest_date(run, series):
     assert run.results[i].cloud_fraction > 0.5 * fractions[i]
 
 
+def test_four_band_sites_mask_clouds_and_find_the_aircraft(runs, series):
+    """Without SWIR the masks still catch the cloudiest date's clouds and the aircraft arrivals
+    on the dates analysed are still found."""
+    four = runs["rgbn"]
+    assert set(four.cube.data_vars) >= {"blue", "green", "red", "nir", "cloud", "change"} and "swir16" not in four.cube
+    fractions = [series.scene(i).cloud_fraction for i in range(N_COMPARE)]
+    i = int(np.argmax(fractions))
+    truth = series.scene(i).cloud
+    recall = (four.cube["cloud"].values[i] & truth).sum() / truth.sum()
+    assert recall > 0.7, f"cloud recall {recall:.2f} on date {i} without SWIR"
+    arrivals = [e for e in series.events if e.kind == "aircraft_arrival" and e.date_index < N_COMPARE]
+    assert arrivals
+    for e in arrivals:
+        assert any(_overlaps(d.bbox_pixels, e.bbox) for d in four.results[e.date_index].detections), e.description
+
+
 def test_shadow_mask_on_shadowiest_date(run, series):
     sizes = [series.scene(i).shadow.sum() for i in range(len(series))]
     i = int(np.argmax(sizes))
@@ -262,8 +281,8 @@ def test_results_independent_of_chunk_size(runs):
 
 
 def test_cube_chunks_are_as_configured(runs):
-    for chunk, p in runs.items():
-        ds = cube_io.open_cube(p.cube_url)
+    for chunk in (FULL_CHUNK, SMALL_CHUNK):
+        ds = cube_io.open_cube(runs[chunk].cube_url)
         assert ds["change"].data.chunksize == (1, chunk, chunk)
 
 

@@ -337,14 +337,19 @@ def test_band_unknown_to_the_profile(tmp_path):
 
 def test_spectral_bands_needed_without_a_qa_band(tmp_path):
     msg = _error(_write(tmp_path, SITE_OK + "    sensor: sentinel2-l1c\n    bands: [red, nir]\n"))
-    assert "'bands'" in msg and "swir16" in msg and "QA band" in msg
+    assert "'bands'" in msg and "blue" in msg and "QA band" in msg
+
+
+def test_four_band_commercial_site_is_accepted(tmp_path):
+    cfg = load_sites(_write(tmp_path, SITE_OK + "    sensor: commercial-4band\n    resolution: 0.5\n"))[0]
+    assert cfg.bands == ("blue", "green", "red", "nir") and cfg.profile().qa_band is None
 
 
 def test_mask_method_must_be_possible(tmp_path):
     msg = _error(_write(tmp_path, SITE_OK + "    mask_method: provider\n"))
     assert "'mask_method'" in msg and "no QA band" in msg
     msg = _error(_write(tmp_path, SITE_OK + "    sensor: sentinel2-l2a\n    bands: [red, nir]\n    mask_method: spectral\n"))
-    assert "'mask_method'" in msg and "swir16" in msg
+    assert "'mask_method'" in msg and "blue" in msg
 
 
 @pytest.mark.parametrize("opts, bad", [

@@ -12,7 +12,9 @@ import pytest
 import xarray as xr
 from scipy import ndimage
 
-from sitewatch.kernels.masks import MASK_BANDS, MaskParams, masks, masks_np, rough_obscured
+from sitewatch.kernels.masks import MASK_BANDS, OPTIONAL_MASK_BANDS, MaskParams, masks, masks_np, rough_obscured
+
+ALL_BANDS = MASK_BANDS + OPTIONAL_MASK_BANDS
 
 # Clear-sky land reflectance x 10000 and a water surface.
 LAND = {"blue": 600, "green": 900, "red": 800, "nir": 2500, "swir16": 1800}
@@ -55,7 +57,7 @@ def _background(h: int, w: int, seed: int | None = 0, noise: float = 20.0):
 
 
 def _paint(bands, rows, cols, values=None, delta=None, baseline=None):
-    for b in MASK_BANDS:
+    for b in ALL_BANDS:
         if values is not None:
             bands[b][rows, cols] = values[b]
         if delta is not None:
@@ -83,7 +85,7 @@ def _to_ds(bands, valid, chunks=None):
 
 
 def _to_baseline_ds(baseline, count, chunks=None):
-    names = list(MASK_BANDS)
+    names = list(ALL_BANDS)
     med = np.stack([baseline[b] for b in names])
     ds = xr.Dataset(
         {"median": (("band", "y", "x"), med), "mad": (("band", "y", "x"), np.full_like(med, 30.0)),
@@ -179,12 +181,12 @@ def test_shadow_over_land_not_over_water():
     h, w = 100, 100
     bands, valid, baseline, count = _background(h, w, seed=7)
     # water in the right half (clear-sky baseline NIR 0.03 < land_nir)
-    for b in MASK_BANDS:
+    for b in ALL_BANDS:
         baseline[b][:, 50:] = WATER[b]
         bands[b][:, 50:] = WATER[b]
     # darken a land patch and a water patch the same relative amount
     _paint(bands, slice(20, 40), slice(10, 35), SHADOW)
-    for b in MASK_BANDS:
+    for b in ALL_BANDS:
         bands[b][60:80, 60:85] = (WATER[b] * 0.3)
     cloud, shadow = masks_np(bands, valid, baseline, count, P)
     assert not cloud.any()
@@ -339,7 +341,7 @@ def _chunked_scene():
     """A 300 x 300 scene with objects straddling the borders of CHUNKS[0] (rows 100, 137;
     cols 90, 210) and of CHUNKS[1]."""
     bands, valid, baseline, count = _background(H, W, seed=42)
-    for b in MASK_BANDS:  # water in the bottom-left corner
+    for b in ALL_BANDS:  # water in the bottom-left corner
         baseline[b][230:, :80] = WATER[b]
         bands[b][230:, :80] = WATER[b]
         bands[b][260:290, 20:60] = WATER[b] * 0.3  # darkened water: no shadow
@@ -523,8 +525,8 @@ def test_params_validation():
 
 def test_masks_np_bad_input():
     bands, valid, baseline, count = _background(20, 20, seed=13)
-    with pytest.raises(ValueError, match="swir16"):
-        masks_np({k: v for k, v in bands.items() if k != "swir16"}, valid)
+    with pytest.raises(ValueError, match="nir"):
+        masks_np({k: v for k, v in bands.items() if k != "nir"}, valid)
     with pytest.raises(ValueError, match="nir"):
         masks_np(dict(bands, nir=bands["nir"][:, :19]), valid)
     with pytest.raises(ValueError, match="valid"):
@@ -548,3 +550,27 @@ def test_masks_bad_input():
         masks(ds.transpose("x", "y"))
     with pytest.raises(ValueError, match="dims"):
         masks(ds.expand_dims(time=1))
+
+
+def test_four_band_products_without_swir():
+    """RGB+NIR (commercial 4-band): the thick, thin-cloud and shadow tests run without SWIR
+    (no snow test); eager and dask with uneven chunks agree."""
+    h, w = 120, 120
+    bands, valid, baseline, count = _background(h, w, seed=5)
+    _paint(bands, slice(10, 40), slice(10, 40), THICK)
+    _paint(bands, slice(60, 90), slice(60, 95), SHADOW)
+    four = {b: bands[b] for b in MASK_BANDS}
+    cloud, shadow = masks_np(four, valid, {b: baseline[b] for b in MASK_BANDS}, count, P)
+    assert cloud[10:40, 10:40].all() and shadow[60:90, 60:95].all()
+    assert not cloud[60:, :50].any() and not shadow[:50, 60:].any()
+    # snow is told apart only with SWIR: without it, bright white snow reads as cloud
+    snowy = {b: a.copy() for b, a in bands.items()}
+    _paint(snowy, slice(10, 40), slice(70, 100), SNOW)
+    assert not masks_np(snowy, valid)[0][10:40, 70:100].any()
+    assert masks_np({b: snowy[b] for b in MASK_BANDS}, valid)[0][10:40, 70:100].all()
+    eager = masks(_to_ds(four, valid), _to_baseline_ds(baseline, count).sel(band=list(MASK_BANDS)), P)
+    lazy = masks(_to_ds(four, valid, {"y": (50, 33, 37), "x": (70, 50)}),
+                 _to_baseline_ds(baseline, count).sel(band=list(MASK_BANDS)), P)
+    np.testing.assert_array_equal(eager.cloud.values, cloud)
+    np.testing.assert_array_equal(lazy.cloud.values, cloud)
+    np.testing.assert_array_equal(lazy.shadow.values, shadow)

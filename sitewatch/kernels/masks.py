@@ -6,12 +6,12 @@ Per pixel (reflectance = DN / 10000):
 * **thick cloud** (single date, Fmask-like): bright in the visible (mean of blue, green, red
   above ``bright``), spectrally flat (Fmask whiteness below ``whiteness``), positive
   haze-optimised transform (``blue - 0.5 red - 0.08 > 0``) and not snow (NDSI below
-  ``ndsi_snow``);
+  ``ndsi_snow``; skipped without a SWIR band, so bright snow can read as cloud there);
 * **thin cloud** (temporal, needs a baseline): blue at least ``thin_blue`` brighter than its
   clear-sky median, brightening in blue at least ``blue_red_ratio`` times that in red (haze
   scatters blue most; exposed soil brightens red more than blue) and no NIR darkening;
-* **shadow** (temporal, needs a baseline): NIR and SWIR-1.6 below ``shadow_ratio`` times their
-  clear-sky median and red below ``shadow_ratio_red`` times its median, over land (baseline
+* **shadow** (temporal, needs a baseline): NIR and SWIR-1.6 (when the sensor has it) below
+  ``shadow_ratio`` times their clear-sky median and red below ``shadow_ratio_red`` times its median, over land (baseline
   NIR above ``land_nir``).
 
 Then per mask, a morphological opening with a ``2 * min_width_px + 1`` square removes objects
@@ -34,7 +34,8 @@ from scipy import ndimage
 
 from ._util import is_dask, require_2d_same_shape
 
-MASK_BANDS = ("blue", "green", "red", "nir", "swir16")
+MASK_BANDS = ("blue", "green", "red", "nir")  # required: 4-band (RGB+NIR) products work
+OPTIONAL_MASK_BANDS = ("swir16",)  # used when present: snow test, shadow test
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def masks_np(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(cloud, shadow)`` boolean ``(y, x)`` masks for one scene.
 
-    ``bands``: uint16 reflectance x 10000 by common name (needs blue, green, red, nir, swir16);
+    ``bands``: uint16 reflectance x 10000 by common name (needs blue, green, red, nir; swir16
+    is used when given, in the snow and shadow tests);
     ``valid``: bool; ``baseline``: clear-sky median by band name (float, same scale) and
     ``count`` of clear observations behind it, or ``None`` for single-date rules only;
     ``norm``: optional ``{band: (gain, offset)}`` (DN) applied to the scene before the temporal
@@ -103,28 +105,32 @@ def masks_np(
     lacking = [b for b in MASK_BANDS if b not in bands]
     if lacking:
         raise ValueError(f"cloud mask bands lack {lacking!r}; expected {MASK_BANDS!r}")
-    require_2d_same_shape("cloud mask", valid=valid, count=count, **{b: bands[b] for b in MASK_BANDS})
+    names = MASK_BANDS + tuple(b for b in OPTIONAL_MASK_BANDS if b in bands)
+    require_2d_same_shape("cloud mask", valid=valid, count=count, **{b: bands[b] for b in names})
     s = np.float32(1e-4)
-    blue, green, red, nir, swir = (np.asarray(bands[b], dtype=np.float32) * s for b in MASK_BANDS)
+    blue, green, red, nir = (np.asarray(bands[b], dtype=np.float32) * s for b in MASK_BANDS)
+    swir = np.asarray(bands["swir16"], dtype=np.float32) * s if "swir16" in bands else None
     vis = (blue + green + red) / 3
     with np.errstate(divide="ignore", invalid="ignore"):
         white = (np.abs(blue - vis) + np.abs(green - vis) + np.abs(red - vis)) / vis
-        ndsi = (green - swir) / (green + swir)
-    thick = (vis > params.bright) & (white < params.whiteness) & (blue - 0.5 * red - 0.08 > 0) & ~(ndsi > params.ndsi_snow)
+        snow = (green - swir) / (green + swir) > params.ndsi_snow if swir is not None else False
+    thick = (vis > params.bright) & (white < params.whiteness) & (blue - 0.5 * red - 0.08 > 0) & ~snow
     cloud = thick
     shadow = np.zeros_like(thick)
     if baseline is not None:
         if count is None:
             raise ValueError("cloud mask got a baseline without its count; expected both or neither")
-        lacking = [b for b in MASK_BANDS if b not in baseline]
+        lacking = [b for b in names if b not in baseline]
         if lacking:
-            raise ValueError(f"cloud mask baseline lacks {lacking!r}; expected {MASK_BANDS!r}")
+            raise ValueError(f"cloud mask baseline lacks {lacking!r}; expected {names!r}")
         have = np.asarray(count) >= params.min_obs
-        bb, bg, br, bn, bs = (np.nan_to_num(np.asarray(baseline[b], dtype=np.float32) * s) for b in MASK_BANDS)
+        base = {b: np.nan_to_num(np.asarray(baseline[b], dtype=np.float32) * s) for b in names}
+        bb, br, bn = base["blue"], base["red"], base["nir"]
         if norm is not None:
-            g = {b: np.float32(norm[b][0]) if b in norm else np.float32(1) for b in MASK_BANDS}
-            o = {b: np.float32(norm[b][1] * 1e-4) if b in norm else np.float32(0) for b in MASK_BANDS}
-            blue, red, nir, swir = (g[b] * v + o[b] for b, v in (("blue", blue), ("red", red), ("nir", nir), ("swir16", swir)))
+            g = {b: np.float32(norm[b][0]) if b in norm else np.float32(1) for b in names}
+            o = {b: np.float32(norm[b][1] * 1e-4) if b in norm else np.float32(0) for b in names}
+            blue, red, nir = (g[b] * v + o[b] for b, v in (("blue", blue), ("red", red), ("nir", nir)))
+            swir = g["swir16"] * swir + o["swir16"] if swir is not None else None
         d_blue, d_red, d_nir = blue - bb, red - br, nir - bn
         thin = have & (d_blue > params.thin_blue) & (d_blue >= params.blue_red_ratio * d_red) & (d_nir > -0.02)
         cloud = cloud | thin
@@ -132,9 +138,10 @@ def masks_np(
         shadow = (
             have & land
             & (nir < params.shadow_ratio * bn)
-            & (swir < params.shadow_ratio * bs)
             & (red < params.shadow_ratio_red * br)
         )
+        if swir is not None:
+            shadow &= swir < params.shadow_ratio * base["swir16"]
     valid = np.asarray(valid, dtype=bool)
     cloud = _open_grow_buffer(cloud & valid, params.min_width_px, params.grow_px, params.buffer_px) & valid
     shadow = _open_grow_buffer(shadow & valid, params.min_width_px, params.grow_px, params.buffer_px) & valid & ~cloud
@@ -161,17 +168,21 @@ def masks(
     """Cloud and shadow masks for ``scene`` (a Dataset with ``(y, x)`` band variables and
     ``valid``) against ``baseline`` (output of :func:`~sitewatch.kernels.baseline.robust_baseline`
     with a ``band`` coordinate of common names) or ``None``. Returns a Dataset with ``cloud`` and
-    ``shadow``; lazy (``map_overlap``) when the scene is dask-backed."""
+    ``shadow``; lazy (``map_overlap``) when the scene is dask-backed. ``swir16`` is used when the
+    scene (and the baseline) have it."""
     lacking = [b for b in (*MASK_BANDS, "valid") if b not in scene.data_vars]
     if lacking:
         raise ValueError(f"scene lacks {lacking!r}; expected bands {MASK_BANDS!r} and 'valid'")
+    names = MASK_BANDS + tuple(
+        b for b in OPTIONAL_MASK_BANDS
+        if b in scene.data_vars and (baseline is None or b in baseline["median"].coords["band"].values))
     ref = scene["valid"]
     if ref.dims != ("y", "x"):
         raise ValueError(f"scene 'valid' dims got {ref.dims!r}; expected ('y', 'x')")
-    inputs = [scene[b].data for b in MASK_BANDS] + [ref.data]
+    inputs = [scene[b].data for b in names] + [ref.data]
     if baseline is not None:
-        inputs += [baseline["median"].sel(band=b).data for b in MASK_BANDS] + [baseline["count"].data]
-    fn_kw = dict(names=MASK_BANDS, has_baseline=baseline is not None, params=params, norm=dict(norm) if norm else None)
+        inputs += [baseline["median"].sel(band=b).data for b in names] + [baseline["count"].data]
+    fn_kw = dict(names=names, has_baseline=baseline is not None, params=params, norm=dict(norm) if norm else None)
     if is_dask(ref):
         chunks = ref.data.chunks
         inputs = [a.rechunk(chunks) if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for a in inputs]
