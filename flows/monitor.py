@@ -19,7 +19,8 @@ from sitewatch.io import store
 from tasks.alerts import publish_alerts, render_chips, update_alerts
 from tasks.analyse import analyse_scene
 from tasks.quarantine import record_quarantine
-from tasks.scenes import find_new_scenes, ingest_scene, prepare_cube, validate_scenes
+from tasks.concurrency import site_concurrency
+from tasks.scenes import commit_scenes, find_new_scenes, ingest_scene, prepare_cube, validate_scenes
 from tasks.storage import check_storage, configure_storage, task_retry_options, use_storage
 
 from .runner import make_task_runner
@@ -48,7 +49,15 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
     ``scenes_rejected`` lists this run's failures; ``scenes_quarantined`` the site's persisted
     quarantine list (``<store>/<site>/quarantine.json``) after the run: failed scenes stay there,
     with attempts, until a later run ingests them.
+
+    Two runs of one site never overlap: the run holds the site's Prefect global concurrency
+    limit (``sitewatch-site-<name>``, limit 1) from start to end; a second run waits for it.
     """
+    with site_concurrency(site.name):
+        return _monitor(site)
+
+
+def _monitor(site: SiteConfig) -> dict[str, Any]:
     log = get_run_logger()
     use_storage(site)  # endpoint, region and keys (env, storage_options, credentials block) in this process
     s = site.to_site()
@@ -69,6 +78,7 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
         for ref, fut in zip(ok, futs):
             fut.wait()
             if fut.state.is_completed():
+                commit_scenes(site, [fut.result()])  # committed one by one: a crash keeps what was done
                 ingested.append(fut.result())
             else:
                 rejected.append(_failure(ref.scene_id, _error_text(fut.state), ref.item_href))

@@ -118,7 +118,8 @@ def ingest_scene(cfg: SiteConfig, ref: SceneRef, index: int) -> dict:
     ds = scene_io.read_scene(ref, site.grid, cfg.bands, chunks=cfg.chunk_size, profile=cfg.profile())
     try:
         with dask_client():
-            valid_fraction = cube_io.write_scene_slice(site.cube_url, index, ds)
+            # parallel writers leave the commit to the flow (commit_scenes): one writer of per-time values
+            valid_fraction = cube_io.write_scene_slice(site.cube_url, index, ds, commit_slot=False)
     except Exception as exc:  # a lazy COG read failed mid-write: the slot stays uncommitted
         gdal_failed = "Rasterio" in type(exc).__name__ or "RasterioIOError" in str(exc) or "CPLE_" in str(exc)
         if store.is_transient(exc) or isinstance(exc, scene_io.SceneError) or not gdal_failed:
@@ -127,5 +128,14 @@ def ingest_scene(cfg: SiteConfig, ref: SceneRef, index: int) -> dict:
         what = f"band {bad[0]!r} file {bad[1]!r}" if bad else "its bands"
         raise scene_io.SceneError(f"scene {ref.scene_id!r}: reading {what} into slot {index} failed "
                                   f"(corrupt or truncated?): {type(exc).__name__}: {exc}") from exc
-    get_run_logger().info("ingested %s (%s) into slot %d: %.0f%% valid", ref.scene_id, ref.datetime.date(), index, 100 * valid_fraction)
+    get_run_logger().info("wrote %s (%s) into slot %d: %.0f%% valid", ref.scene_id, ref.datetime.date(), index, 100 * valid_fraction)
     return {"scene_id": ref.scene_id, "index": index, "valid_fraction": valid_fraction}
+
+
+@task(name="commit-scenes", retries=2, retry_delay_seconds=2, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+def commit_scenes(cfg: SiteConfig, written: list[dict]) -> None:
+    """Commit slots written by :func:`ingest_scene` (``{"index", "valid_fraction", "scene_id"}``):
+    from here on readers see them. Called by the flow, the one writer of the site's per-time values."""
+    site = cfg.to_site()
+    cube_io.commit(site.cube_url, {w["index"]: {"valid_fraction": w["valid_fraction"], "ingested": True} for w in written})
+    get_run_logger().info("site %s: committed %s", site.name, ", ".join(f"{w['scene_id']} (slot {w['index']})" for w in written))

@@ -286,15 +286,19 @@ def test_region_write_leaves_other_slots_untouched(cube_url):
         parts = key.split("/")
         return len(parts) >= 3 and parts[1] == "c" and parts[2] == str(i)
 
-    C.write_scene_slice(cube_url, 1, _scene(1, lazy=True))
-    C.write_derived(cube_url, 1, _derived(1))
+    C.write_scene_slice(cube_url, 1, _scene(1, lazy=True), commit_slot=False)
+    C.write_derived(cube_url, 1, _derived(1), commit_slot=False)
     after = _snapshot(cube_url)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed, "slot 1 should have been written"
     assert all(of_slot(k, 1) for k in changed), sorted(k for k in changed if not of_slot(k, 1))
-    # every variable of slot 1 was written (partial edge chunks included)
-    for v in set(BANDS) | {"valid", "cloud", "shadow", "change_score", "ingested", "analysed"}:
+    # every gridded variable of slot 1 was written (partial edge chunks included)
+    for v in set(BANDS) | {"valid", "cloud", "shadow", "change_score"}:
         assert any(k.startswith(f"{v}/c/1") for k in changed), v
+    # the commit touches only the one-chunk per-time arrays
+    C.commit(cube_url, {1: {"valid_fraction": 0.5, "ingested": True, "cloud_fraction": 0.1, "analysed": True}})
+    committed = {k for k, h in _snapshot(cube_url).items() if after.get(k) != h}
+    assert committed == {f"{v}/c/0" for v in C.PER_TIME}, sorted(committed)
     # and the values of the other slots are what was written for them
     ds = C.open_cube(cube_url)
     np.testing.assert_array_equal(ds["red"].isel(time=0).values, _scene(0)["red"].values)
@@ -361,3 +365,97 @@ def test_qa_for_profile():
     assert C.qa_for_profile("landsat-tm-etm-fmask") == {"fmask": 255}
     with pytest.raises(ValueError, match="expected a QA name"):
         C.extend("/nonexistent/cube.zarr", GRID, BANDS, [("A", _t(1))], qa={"red": 0})
+
+
+# ---------------------------------------------------------------- commit protocol: capacity, growth, crashes
+
+def test_capacity_grows_by_doubling_and_keeps_everything(cube_url, monkeypatch):
+    monkeypatch.setattr(C, "CAPACITY", 4)
+    C.extend(cube_url, GRID, BANDS, [(f"S{i}", _t(1 + i)) for i in range(3)], chunk=CHUNK)
+    C.write_scene_slice(cube_url, 0, _scene(0))
+    assert C._lengths(C._group(cube_url, None)) == dict.fromkeys(C._lengths(C._group(cube_url, None)), 4)
+    idx = C.extend(cube_url, GRID, BANDS, [(f"S{i}", _t(1 + i)) for i in range(3, 9)], chunk=CHUNK)
+    assert sorted(idx.values()) == list(range(3, 9))
+    assert set(C._lengths(C._group(cube_url, None)).values()) == {9}  # max(2 * 4, 4 + 5 needed)
+    assert [s.scene_id for s in C.slots(cube_url)] == [f"S{i}" for i in range(9)]
+    ds = C.open_cube(cube_url)
+    assert [str(v) for v in ds.scene_id.values] == ["S0"]
+    np.testing.assert_array_equal(ds["red"].isel(time=0).values, _scene(0)["red"].values)
+    assert C.open_cube(cube_url, committed_only=False).sizes["time"] == 9
+
+
+def test_growth_cut_short_still_opens_and_is_completed(cube_url, monkeypatch):
+    monkeypatch.setattr(C, "CAPACITY", 2)
+    C.extend(cube_url, GRID, BANDS, [("A", _t(1)), ("B", _t(2))], chunk=CHUNK)
+    C.write_scene_slice(cube_url, 0, _scene(0))
+    g = C._group(cube_url, None, mode="r+")
+    for name in ("red", "valid", "ingested"):  # a writer killed after resizing three arrays
+        g[name].resize((6, *g[name].shape[1:]))
+    ds = C.open_cube(cube_url)
+    assert ds.sizes["time"] == 1 and str(ds.scene_id.values[0]) == "A"
+    np.testing.assert_array_equal(ds["red"].isel(time=0).values, _scene(0)["red"].values)
+    assert [s.scene_id for s in C.slots(cube_url)] == ["A", "B"]
+    C.extend(cube_url, GRID, BANDS, [("C", _t(3))], chunk=CHUNK)  # the next writer completes the growth
+    assert set(C._lengths(C._group(cube_url, None)).values()) == {6}
+    assert [s.scene_id for s in C.slots(cube_url)] == ["A", "B", "C"]
+
+
+def test_creation_cut_short_is_recreated(cube_url):
+    C.extend(cube_url, GRID, BANDS, [("A", _t(1))], chunk=CHUNK)
+    C._group(cube_url, None, mode="r+").attrs.pop("sitewatch_cube_version")  # killed before the last step
+    assert C.slots(cube_url) == []
+    with pytest.raises(C.CubeError, match="cut short"):
+        C.open_cube(cube_url)
+    assert C.extend(cube_url, GRID, BANDS, [("B", _t(2))], chunk=CHUNK) == {"B": 0}
+    assert [s.scene_id for s in C.slots(cube_url)] == ["B"]
+
+
+def test_foreign_or_old_stores_are_never_overwritten(cube_url):
+    import zarr
+
+    zarr.open_group(cube_url, mode="w", zarr_format=3).attrs["title"] = "someone else's data"
+    before = _snapshot(cube_url)
+    with pytest.raises(C.CubeError, match="another tool"):
+        C.extend(cube_url, GRID, BANDS, [("A", _t(1))], chunk=CHUNK)
+    with pytest.raises(C.CubeError, match="another tool"):
+        C.open_cube(cube_url)
+    zarr.open_group(cube_url, mode="r+").attrs.update({"title": C.CUBE_TITLE, "sitewatch_cube_version": 1})
+    with pytest.raises(C.CubeError, match="version 1"):
+        C.extend(cube_url, GRID, BANDS, [("A", _t(1))], chunk=CHUNK)
+    assert set(_snapshot(cube_url)) == set(before)
+
+
+def test_commit_validates_and_orders(cube_url):
+    C.extend(cube_url, GRID, BANDS, [("A", _t(1)), ("B", _t(2))], chunk=CHUNK)
+    with pytest.raises(ValueError, match="slot 500"):
+        C.commit(cube_url, {500: {"ingested": True}})
+    with pytest.raises(ValueError, match="'bogus'"):
+        C.commit(cube_url, {0: {"bogus": 1}})
+    C.commit(cube_url, {1: {"valid_fraction": 0.25, "ingested": True}})
+    a, b = C.slots(cube_url)
+    assert not a.ingested and b.ingested and b.valid_fraction == pytest.approx(0.25)
+
+
+def test_uncommitted_written_slot_is_hidden_then_committed(cube_url):
+    C.extend(cube_url, GRID, BANDS, [("A", _t(1)), ("B", _t(2))], chunk=CHUNK)
+    vf = C.write_scene_slice(cube_url, 1, _scene(1), commit_slot=False)
+    assert C.open_cube(cube_url).sizes["time"] == 0
+    C.commit(cube_url, {1: {"valid_fraction": vf, "ingested": True}})
+    ds = C.open_cube(cube_url)
+    assert [str(v) for v in ds.scene_id.values] == ["B"] and float(ds.valid_fraction.values[0]) == pytest.approx(vf)
+
+
+def test_reads_after_writes_see_the_new_data_on_a_dask_cluster(cube_url):
+    """Re-opening a store after a write gives new dask keys: a distributed scheduler still
+    holding the earlier read's results must not hand them back."""
+    from distributed import Client, LocalCluster
+
+    C.extend(cube_url, GRID, BANDS, [("A", _t(1))], chunk=CHUNK)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        first = C._open(cube_url)["red"].isel(time=0).persist()
+        assert int(first.max().compute()) == 0
+        C.write_scene_slice(cube_url, 0, _scene(0))
+        again = C._open(cube_url)["red"].isel(time=0)
+        assert again.data.name != first.data.name
+        np.testing.assert_array_equal(again.compute().values, _scene(0)["red"].values)
+        del first, client

@@ -15,12 +15,32 @@ Contract (later versions keep it):
   gridded variable, so ``xr.open_zarr(...)`` followed by ``.rio.crs`` / ``.rio.transform()``
   gives the georeference.
 
-Writes follow the template-then-region pattern: :func:`extend` appends the new time slots
-(coordinates and metadata only, data left at the fill value), then each scene fills its own
-chunk-aligned slot with :func:`write_scene_slice` and :func:`write_derived`. Time chunks are 1,
-so writers of different scenes never touch the same chunk. A slot counts as holding a scene only
-once its ``ingested`` flag is written, which happens after its bands: a crash mid-write leaves a
-slot that readers skip and the next run fills again.
+Writes follow the template-then-region pattern with an explicit commit protocol (plain Zarr v3,
+so that xarray, GDAL and any Zarr reader open the cube as it is; see the README for why not
+Icechunk):
+
+* **create**: the template (every array, per-time values at their fill) is written once with a
+  preallocated time *capacity* (:data:`CAPACITY`, grown by doubling when full); the group
+  attribute ``sitewatch_cube_version`` is written last and marks the cube as created. A store
+  with sitewatch's title but no version is a creation cut short (it holds no scene) and is
+  recreated; a store without the title is someone else's and is never touched.
+* **allocate** (:func:`extend`): a new scene gets the first free slot; its ``time`` is written,
+  then its ``scene_id`` (the allocation commit: a slot is allocated once its id is non-empty).
+  Every per-time array is one chunk (:data:`PER_TIME_CHUNK`), so allocation writes a handful
+  of small objects whatever the history length.
+* **write** (:func:`write_scene_slice`, :func:`write_derived`): chunk-aligned region writes
+  of the slot's ``(time, y, x)`` chunks. Time chunks are 1, so parallel writers of different
+  scenes never touch the same chunk.
+* **commit** (:func:`commit`): the slot's per-time values (fractions first, then the
+  ``ingested``/``analysed`` flag). One writer per site does this (the flow, or a library
+  caller), never the parallel tasks, so the one-chunk per-time arrays see no lost updates.
+
+Every object write is atomic (zarr's local store writes a temporary file and renames it; an
+S3 PUT is atomic), so a crash at any point leaves: slots committed before it intact, at most
+one half-written slot that readers skip (its flag is unset) and the next run rewrites, or a
+growth cut short, which :func:`open_cube` tolerates and the next :func:`extend` completes.
+Two runs for one site are kept apart by a per-site Prefect concurrency limit
+(``flows/monitor.py``).
 Consolidated metadata is not used (it is not part of the Zarr v3 spec and appends would have to
 rewrite it).
 """
@@ -32,12 +52,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import uuid
+
 import dask
 import dask.array as da
 import numpy as np
-import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+import zarr
 
 from ..grid import SiteGrid
 from ..sensors import qa_attrs
@@ -45,6 +67,11 @@ from . import store
 
 DERIVED = ("cloud", "shadow", "change_score", "change")
 PER_TIME = ("ingested", "analysed", "valid_fraction", "cloud_fraction")
+CUBE_VERSION = 2
+CUBE_TITLE = "sitewatch site datacube"
+CAPACITY = 64  # time slots preallocated when a cube is created; doubled when full
+PER_TIME_CHUNK = 4096  # per-time arrays (time, scene_id, flags, fractions) in one chunk
+_EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
 TIME_ENCODING = {"units": "milliseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian", "dtype": "int64"}
 
 BAND_LONG_NAMES = {
@@ -67,6 +94,8 @@ class Slot:
     time: np.datetime64
     ingested: bool
     analysed: bool
+    valid_fraction: float = float("nan")
+    cloud_fraction: float = float("nan")
 
 
 def _zarr_kwargs(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -115,7 +144,7 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
             "y": ("y", coords["y"], {"standard_name": "projection_y_coordinate", "units": "m"}),
             "x": ("x", coords["x"], {"standard_name": "projection_x_coordinate", "units": "m"}),
         },
-        attrs={"title": "sitewatch site datacube", "Conventions": "CF-1.8", "sitewatch_cube_version": 1},
+        attrs={"title": CUBE_TITLE, "Conventions": "CF-1.8"},  # sitewatch_cube_version: written last, by _create
     )
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     for name, v in ds.data_vars.items():
@@ -127,8 +156,9 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     enc: dict[str, dict[str, Any]] = {"time": dict(TIME_ENCODING)}
-    for name in PER_TIME:
-        enc[name] = {"chunks": (1,)}
+    for name in (*PER_TIME, "scene_id"):
+        enc[name] = {"chunks": (PER_TIME_CHUNK,)}
+    enc["time"]["chunks"] = (PER_TIME_CHUNK,)
     for name, v in ds.data_vars.items():
         if v.dims == ("time", "y", "x"):
             enc[name] = {"chunks": v.data.chunksize}
@@ -139,19 +169,103 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return enc
 
 
-def slots(cube_url: str, storage_options: dict[str, Any] | None = None) -> list[Slot]:
-    """The cube's time slots (empty list if the cube does not exist yet)."""
+def _nat_ms() -> int:
+    return int(np.iinfo(np.int64).min)  # how xarray stores NaT in the int64 time variable
+
+
+def _group(cube_url: str, storage_options: dict[str, Any] | None, mode: str = "r") -> zarr.Group:
+    opts = store.storage_options_for(cube_url, storage_options)
+    return zarr.open_group(cube_url, mode=mode, zarr_format=3, **({"storage_options": opts} if opts else {}))
+
+
+def _state(cube_url: str, storage_options: dict[str, Any] | None) -> str:
+    """``"missing"``, ``"partial"`` (a creation cut short: sitewatch's title, no version) or
+    ``"ready"``; a store written by another tool or another cube version is a :class:`CubeError`."""
     if not store.exists(store.join(cube_url, "zarr.json"), storage_options):
-        return []
-    ds = xr.open_zarr(cube_url, chunks=None, **_zarr_kwargs(cube_url, storage_options))  # small: no dask
-    out = [
-        Slot(str(sid), i, t, bool(ing), bool(ana))
-        for i, (sid, t, ing, ana) in enumerate(
-            zip(ds.scene_id.values, ds.time.values, ds.ingested.values, ds.analysed.values)
-        )
-    ]
-    ds.close()
+        return "missing"
+    try:
+        attrs = dict(_group(cube_url, storage_options).attrs)
+    except Exception as exc:  # unreadable group metadata
+        raise CubeError(f"cube {cube_url!r}: group metadata unreadable ({type(exc).__name__}: {exc}); "
+                        "expected a sitewatch cube") from exc
+    version = attrs.get("sitewatch_cube_version")
+    if version is None:
+        if attrs.get("title") == CUBE_TITLE:
+            return "partial"
+        raise CubeError(f"store {cube_url!r} got a Zarr group without sitewatch_cube_version; expected a sitewatch "
+                        "cube (a store written by another tool is never overwritten: choose another store)")
+    if version != CUBE_VERSION:
+        raise CubeError(f"cube {cube_url!r} got sitewatch_cube_version {version!r}; expected {CUBE_VERSION} "
+                        "(cubes of version 1 predate slot capacity and the commit protocol: move it aside and rerun "
+                        "to rebuild it from the scenes)")
+    return "ready"
+
+
+def _time_arrays(g: zarr.Group) -> dict[str, zarr.Array]:
+    return {name: a for name, a in g.arrays() if (a.metadata.dimension_names or (None,))[0] == "time"}
+
+
+def _lengths(g: zarr.Group) -> dict[str, int]:
+    return {name: a.shape[0] for name, a in _time_arrays(g).items()}
+
+
+def _grow(g: zarr.Group, capacity: int) -> None:
+    """Resize every time array to ``capacity`` (new slots unallocated). Arrays first, the
+    ``time`` coordinate last; a growth cut short is completed by the next call (idempotent)."""
+    arrays = _time_arrays(g)
+    for name in sorted(arrays, key=lambda n: (n == "time", n == "scene_id", n)):
+        a = arrays[name]
+        old = a.shape[0]
+        if old < capacity:
+            a.resize((capacity, *a.shape[1:]))
+            if name == "time":
+                a[old:capacity] = np.full(capacity - old, _nat_ms(), dtype="int64")
+
+
+def _per_time(g: zarr.Group) -> dict[str, np.ndarray]:
+    """The per-time values, length = the shortest time array (a growth cut short)."""
+    n = min(_lengths(g).values())
+    out = {name: g[name][:n] for name in ("scene_id", "time", *PER_TIME)}
+    out["scene_id"] = np.asarray([str(v) if v is not None else "" for v in out["scene_id"]], dtype=object)
+    raw = np.asarray(out["time"], dtype="int64")
+    out["time"] = np.where(raw == _nat_ms(), np.datetime64("NaT", "ms"), _EPOCH + raw.astype("timedelta64[ms]")).astype("datetime64[ns]")
     return out
+
+
+def slots(cube_url: str, storage_options: dict[str, Any] | None = None) -> list[Slot]:
+    """The cube's allocated time slots (empty list if the cube does not exist yet). Reads the
+    one-chunk per-time arrays only."""
+    if _state(cube_url, storage_options) != "ready":
+        return []
+    v = _per_time(_group(cube_url, storage_options))
+    return [
+        Slot(sid, i, v["time"][i], bool(v["ingested"][i]), bool(v["analysed"][i]),
+             float(v["valid_fraction"][i]), float(v["cloud_fraction"][i]))
+        for i, sid in enumerate(v["scene_id"]) if sid
+    ]
+
+
+def commit(cube_url: str, updates: Mapping[int, Mapping[str, Any]], storage_options: dict[str, Any] | None = None) -> None:
+    """Set per-time values of slots: ``{index: {"ingested": True, "valid_fraction": 0.93}}``
+    (names from :data:`PER_TIME`). One writer per site calls this (the flow, or a library
+    caller), never parallel tasks. Fractions are written before flags, so a flag is never set
+    without its fraction."""
+    if not updates:
+        return
+    g = _group(cube_url, storage_options, mode="r+")
+    n = min(_lengths(g).values())
+    by_name: dict[str, dict[int, Any]] = {}
+    for index, values in updates.items():
+        if not (0 <= int(index) < n):
+            raise ValueError(f"commit got slot {index!r}; expected 0 <= slot < {n}")
+        for name, value in values.items():
+            if name not in PER_TIME:
+                raise ValueError(f"commit got {name!r}; expected one of {PER_TIME!r}")
+            by_name.setdefault(name, {})[int(index)] = value
+    for name in sorted(by_name, key=lambda k: k in ("ingested", "analysed")):
+        a = g[name]
+        idx = sorted(by_name[name])
+        a.oindex[np.asarray(idx)] = np.asarray([by_name[name][i] for i in idx], dtype=a.dtype)
 
 
 def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storage_options: dict[str, Any] | None = None,
@@ -184,6 +298,20 @@ def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storag
         ds.close()
 
 
+def _create(cube_url: str, grid: SiteGrid, bands: Sequence[str], chunk: int, capacity: int,
+            storage_options: dict[str, Any] | None, qa: Mapping[str, int] | None) -> None:
+    """Write the template (metadata and per-time arrays only), then the version attribute."""
+    if _state(cube_url, storage_options) == "partial":  # a creation cut short: it holds no scene
+        fs, path = store.filesystem(cube_url, storage_options)
+        fs.rm(path, recursive=True)
+    nat = np.full(capacity, np.datetime64("NaT"), dtype="datetime64[ns]")
+    tmpl = _template(grid, bands, [""] * capacity, nat, chunk, qa)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        tmpl.to_zarr(cube_url, mode="w-", compute=False, encoding=_encoding(tmpl), **_zarr_kwargs(cube_url, storage_options))
+    _group(cube_url, storage_options, mode="r+").attrs.update({"sitewatch_cube_version": CUBE_VERSION})
+
+
 def extend(
     cube_url: str,
     grid: SiteGrid,
@@ -193,31 +321,43 @@ def extend(
     storage_options: dict[str, Any] | None = None,
     qa: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """Make a slot for every ``(scene_id, datetime)`` not yet in the cube (creating the cube if
-    needed) and return ``{scene_id: slot index}`` for all of ``scenes``. Writes metadata and
-    per-time coordinates only; array chunks stay at their fill value until written. ``qa``
-    maps QA variable names to their fill values (e.g. ``{"scl": 0}``, ``{"fmask": 255}``,
-    ``{"qa_pixel": 1}``; see :func:`qa_for_profile`)."""
+    """Allocate a slot for every ``(scene_id, datetime)`` not yet in the cube (creating the cube
+    if needed) and return ``{scene_id: slot index}`` for all of ``scenes``: a scene delivered
+    twice keeps its slot. Writes the slots' time and id only; array chunks stay at their fill
+    value until written. ``qa`` maps QA variable names to their fill values (e.g.
+    ``{"scl": 0}``, ``{"fmask": 255}``, ``{"qa_pixel": 1}``; see :func:`qa_for_profile`).
+    One writer per site at a time (see the module docstring)."""
     for name, fill in (qa or {}).items():
         if name in bands or not (0 <= int(fill) <= 65535):
             raise ValueError(f"qa got {{{name!r}: {fill!r}}}; expected a QA name that is not a band and a uint16 fill value")
-    existing = {s.scene_id: s.index for s in slots(cube_url, storage_options)}
-    if existing:
-        check_compatible(cube_url, grid, bands, storage_options, qa=tuple(qa or ()))
+    ids = [sid for sid, _ in scenes]
+    bad = [sid for sid in ids if not isinstance(sid, str) or not sid]
+    if bad:
+        raise ValueError(f"extend got scene ids {bad!r}; expected non-empty strings")
+    if _state(cube_url, storage_options) != "ready":
+        _create(cube_url, grid, bands, chunk, max(CAPACITY, len(set(ids))), storage_options, qa)
+    g = _group(cube_url, storage_options, mode="r+")
+    lengths = _lengths(g)
+    if len(set(lengths.values())) > 1:  # a growth cut short: complete it
+        _grow(g, max(lengths.values()))
+    check_compatible(cube_url, grid, bands, storage_options, qa=tuple(qa or ()))
+    v = _per_time(g)
+    existing = {sid: i for i, sid in enumerate(v["scene_id"]) if sid}
     new = sorted({(sid, _to_datetime64(t)) for sid, t in scenes if sid not in existing}, key=lambda p: (p[1], p[0]))
     if new:
-        tmpl = _template(grid, bands, [s for s, _ in new], [t for _, t in new], chunk, qa)
-        kw = _zarr_kwargs(cube_url, storage_options)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            if existing:
-                tmpl.drop_vars(["x", "y", "spatial_ref"]).to_zarr(cube_url, append_dim="time", compute=False, **kw)
-            else:
-                tmpl.to_zarr(cube_url, mode="w-", compute=False, encoding=_encoding(tmpl), **kw)
-        base = len(existing)
-        for i, (sid, _) in enumerate(new):
-            existing[sid] = base + i
-    return {sid: existing[sid] for sid, _ in scenes}
+        free = [i for i, sid in enumerate(v["scene_id"]) if not sid]
+        if len(free) < len(new):
+            capacity = len(v["scene_id"])
+            bigger = max(2 * capacity, capacity + len(new) - len(free))
+            _grow(g, bigger)
+            free += list(range(capacity, bigger))
+        idx = np.asarray(free[: len(new)])
+        ms = np.asarray([(t.astype("datetime64[ms]") - _EPOCH).astype("int64") for _, t in new], dtype="int64")
+        g["time"].oindex[idx] = ms  # time first ...
+        g["scene_id"].oindex[idx] = np.asarray([sid for sid, _ in new], dtype=object)  # ... the id commits the slot
+        for i, (sid, _) in zip(idx, new):
+            existing[sid] = int(i)
+    return {sid: existing[sid] for sid in ids}
 
 
 def qa_for_profile(profile: Any) -> dict[str, int]:
@@ -242,56 +382,88 @@ def _region_write(cube_url: str, index: int, ds: xr.Dataset, storage_options: di
     return ds.to_zarr(cube_url, region={"time": slice(index, index + 1)}, compute=compute, **_zarr_kwargs(cube_url, storage_options))
 
 
-def write_scene_slice(cube_url: str, index: int, scene: xr.Dataset, storage_options: dict[str, Any] | None = None) -> float:
+def write_scene_slice(cube_url: str, index: int, scene: xr.Dataset, storage_options: dict[str, Any] | None = None,
+                      commit_slot: bool = True) -> float:
     """Write a scene's bands, ``valid`` and QA variable if any (``(y, x)`` arrays on the site
-    grid, lazy or not; see :func:`sitewatch.io.scenes.read_scene`) into slot ``index``, then
-    commit the slot. Returns the valid fraction."""
+    grid, lazy or not; see :func:`sitewatch.io.scenes.read_scene`) into slot ``index`` and
+    return its valid fraction. With ``commit_slot`` (default) the slot is then committed
+    (``ingested`` and ``valid_fraction``); parallel writers pass ``False`` and leave the commit
+    to the one writer of the site (:func:`commit`)."""
     data = scene.expand_dims("time")
     # One pass: the write and the valid fraction share the (lazy) COG reads.
     write = _region_write(cube_url, index, data, storage_options, compute=False)
     _, valid_fraction = dask.compute(write, scene["valid"].mean())
     valid_fraction = float(valid_fraction)
-    flags = xr.Dataset({
-        "ingested": ("time", np.array([True])),
-        "valid_fraction": ("time", np.array([valid_fraction], "float32")),
-    })
-    _region_write(cube_url, index, flags, storage_options)
+    if commit_slot:
+        commit(cube_url, {index: {"valid_fraction": valid_fraction, "ingested": True}}, storage_options)
     return valid_fraction
 
 
-def write_derived(cube_url: str, index: int, derived: xr.Dataset, storage_options: dict[str, Any] | None = None) -> float:
-    """Write ``cloud``, ``shadow``, ``change_score``, ``change`` (``(y, x)``) into slot ``index``,
-    then set its ``analysed`` flag and cloud fraction. Returns the cloud fraction (cloud or
-    shadow, over valid pixels)."""
+def write_derived(cube_url: str, index: int, derived: xr.Dataset, storage_options: dict[str, Any] | None = None,
+                  commit_slot: bool = True) -> float:
+    """Write ``cloud``, ``shadow``, ``change_score``, ``change`` (``(y, x)``) into slot ``index``
+    and return the cloud fraction (cloud or shadow, over valid pixels). With ``commit_slot``
+    (default) the slot's ``analysed`` flag and cloud fraction are then committed."""
     lacking = [v for v in DERIVED if v not in derived.data_vars]
     if lacking:
         raise ValueError(f"derived layers lack {lacking!r}; expected all of {DERIVED!r}")
     write = _region_write(cube_url, index, derived[list(DERIVED)].expand_dims("time"), storage_options, compute=False)
     # The fraction comes from the layers being written, not from reading them back.
-    cube = xr.open_zarr(cube_url, **_zarr_kwargs(cube_url, storage_options))
-    valid = cube["valid"].isel(time=index, drop=True)
+    valid = _open(cube_url, storage_options)["valid"].isel(time=index, drop=True)
     obscured = (derived["cloud"].variable | derived["shadow"].variable) & valid.variable
     _, n_obscured, n_valid = dask.compute(write, obscured.sum(), valid.sum())
     n_valid = int(n_valid)
     cloud_fraction = float(n_obscured) / n_valid if n_valid else float("nan")
-    flags = xr.Dataset({
-        "analysed": ("time", np.array([True])),
-        "cloud_fraction": ("time", np.array([cloud_fraction], "float32")),
-    })
-    _region_write(cube_url, index, flags, storage_options)
+    if commit_slot:
+        commit(cube_url, {index: {"cloud_fraction": cloud_fraction, "analysed": True}}, storage_options)
     return cloud_fraction
 
 
+def _open(cube_url: str, storage_options: dict[str, Any] | None = None, lazy: bool = True, **kw: Any) -> xr.Dataset:
+    """The whole store as a Dataset (every slot, allocated or not). Tolerates a growth cut
+    short (arrays longer than the others are read up to the common length). Dask keys are
+    unique per call, so arrays read after a write never alias cached results of earlier reads
+    of the same store."""
+    kwargs = {**_zarr_kwargs(cube_url, storage_options), "decode_coords": "all", **kw}
+    g = _group(cube_url, storage_options)
+    lengths = _lengths(g)
+    n = min(lengths.values())
+    longer = [name for name, m in lengths.items() if m > n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        ds = xr.open_dataset(cube_url, engine="zarr", chunks=None, cache=False, drop_variables=longer, **kwargs)
+        for name in longer:
+            others = [k for k in g.array_keys() if k != name]
+            one = xr.open_dataset(cube_url, engine="zarr", chunks=None, cache=False, drop_variables=others, **kwargs)[name]
+            ds[name] = one.variable[:n]
+    if not lazy:
+        return ds
+    token = uuid.uuid4().hex
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.ndim >= 2:  # gridded: lazy; per-time values (one small chunk each) are read now
+            chunks = dict(zip(var.dims, var.encoding.get("chunks", var.shape)))
+            out[name] = var.chunk(chunks, name=f"cube-{name}-{token}")
+        elif var.ndim == 1 and name not in ds.dims:
+            out[name] = var.load()
+    if "scene_id" in out.variables:
+        out["scene_id"] = out["scene_id"].copy(data=np.asarray([str(v) for v in out["scene_id"].values], dtype=object))
+    return out
+
+
 def open_cube(cube_url: str, committed_only: bool = True, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    """The cube as a lazy, georeferenced Dataset, sorted by time. With ``committed_only``
-    (default) slots whose scene was never fully written are left out."""
-    if not store.exists(store.join(cube_url, "zarr.json"), storage_options):
+    """The cube as a lazy, georeferenced Dataset sorted by time: the committed slots (default)
+    or, with ``committed_only=False``, every allocated slot."""
+    state = _state(cube_url, storage_options)
+    if state == "missing":
         raise CubeError(f"no sitewatch cube at {cube_url!r}")
-    ds = xr.open_zarr(cube_url, decode_coords="all", **_zarr_kwargs(cube_url, storage_options))
+    if state == "partial":
+        raise CubeError(f"cube {cube_url!r}: its creation was cut short and it holds no scene yet; the next run recreates it")
+    ds = _open(cube_url, storage_options)
+    keep_mask = np.asarray([bool(v) for v in ds["scene_id"].values])
     if committed_only:
-        keep = np.flatnonzero(ds["ingested"].values)
-        if len(keep) != ds.sizes["time"]:
-            ds = ds.isel(time=keep)
+        keep_mask &= ds["ingested"].values.astype(bool)
+    ds = ds.isel(time=np.flatnonzero(keep_mask))
     if ds.sizes["time"] > 1 and not bool(np.all(np.diff(ds.time.values) >= np.timedelta64(0))):
         ds = ds.sortby("time")
     return ds
