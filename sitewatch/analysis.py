@@ -157,7 +157,8 @@ def analyse_slot(
 ) -> SlotResult:
     """Compute and write ``cloud``, ``shadow``, ``change_score``, ``change`` for slot ``index``
     and return its change objects of at least ``min_object_area_m2``."""
-    cube = xr.open_zarr(cube_url, **cube_io._zarr_kwargs(cube_url, storage_options))
+    # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
+    cube = xr.open_zarr(cube_url, mask_and_scale=False, **cube_io._zarr_kwargs(cube_url, storage_options))
     if not bool(cube["ingested"].values[index]):
         raise ValueError(f"cube slot {index} ({cube.scene_id.values[index]!r}) got no committed scene; expected an ingested slot")
     scene_id = str(cube.scene_id.values[index])

@@ -90,11 +90,13 @@ def validate_scenes(cfg: SiteConfig, refs: list[SceneRef]) -> tuple[list[SceneRe
 
 @task(name="prepare-cube", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
 def prepare_cube(cfg: SiteConfig, refs: list[SceneRef]) -> dict[str, int]:
-    """Create the cube or extend it with a slot per new scene; returns ``{scene_id: slot}``."""
+    """Create the cube or extend it with a slot per new scene (recording the site's sensor
+    profile as the slots' ``sensor``); returns ``{scene_id: slot}``."""
     site = cfg.to_site()
+    profile = cfg.profile()
     with dask_client():
         slots = cube_io.extend(site.cube_url, site.grid, cfg.bands, [(r.scene_id, r.datetime) for r in refs], chunk=cfg.chunk_size,
-                               qa=cube_io.qa_for_profile(cfg.profile()))
+                               qa=cube_io.qa_for_profile(profile), sensor=profile)
     get_run_logger().info("site %s: cube %s has slots for %d new scene(s)", site.name, site.cube_url, len(refs))
     return slots
 

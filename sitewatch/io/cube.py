@@ -2,15 +2,24 @@
 
 Contract (later versions keep it):
 
-* dims ``(time, y, x)``; ``y``/``x`` pixel-centre coordinates in the site CRS, ``time`` the
-  acquisition time (UTC), per-time coordinate ``scene_id``;
-* one ``uint16`` variable per band named by STAC eo common name (reflectance x 10000, 0 = nodata);
+* dims ``(time, y, x)``; ``y``/``x`` pixel-centre coordinates in the site CRS (CF
+  ``projection_x_coordinate``/``projection_y_coordinate``, or ``longitude``/``latitude`` for a
+  geographic CRS), ``time`` the acquisition time (UTC), per-time coordinates ``scene_id`` and
+  ``sensor`` (the sensor profile the scene was read with: ``generic``, ``sentinel2-l2a``,
+  ``landsat-c2-l2``, ...);
+* one ``uint16`` variable per band named by STAC eo common name holding reflectance x 10000
+  (0 = nodata), with CF ``scale_factor`` 1e-4, ``add_offset`` 0 and ``_FillValue`` 0: a plain
+  ``xr.open_zarr(...)`` decodes them to float reflectance with NaN for nodata, while sitewatch
+  itself (:func:`open_cube`, :func:`_open`, ``sitewatch.open_site``, the analysis) opens with
+  ``mask_and_scale=False`` and works on the raw counts;
 * optionally the sensor's QA band (``scl``, ``qa_pixel``, ``fmask``) as ``uint16`` ``(time, y, x)``,
   values as the provider wrote them, its fill value where there is no data (Zarr fill value and
   the ``nodata`` attribute), CF ``flag_values``/``flag_masks`` and ``flag_meanings``;
-* ``valid``, ``cloud``, ``shadow``, ``change`` (bool) and ``change_score`` (float32, NaN where no
-  score) over ``(time, y, x)``;
+* ``valid``, ``cloud``, ``shadow``, ``change`` (bool, CF ``flag_values``/``flag_meanings``) and
+  ``change_score`` (float32, NaN where no score) over ``(time, y, x)``;
 * per-time ``ingested`` and ``analysed`` commit flags, ``valid_fraction`` and ``cloud_fraction``;
+* group attributes ``Conventions: CF-1.8``, ``title`` and ``sitewatch_cube_version``
+  (:data:`CUBE_VERSION`);
 * a CF grid mapping variable ``spatial_ref`` (CRS WKT + GeoTransform) referenced by every
   gridded variable, so ``xr.open_zarr(...)`` followed by ``.rio.crs`` / ``.rio.transform()``
   gives the georeference.
@@ -25,12 +34,14 @@ Icechunk):
   with sitewatch's title but no version is a creation cut short (it holds no scene) and is
   recreated; a store without the title is someone else's and is never touched.
 * **allocate** (:func:`extend`): a new scene gets the first free slot; its ``time`` is written,
-  then its ``scene_id`` (the allocation commit: a slot is allocated once its id is non-empty).
+  then its ``sensor``, then its ``scene_id`` (the allocation commit: a slot is allocated once its
+  id is non-empty, so an allocated slot always has its time and sensor).
   Every per-time array is one chunk (:data:`PER_TIME_CHUNK`), so allocation writes a handful
   of small objects whatever the history length.
 * **write** (:func:`write_scene_slice`, :func:`write_derived`): chunk-aligned region writes
   of the slot's ``(time, y, x)`` chunks. Time chunks are 1, so parallel writers of different
-  scenes never touch the same chunk.
+  scenes never touch the same chunk. The values are stored as given, straight into the Zarr
+  arrays (no CF encoding on the way: band counts are stored exactly, never scaled twice).
 * **commit** (:func:`commit`): the slot's per-time values (fractions first, then the
   ``ingested``/``analysed`` flag). One writer per site does this (the flow, or a library
   caller), never the parallel tasks, so the one-chunk per-time arrays see no lost updates.
@@ -42,7 +53,13 @@ growth cut short, which :func:`open_cube` tolerates and the next :func:`extend` 
 Two runs for one site are kept apart by a per-site Prefect concurrency limit
 (``flows/monitor.py``).
 Consolidated metadata is not used (it is not part of the Zarr v3 spec and appends would have to
-rewrite it).
+rewrite it). ``scene_id`` and ``sensor`` are variable-length UTF-8 strings (Zarr v3 ``string``
+data type, ``vlen-utf8`` codec), which zarr-python writes without the unstable-specification
+warning that fixed-length strings get.
+
+GDAL reads the cube's CF georeferencing, but GDAL before 3.11 cannot decode Zarr v3 arrays as
+zarr-python 3 writes them (``Unsupported codec: bytes``; OSGeo/gdal#11787): rasterio 1.4 wheels
+bundle GDAL 3.10.
 """
 
 from __future__ import annotations
@@ -67,12 +84,26 @@ from . import store
 
 DERIVED = ("cloud", "shadow", "change_score", "change")
 PER_TIME = ("ingested", "analysed", "valid_fraction", "cloud_fraction")
-CUBE_VERSION = 2
+# Version 3: per-time ``sensor``; bands CF-encoded (scale_factor/add_offset/_FillValue); CF
+# coordinate and flag attributes. Version 2 stores are refused (see _state).
+CUBE_VERSION = 3
 CUBE_TITLE = "sitewatch site datacube"
 CAPACITY = 64  # time slots preallocated when a cube is created; doubled when full
 PER_TIME_CHUNK = 4096  # per-time arrays (time, scene_id, flags, fractions) in one chunk
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
 TIME_ENCODING = {"units": "milliseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian", "dtype": "int64"}
+#: CF encoding of the band variables: stored uint16 counts, reflectance = count * 1e-4 + 0, 0 = nodata.
+REFLECTANCE_SCALE = 1e-4
+REFLECTANCE_OFFSET = 0.0
+REFLECTANCE_FILL = 0
+DEFAULT_SENSOR = "generic"
+#: CF flag attributes of the boolean (time, y, x) masks: stored as Zarr bool (0/1).
+MASK_FLAGS = {
+    "valid": ("pixel has data in every band", "no_data valid"),
+    "cloud": ("cloud (buffered)", "not_cloud cloud"),
+    "shadow": ("cloud shadow (buffered)", "not_shadow cloud_shadow"),
+    "change": ("changed pixel", "no_change change"),
+}
 
 BAND_LONG_NAMES = {
     "coastal": "coastal aerosol", "blue": "blue", "green": "green", "red": "red",
@@ -96,6 +127,7 @@ class Slot:
     analysed: bool
     valid_fraction: float = float("nan")
     cloud_fraction: float = float("nan")
+    sensor: str = ""
 
 
 def _zarr_kwargs(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -112,6 +144,28 @@ def _to_datetime64(when: dt.datetime) -> np.datetime64:
     return np.datetime64(when, "ms").astype("datetime64[ns]")
 
 
+def _xy_attrs(crs: str) -> tuple[dict[str, str], dict[str, str]]:
+    """CF attributes of the ``x`` and ``y`` coordinates for ``crs``: ``projection_x_coordinate``
+    / ``projection_y_coordinate`` in the CRS's linear unit (``m`` for metres) for a projected
+    CRS, ``longitude`` / ``latitude`` in degrees for a geographic one."""
+    from pyproj import CRS
+
+    by_axis = {a.get("axis"): a for a in CRS.from_user_input(crs).cs_to_cf()}
+    out = []
+    for axis, proj_name in (("X", "projection_x_coordinate"), ("Y", "projection_y_coordinate")):
+        cf = by_axis.get(axis, {})
+        name = cf.get("standard_name", proj_name)
+        units = cf.get("units", "m")
+        if units == "metre":
+            units = "m"
+        if name == proj_name:
+            long_name = f"{axis.lower()} coordinate of projection (pixel centre)"
+        else:
+            long_name = f"{name} (pixel centre)"
+        out.append({"standard_name": name, "long_name": long_name, "units": units, "axis": axis})
+    return out[0], out[1]
+
+
 def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], times: Sequence[np.datetime64], chunk: int,
               qa: Mapping[str, int] | None = None) -> xr.Dataset:
     n = len(scene_ids)
@@ -120,29 +174,31 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
     coords = grid.coords()
     data_vars: dict[str, Any] = {}
     for b in bands:
-        data_vars[b] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype="uint16"), {
-            "long_name": f"{BAND_LONG_NAMES.get(b, b)} reflectance", "units": "1",
-            "reflectance_scale": 1e-4, "nodata": 0, "eo_common_name": b,
+        # Decoded form (float reflectance, NaN = nodata); stored as uint16 counts through the CF
+        # encoding of _encoding. The template's data is never written (compute=False).
+        data_vars[b] = (("time", "y", "x"), da.full(shape, np.nan, chunks=chunks, dtype="float32"), {
+            "long_name": f"{BAND_LONG_NAMES.get(b, b)} reflectance", "units": "1", "eo_common_name": b,
         })
     for name, fill in (qa or {}).items():
         data_vars[name] = (("time", "y", "x"), da.full(shape, fill, chunks=chunks, dtype="uint16"),
                            {**qa_attrs(name), "nodata": int(fill), "sitewatch_role": "qa"})
-    data_vars["valid"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "pixel has data in every band"})
-    data_vars["cloud"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "cloud (buffered)"})
-    data_vars["shadow"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "cloud shadow (buffered)"})
+    for name, (long_name, meanings) in MASK_FLAGS.items():
+        data_vars[name] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool),
+                           {"long_name": long_name, "flag_values": [0, 1], "flag_meanings": meanings})
     data_vars["change_score"] = (("time", "y", "x"), da.full(shape, np.nan, chunks=chunks, dtype="float32"), {"long_name": "change score against the site's clear-sky baseline", "units": "1"})
-    data_vars["change"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool), {"long_name": "changed pixel"})
-    data_vars["ingested"] = (("time",), np.zeros(n, bool), {"long_name": "scene bands fully written (commit flag)"})
-    data_vars["analysed"] = (("time",), np.zeros(n, bool), {"long_name": "masks and change fully written (commit flag)"})
-    data_vars["valid_fraction"] = (("time",), np.full(n, np.nan, "float32"), {"long_name": "fraction of site pixels with data"})
-    data_vars["cloud_fraction"] = (("time",), np.full(n, np.nan, "float32"), {"long_name": "fraction of valid pixels under cloud or shadow"})
+    data_vars["ingested"] = (("time",), np.zeros(n, bool), {"long_name": "scene bands fully written (commit flag)", "flag_values": [0, 1], "flag_meanings": "not_ingested ingested"})
+    data_vars["analysed"] = (("time",), np.zeros(n, bool), {"long_name": "masks and change fully written (commit flag)", "flag_values": [0, 1], "flag_meanings": "not_analysed analysed"})
+    data_vars["valid_fraction"] = (("time",), np.full(n, np.nan, "float32"), {"long_name": "fraction of site pixels with data", "units": "1"})
+    data_vars["cloud_fraction"] = (("time",), np.full(n, np.nan, "float32"), {"long_name": "fraction of valid pixels under cloud or shadow", "units": "1"})
+    x_attrs, y_attrs = _xy_attrs(grid.crs)
     ds = xr.Dataset(
         data_vars,
         coords={
-            "time": ("time", np.asarray(times, dtype="datetime64[ns]"), {"long_name": "acquisition time (UTC)", "standard_name": "time"}),
+            "time": ("time", np.asarray(times, dtype="datetime64[ns]"), {"long_name": "acquisition time (UTC)", "standard_name": "time", "axis": "T"}),
             "scene_id": ("time", np.asarray(scene_ids, dtype=object), {"long_name": "scene identifier"}),
-            "y": ("y", coords["y"], {"standard_name": "projection_y_coordinate", "units": "m"}),
-            "x": ("x", coords["x"], {"standard_name": "projection_x_coordinate", "units": "m"}),
+            "sensor": ("time", np.full(n, "", dtype=object), {"long_name": "sensor profile the scene was read with (sitewatch.sensors)"}),
+            "y": ("y", coords["y"], y_attrs),
+            "x": ("x", coords["x"], x_attrs),
         },
         attrs={"title": CUBE_TITLE, "Conventions": "CF-1.8"},  # sitewatch_cube_version: written last, by _create
     )
@@ -156,12 +212,15 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     enc: dict[str, dict[str, Any]] = {"time": dict(TIME_ENCODING)}
-    for name in (*PER_TIME, "scene_id"):
+    for name in (*PER_TIME, "scene_id", "sensor"):
         enc[name] = {"chunks": (PER_TIME_CHUNK,)}
     enc["time"]["chunks"] = (PER_TIME_CHUNK,)
     for name, v in ds.data_vars.items():
         if v.dims == ("time", "y", "x"):
             enc[name] = {"chunks": v.data.chunksize}
+        if "eo_common_name" in v.attrs:  # a band: uint16 counts, CF scale/offset/fill
+            enc[name].update({"dtype": "uint16", "scale_factor": REFLECTANCE_SCALE, "add_offset": REFLECTANCE_OFFSET,
+                              "_FillValue": np.uint16(REFLECTANCE_FILL)})
     enc["change_score"]["fill_value"] = np.float32(np.nan)
     for name, v in ds.data_vars.items():
         if v.attrs.get("sitewatch_role") == "qa":
@@ -196,7 +255,8 @@ def _state(cube_url: str, storage_options: dict[str, Any] | None) -> str:
                         "cube (a store written by another tool is never overwritten: choose another store)")
     if version != CUBE_VERSION:
         raise CubeError(f"cube {cube_url!r} got sitewatch_cube_version {version!r}; expected {CUBE_VERSION} "
-                        "(cubes of version 1 predate slot capacity and the commit protocol: move it aside and rerun "
+                        "(cubes of version 1 predate slot capacity and the commit protocol; cubes of version 2 predate "
+                        "the per-time sensor and the CF scale/offset encoding of the bands: move it aside and rerun "
                         "to rebuild it from the scenes)")
     return "ready"
 
@@ -225,8 +285,9 @@ def _grow(g: zarr.Group, capacity: int) -> None:
 def _per_time(g: zarr.Group) -> dict[str, np.ndarray]:
     """The per-time values, length = the shortest time array (a growth cut short)."""
     n = min(_lengths(g).values())
-    out = {name: g[name][:n] for name in ("scene_id", "time", *PER_TIME)}
-    out["scene_id"] = np.asarray([str(v) if v is not None else "" for v in out["scene_id"]], dtype=object)
+    out = {name: g[name][:n] for name in ("scene_id", "sensor", "time", *PER_TIME)}
+    for name in ("scene_id", "sensor"):
+        out[name] = np.asarray([str(v) if v is not None else "" for v in out[name]], dtype=object)
     raw = np.asarray(out["time"], dtype="int64")
     out["time"] = np.where(raw == _nat_ms(), np.datetime64("NaT", "ms"), _EPOCH + raw.astype("timedelta64[ms]")).astype("datetime64[ns]")
     return out
@@ -240,7 +301,7 @@ def slots(cube_url: str, storage_options: dict[str, Any] | None = None) -> list[
     v = _per_time(_group(cube_url, storage_options))
     return [
         Slot(sid, i, v["time"][i], bool(v["ingested"][i]), bool(v["analysed"][i]),
-             float(v["valid_fraction"][i]), float(v["cloud_fraction"][i]))
+             float(v["valid_fraction"][i]), float(v["cloud_fraction"][i]), sensor=str(v["sensor"][i]))
         for i, sid in enumerate(v["scene_id"]) if sid
     ]
 
@@ -272,7 +333,7 @@ def check_compatible(cube_url: str, grid: SiteGrid, bands: Sequence[str], storag
                      qa: Sequence[str] = ()) -> None:
     """Raise :class:`CubeError` if an existing cube has another grid or lacks bands (or the QA
     variables ``qa``)."""
-    ds = xr.open_zarr(cube_url, chunks=None, **_zarr_kwargs(cube_url, storage_options))
+    ds = xr.open_zarr(cube_url, chunks=None, mask_and_scale=False, **_zarr_kwargs(cube_url, storage_options))
     try:
         if (ds.sizes["y"], ds.sizes["x"]) != grid.shape:
             raise CubeError(f"cube {cube_url!r} shape got {(ds.sizes['y'], ds.sizes['x'])!r}; expected the site grid {grid.shape!r}")
@@ -320,13 +381,17 @@ def extend(
     chunk: int = 512,
     storage_options: dict[str, Any] | None = None,
     qa: Mapping[str, int] | None = None,
+    sensor: Any = DEFAULT_SENSOR,
 ) -> dict[str, int]:
     """Allocate a slot for every ``(scene_id, datetime)`` not yet in the cube (creating the cube
     if needed) and return ``{scene_id: slot index}`` for all of ``scenes``: a scene delivered
     twice keeps its slot. Writes the slots' time and id only; array chunks stay at their fill
     value until written. ``qa`` maps QA variable names to their fill values (e.g.
     ``{"scl": 0}``, ``{"fmask": 255}``, ``{"qa_pixel": 1}``; see :func:`qa_for_profile`).
+    ``sensor`` (a :class:`~sitewatch.sensors.SensorProfile` or its name; default ``"generic"``)
+    is recorded in the new slots' per-time ``sensor`` (a scene already in the cube keeps its own).
     One writer per site at a time (see the module docstring)."""
+    sensor_name = _sensor_name(sensor)
     for name, fill in (qa or {}).items():
         if name in bands or not (0 <= int(fill) <= 65535):
             raise ValueError(f"qa got {{{name!r}: {fill!r}}}; expected a QA name that is not a band and a uint16 fill value")
@@ -353,11 +418,23 @@ def extend(
             free += list(range(capacity, bigger))
         idx = np.asarray(free[: len(new)])
         ms = np.asarray([(t.astype("datetime64[ms]") - _EPOCH).astype("int64") for _, t in new], dtype="int64")
-        g["time"].oindex[idx] = ms  # time first ...
+        g["time"].oindex[idx] = ms  # time first, then the sensor ...
+        g["sensor"].oindex[idx] = np.asarray([sensor_name] * len(new), dtype=object)
         g["scene_id"].oindex[idx] = np.asarray([sid for sid, _ in new], dtype=object)  # ... the id commits the slot
         for i, (sid, _) in zip(idx, new):
             existing[sid] = int(i)
     return {sid: existing[sid] for sid in ids}
+
+
+def _sensor_name(sensor: Any) -> str:
+    """The profile name of ``sensor`` (a :class:`~sitewatch.sensors.SensorProfile` or a profile name)."""
+    from ..sensors import PROFILES, SensorProfile
+
+    if isinstance(sensor, SensorProfile):
+        return sensor.name
+    if not isinstance(sensor, str) or sensor not in PROFILES:
+        raise ValueError(f"extend got sensor {sensor!r}; expected a sensor profile or one of {sorted(PROFILES)!r}")
+    return sensor
 
 
 def qa_for_profile(profile: Any) -> dict[str, int]:
@@ -372,14 +449,54 @@ def qa_for_profile(profile: Any) -> dict[str, int]:
     return {p.qa_band: int(nodata) if nodata is not None else 0}
 
 
+def _aligned(dask_chunks: tuple[int, ...], zarr_chunk: int) -> bool:
+    """Every dask chunk boundary (but the array's end) falls on a Zarr chunk boundary."""
+    return all(int(b) % zarr_chunk == 0 for b in np.cumsum(dask_chunks)[:-1])
+
+
 def _region_write(cube_url: str, index: int, ds: xr.Dataset, storage_options: dict[str, Any] | None, compute: bool = True):
-    """Region write of ``ds`` into slot ``index``; with ``compute=False`` returns the delayed
-    write so that callers can compute it together with reductions of the same inputs."""
-    ds = ds.drop_vars([c for c in ("x", "y", "spatial_ref", "time", "scene_id") if c in ds.variables])
-    for name in ds.data_vars:
-        ds[name].attrs = {}
-        ds[name].encoding = {}
-    return ds.to_zarr(cube_url, region={"time": slice(index, index + 1)}, compute=compute, **_zarr_kwargs(cube_url, storage_options))
+    """Write the ``(y, x)`` variables of ``ds`` into slot ``index`` of the cube's ``(time, y, x)``
+    arrays; with ``compute=False`` returns the delayed write so that callers can compute it
+    together with reductions of the same inputs.
+
+    The values go straight into the Zarr arrays (``dask.array.store``), cast to the array's
+    dtype and nothing else: no CF encoding, so band counts written into a variable that carries
+    ``scale_factor`` are stored exactly as given (an xarray region write would apply the
+    store's ``scale_factor`` to them a second time). Inputs are rechunked to the Zarr chunks when
+    their chunks straddle chunk boundaries, so every Zarr chunk is written by exactly one task."""
+    g = _group(cube_url, storage_options, mode="r+")
+    sources: list[da.Array] = []
+    targets: list[zarr.Array] = []
+    regions: list[tuple[slice, ...]] = []
+    for name, var in ds.data_vars.items():
+        arr = g.get(name)
+        dims = tuple(arr.metadata.dimension_names or ()) if isinstance(arr, zarr.Array) else ()
+        if dims != ("time", "y", "x"):
+            raise ValueError(f"region write got variable {name!r}; expected one of the cube's (time, y, x) variables")
+        if set(var.dims) != {"y", "x"}:
+            raise ValueError(f"region write of {name!r} got dims {var.dims!r}; expected ('y', 'x')")
+        if not (0 <= index < arr.shape[0]):
+            raise ValueError(f"region write got slot {index!r}; expected 0 <= slot < {arr.shape[0]}")
+        var = var.transpose("y", "x")
+        if var.shape != tuple(arr.shape[1:]):
+            raise ValueError(f"region write of {name!r} got shape {var.shape!r}; expected the cube's {tuple(arr.shape[1:])!r}")
+        dtype = np.dtype(arr.dtype)
+        if np.issubdtype(dtype, np.integer) and not (np.issubdtype(var.dtype, np.integer) or var.dtype == bool):
+            raise ValueError(f"region write of {name!r} got dtype {var.dtype}; expected integer values for the "
+                             f"cube's {dtype} array (bands are raw counts: reflectance x 10000, 0 = nodata)")
+        zy, zx = arr.chunks[1:]
+        data = var.data
+        if isinstance(data, da.Array):
+            if not (_aligned(data.chunks[0], zy) and _aligned(data.chunks[1], zx)):
+                data = data.rechunk((zy, zx))
+        else:
+            data = da.from_array(np.asarray(data), chunks=(zy, zx))
+        if data.dtype != dtype:
+            data = data.astype(dtype)
+        sources.append(data[None])
+        targets.append(arr)
+        regions.append((slice(index, index + 1), slice(None), slice(None)))
+    return da.store(sources, targets, regions=regions, lock=False, compute=compute, return_stored=False)
 
 
 def write_scene_slice(cube_url: str, index: int, scene: xr.Dataset, storage_options: dict[str, Any] | None = None,
@@ -389,9 +506,8 @@ def write_scene_slice(cube_url: str, index: int, scene: xr.Dataset, storage_opti
     return its valid fraction. With ``commit_slot`` (default) the slot is then committed
     (``ingested`` and ``valid_fraction``); parallel writers pass ``False`` and leave the commit
     to the one writer of the site (:func:`commit`)."""
-    data = scene.expand_dims("time")
     # One pass: the write and the valid fraction share the (lazy) COG reads.
-    write = _region_write(cube_url, index, data, storage_options, compute=False)
+    write = _region_write(cube_url, index, scene, storage_options, compute=False)
     _, valid_fraction = dask.compute(write, scene["valid"].mean())
     valid_fraction = float(valid_fraction)
     if commit_slot:
@@ -407,7 +523,7 @@ def write_derived(cube_url: str, index: int, derived: xr.Dataset, storage_option
     lacking = [v for v in DERIVED if v not in derived.data_vars]
     if lacking:
         raise ValueError(f"derived layers lack {lacking!r}; expected all of {DERIVED!r}")
-    write = _region_write(cube_url, index, derived[list(DERIVED)].expand_dims("time"), storage_options, compute=False)
+    write = _region_write(cube_url, index, derived[list(DERIVED)], storage_options, compute=False)
     # The fraction comes from the layers being written, not from reading them back.
     valid = _open(cube_url, storage_options)["valid"].isel(time=index, drop=True)
     obscured = (derived["cloud"].variable | derived["shadow"].variable) & valid.variable
@@ -424,7 +540,7 @@ def _open(cube_url: str, storage_options: dict[str, Any] | None = None, lazy: bo
     short (arrays longer than the others are read up to the common length). Dask keys are
     unique per call, so arrays read after a write never alias cached results of earlier reads
     of the same store."""
-    kwargs = {**_zarr_kwargs(cube_url, storage_options), "decode_coords": "all", **kw}
+    kwargs = {**_zarr_kwargs(cube_url, storage_options), "decode_coords": "all", "mask_and_scale": False, **kw}
     g = _group(cube_url, storage_options)
     lengths = _lengths(g)
     n = min(lengths.values())
@@ -446,8 +562,9 @@ def _open(cube_url: str, storage_options: dict[str, Any] | None = None, lazy: bo
             out[name] = var.chunk(chunks, name=f"cube-{name}-{token}")
         elif var.ndim == 1 and name not in ds.dims:
             out[name] = var.load()
-    if "scene_id" in out.variables:
-        out["scene_id"] = out["scene_id"].copy(data=np.asarray([str(v) for v in out["scene_id"].values], dtype=object))
+    for name in ("scene_id", "sensor"):
+        if name in out.variables:
+            out[name] = out[name].copy(data=np.asarray([str(v) for v in out[name].values], dtype=object))
     return out
 
 
