@@ -3,7 +3,9 @@
 The feed ``<site>/alerts/alerts.geojson`` is the site's alert record: a FeatureCollection of
 every alert, replaced atomically on each update. Chips are true-colour PNGs of the site grid
 around the alert, before (latest clear view before it was first seen) and after (first seen),
-with the changed pixels outlined.
+with the changed pixels outlined. Sites without all three visible bands get a false-colour
+composite of what they have (see ``CHIP_COMPOSITES``), the combination named in the PNG's
+``composite`` text chunk.
 """
 
 from __future__ import annotations
@@ -13,12 +15,33 @@ from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from .models import Alert
 from .io import store
 
 FEED_NAME = "alerts.geojson"
+
+#: Band triples for chips, in order of preference: true colour, then the usual false-colour
+#: composites (SWIR/NIR/red shows bare ground and burn scars; NIR/red/green vegetation).
+CHIP_COMPOSITES: tuple[tuple[str, str, str], ...] = (
+    ("red", "green", "blue"),
+    ("swir16", "nir", "red"),
+    ("nir", "red", "green"),
+)
+
+
+def chip_bands(names: Sequence[str]) -> tuple[str, str, str]:
+    """The band triple chips are drawn with for a cube holding bands ``names``: the first of
+    ``CHIP_COMPOSITES`` fully present, else one band as grey."""
+    have = set(names)
+    for triple in CHIP_COMPOSITES:
+        if have.issuperset(triple):
+            return triple
+    for b in ("red", "nir", "green", "blue", "swir16", "swir22"):
+        if b in have:
+            return (b, b, b)
+    raise ValueError(f"chip bands: cube bands got {sorted(have)!r}; expected at least one of red, green, blue, nir, swir16, swir22")
 
 
 def feed_url(alerts_root: str) -> str:
@@ -72,14 +95,16 @@ def chip_window(bbox: Sequence[int], shape: tuple[int, int], min_size: int = 64,
     return rs, cs
 
 
-def png_bytes(rgb: np.ndarray, highlight: np.ndarray | None = None, scale: int = 4) -> bytes:
+def png_bytes(rgb: np.ndarray, highlight: np.ndarray | None = None, scale: int = 4, composite: str = "red/green/blue") -> bytes:
     img = rgb.copy()
     if highlight is not None:
         img[outline(highlight)] = (255, 40, 40)
     if scale > 1:
         img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
-    Image.fromarray(img, "RGB").save(buf, format="PNG", optimize=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("composite", composite)
+    Image.fromarray(img, "RGB").save(buf, format="PNG", optimize=True, pnginfo=info)
     return buf.getvalue()
 
 
@@ -92,7 +117,9 @@ def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -
         raise ValueError(f"alert {alert.id!r}: first scene got {alert.first_scene!r}; expected a scene in the cube")
     after_i = sids.index(alert.first_scene)
     rs, cs = chip_window(alert.bbox_pixels, (cube.sizes["y"], cube.sizes["x"]))
-    win = cube[["red", "green", "blue", "valid", "cloud", "shadow", "change"]].isel(y=rs, x=cs)
+    triple = chip_bands([str(v) for v in cube.data_vars])
+    bands = list(dict.fromkeys(triple))
+    win = cube[bands + ["valid", "cloud", "shadow", "change"]].isel(y=rs, x=cs)
     # Walk back from the alert's first scene to the latest view of the window that is clear
     # enough; read a few slices at a time rather than the whole history.
     before_i = None
@@ -110,13 +137,13 @@ def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -
     r0, c0, r1, c1 = alert.bbox_pixels
     in_box = np.zeros((rs.stop - rs.start, cs.stop - cs.start), bool)
     in_box[max(r0 - rs.start, 0):r1 - rs.start, max(c0 - cs.start, 0):c1 - cs.start] = True
-    pair = win[["red", "green", "blue", "valid", "change"]].isel(time=[before_i, after_i]).compute()
+    pair = win[bands + ["valid", "change"]].isel(time=[before_i, after_i]).compute()
     after_change = pair["change"].values[1] & in_box
     out = []
     for k in (0, 1):
         s = pair.isel(time=k)
-        rgb = true_colour(s["red"].values, s["green"].values, s["blue"].values, s["valid"].values)
-        out.append(png_bytes(rgb, after_change))
+        rgb = true_colour(*(s[b].values for b in triple), s["valid"].values)
+        out.append(png_bytes(rgb, after_change, composite="/".join(triple)))
     return out[0], out[1], sids[before_i], sids[after_i]
 
 

@@ -205,6 +205,31 @@ def test_before_after_chips_picks_latest_clear_scene():
     assert (a == [255, 40, 40]).all(axis=-1).any() and (b == [255, 40, 40]).all(axis=-1).any()
 
 
+def test_before_after_chips_without_visible_bands_use_false_colour():
+    """A Landsat site cut to red/NIR/SWIR (the shipped Colorado sample) still gets chips."""
+    cube = _chip_cube().rename({"green": "nir", "blue": "swir16"})
+    before, after, _, _ = publish.before_after_chips(cube, _alert(0, bbox_pixels=(40, 40, 45, 46), first_scene="S3"))
+    for data in (before, after):
+        img = Image.open(io.BytesIO(data))
+        assert img.info["composite"] == "swir16/nir/red"
+    assert Image.open(io.BytesIO(publish.png_bytes(np.zeros((2, 2, 3), np.uint8)))).info["composite"] == "red/green/blue"
+
+
+@pytest.mark.parametrize("names, triple", [
+    (["red", "green", "blue", "nir"], ("red", "green", "blue")),
+    (["red", "nir", "swir16", "valid"], ("swir16", "nir", "red")),
+    (["green", "red", "nir"], ("nir", "red", "green")),
+    (["nir", "valid"], ("nir", "nir", "nir")),
+])
+def test_chip_bands(names, triple):
+    assert publish.chip_bands(names) == triple
+
+
+def test_chip_bands_none_usable():
+    with pytest.raises(ValueError, match=r"chip bands: cube bands got \['coastal', 'valid'\]"):
+        publish.chip_bands(["valid", "coastal"])
+
+
 def test_before_after_chips_unknown_scene():
     with pytest.raises(ValueError, match="first scene"):
         publish.before_after_chips(_chip_cube(), _alert(0, first_scene="NOPE"))
