@@ -29,11 +29,13 @@ def main(source: str, cube_url: str, grid_json: str, chunk: int, capacity: int, 
     refs = sorted(refs, key=lambda r: r.datetime)[:n_scenes]
     done = {s.scene_id for s in C.slots(cube_url) if s.ingested}
     new = [r for r in refs if r.scene_id not in done]
-    slots = C.extend(cube_url, GRID, BANDS, [(r.scene_id, r.datetime) for r in new], chunk=chunk) if new else {}
-    print("allocated", len(slots), flush=True)
-    for r in sorted(new, key=lambda r: r.datetime):
-        C.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, GRID, BANDS, chunks=chunk))
-        print("committed", r.scene_id, flush=True)
+    for k in range(0, len(new), 2):  # two scenes per delivery: the cube grows while this runs
+        batch = new[k: k + 2]
+        slots = C.extend(cube_url, GRID, BANDS, [(r.scene_id, r.datetime) for r in batch], chunk=chunk)
+        print("allocated", len(slots), flush=True)
+        for r in batch:
+            C.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, GRID, BANDS, chunks=chunk))
+            print("committed", r.scene_id, flush=True)
     for s in sorted((s for s in C.slots(cube_url) if s.ingested and not s.analysed), key=lambda s: s.time):
         analyse_slot(cube_url, s.index, GRID, BANDS, AnalysisParams(min_object_area_m2=400.0))
         print("analysed", s.scene_id, flush=True)
