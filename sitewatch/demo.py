@@ -49,5 +49,5 @@ def demo_site_config(series: SyntheticSeries, source: str, store_url: str, name:
     g = series.grid
     return SiteConfig(
         name=name, crs=g.crs, bounds=g.bounds, resolution=g.resolution, source=source, store=store_url,
-        bands=BANDS, chunk_size=overrides.pop("chunk_size", 512), **overrides,
+        bands=BANDS, chunk_size=overrides.pop("chunk_size", 1024), **overrides,
     )

@@ -55,7 +55,7 @@ def test_valid_file_merges_defaults_and_resolves_paths(tmp_path):
     assert a.resolution == 20.0 and a.min_alert_area_m2 == 2500.0
     assert b.resolution == 10.0 and b.min_alert_area_m2 == 2500.0
     # model defaults where neither gives a value
-    assert a.bands == DEFAULT_BANDS and a.chunk_size == 512 and a.baseline_window == 8
+    assert a.bands == DEFAULT_BANDS and a.chunk_size == 1024 and a.baseline_window == 8
     assert b.bands == ("blue", "green", "red", "nir", "swir16") and b.chunk_size == 256
     # relative local paths are taken relative to the file's folder
     assert a.source == str((tmp_path / "scenes").resolve())
