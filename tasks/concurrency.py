@@ -11,6 +11,7 @@ default 300).
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -44,6 +45,9 @@ def site_concurrency(site_name: str) -> Iterator[None]:
     """Hold the site's slot for the duration of the block (waits while another run holds it)."""
     name = ensure_site_limit(site_name)
     lease = float(os.environ.get("SITEWATCH_SITE_LEASE_SECONDS", "300"))
-    get_run_logger().info("site %s: waiting for the site's run slot (%s) if another run holds it", site_name, name)
+    log = get_run_logger()
+    log.info("site %s: waiting for the site's run slot (%s) if another run holds it", site_name, name)
+    t0 = time.monotonic()
     with concurrency(name, occupy=1, strict=True, lease_duration=lease):
+        log.info("site %s: run slot %s acquired after %.1f s", site_name, name, time.monotonic() - t0)
         yield
