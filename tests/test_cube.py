@@ -459,3 +459,37 @@ def test_reads_after_writes_see_the_new_data_on_a_dask_cluster(cube_url):
         assert again.data.name != first.data.name
         np.testing.assert_array_equal(again.compute().values, _scene(0)["red"].values)
         del first, client
+
+
+# ---------------------------------------------------------------- reading only what is asked for
+
+def test_time_range_and_window_read_only_their_chunks(cube_url, monkeypatch):
+    """open_site is lazy (opening reads no band chunk) with decoded times; a time range and a
+    small window read exactly the band chunks that hold them."""
+    import zarr.storage
+
+    C.extend(cube_url, GRID, BANDS, [(f"S{d}", _t(d)) for d in range(1, 6)], chunk=CHUNK)
+    slots = {s.scene_id: s.index for s in C.slots(cube_url)}
+    for d in range(1, 6):
+        C.write_scene_slice(cube_url, slots[f"S{d}"], _scene(d))
+    reads: list[str] = []
+    for cls in (zarr.storage.LocalStore, zarr.storage.FsspecStore):
+        orig = cls.get
+
+        async def get(self, key, *a, _orig=orig, **kw):
+            reads.append(key)
+            return await _orig(self, key, *a, **kw)
+
+        monkeypatch.setattr(cls, "get", get)
+    ds = sitewatch.open_site(cube_url)
+    assert ds.time.dtype == np.dtype("datetime64[ns]") and ds.sizes["time"] == 5
+    assert not [k for k in reads if k.startswith(("red/c", "blue/c", "nir/c", "valid/c"))]
+    reads.clear()
+    sub = ds.red.sel(time=slice("2026-01-02", "2026-01-03")).isel(y=slice(70, 75), x=slice(10, 20))
+    values = sub.values
+    assert values.shape == (2, 5, 10)
+    chunk_reads = sorted(k for k in reads if "/c/" in k)
+    # pixels y 70..74 are in the second row of 64-px chunks, x 10..19 in the first column
+    assert chunk_reads == sorted(f"red/c/{slots[s]}/1/0" for s in ("S2", "S3")), chunk_reads
+    full = _scene(2).red.values[70:75, 10:20]
+    np.testing.assert_array_equal(values[0], full)
