@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Byte ranges: a small site out of a large COG on S3", "",
         f"Scene: {result['scene_px']} px uint16, {result['layout']}; object size {file_size / 1e6:.1f} MB. "
         f"Read with {result['reader']}; every request counted by a proxy in front of {result['server'].split(' behind')[0]}.",
-        "Produced by `python -m benchmarks.s3_reads` on a 2-core machine shared with other work (times are indicative).", "",
+        f"Produced by `python -m benchmarks.s3_reads --size {args.size} --site {args.site}` on a 2-core machine shared with other work (times are indicative).", "",
         "| case | site px | requests | ranged GETs | whole-object GETs | bytes requested | of file | raw window | s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

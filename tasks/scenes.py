@@ -74,9 +74,9 @@ def validate_scenes(cfg: SiteConfig, refs: list[SceneRef]) -> tuple[list[SceneRe
         try:
             call_with_retries(lambda: scene_io.validate_scene(ref, grid, cfg.bands, profile), on_retry=retrying)
         except scene_io.SceneError as exc:
-            return str(exc)
+            return store.redact(str(exc))
         except Exception as exc:  # storage trouble that outlived the retries: skip the scene, name it
-            return f"scene {ref.scene_id!r} ({ref.item_href or 'no item'}): {type(exc).__name__}: {exc}"
+            return store.redact(f"scene {ref.scene_id!r} ({ref.item_href or 'no item'}): {type(exc).__name__}: {exc}")
         return None
 
     with ThreadPoolExecutor(max_workers=4) as pool:

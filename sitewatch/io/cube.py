@@ -47,8 +47,9 @@ Icechunk):
   caller), never the parallel tasks, so the one-chunk per-time arrays see no lost updates.
 
 Every object write is atomic (zarr's local store writes a temporary file and renames it; an
-S3 PUT is atomic), so a crash at any point leaves: slots committed before it intact, at most
-one half-written slot that readers skip (its flag is unset) and the next run rewrites, or a
+S3 PUT is atomic), so a crash at any point leaves: slots committed before it intact, slots
+allocated or written but not committed (ingest tasks run in parallel, so there may be several)
+that readers skip (their flag is unset) and the next run rewrites, or a
 growth cut short, which :func:`open_cube` tolerates and the next :func:`extend` completes.
 Two runs for one site are kept apart by a per-site Prefect concurrency limit
 (``flows/monitor.py``).
