@@ -77,6 +77,11 @@ def main(argv: list[str]) -> int:
     if what == "demo":
         args = rest if any(a.startswith("--workdir") for a in rest) else ["--workdir", str(ROOT / "demo-output"), *rest]
         return subprocess.call([str(BIN / "sitewatch"), "demo", *args], cwd=ROOT, env=env())
+    if not any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or (a.startswith("-n") and a[2:].isdigit()) for a in rest):
+        # The slow end-to-end tests mostly wait on servers and subprocesses: spread them over
+        # worker processes (pytest-xdist; at most 4, at least 2).
+        workers = max(2, min(4, os.cpu_count() or 2))
+        rest = ["-n", str(workers), "--dist", "worksteal", *rest]
     return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env())
 
 

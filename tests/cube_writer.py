@@ -25,6 +25,7 @@ def main(source: str, cube_url: str, grid_json: str, chunk: int, capacity: int, 
     GRID = SiteGrid(**json.loads(grid_json))
     C.CAPACITY = capacity  # small: growth happens inside the kill window too
     dask.config.set(scheduler="synchronous")
+    print("ready", flush=True)  # imports done: the test's kill window starts here
     refs, _ = discovery.find_scenes(source)
     refs = sorted(refs, key=lambda r: r.datetime)[:n_scenes]
     done = {s.scene_id for s in C.slots(cube_url) if s.ingested}

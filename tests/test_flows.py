@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 
 pytestmark = pytest.mark.slow
 
@@ -187,7 +186,9 @@ def test_bad_scenes_are_named_and_nothing_stored_is_lost(demo_run, tmp_path):
     st = monitor_site(cfg, return_state=True)
     assert st.is_completed(), st.message
     cube = Path(st.result()["cube"])
-    ds = xr.open_zarr(cube, consolidated=False)
+    from sitewatch import open_site
+
+    ds = open_site(str(cube))  # the committed scenes, in time order
     n0 = ds.sizes["time"]
     kept = {v: ds[v].values.copy() for v in ("nir", "cloud", "change_score")}
     ds.close()
@@ -202,7 +203,7 @@ def test_bad_scenes_are_named_and_nothing_stored_is_lost(demo_run, tmp_path):
     summary = st.result(raise_on_failure=False)
     assert summary["scenes_ingested"] == [sid], "the good scene in the same batch is still ingested"
     assert {r["scene_id"] for r in summary["scenes_rejected"]} == set(expected)
-    ds = xr.open_zarr(cube, consolidated=False)
+    ds = open_site(str(cube))
     assert ds.sizes["time"] == n0 + 1
     assert not any(s.startswith("BAD_") for s in ds.scene_id.values)
     for v, arr in kept.items():

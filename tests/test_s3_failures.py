@@ -139,7 +139,7 @@ def site_cfg(series, source: str, out: str, name: str, **kw):
     from sitewatch.demo import demo_site_config
 
     # alerts are not the point here: a short baseline and no alert small enough keep runs quick
-    kw = {"chunk_size": 64, "baseline_window": 2, "min_alert_area_m2": 1e9, **kw}
+    kw = {"chunk_size": 96, "baseline_window": 2, "min_alert_area_m2": 1e9, **kw}
     return demo_site_config(series, source, out, name=name, **kw)
 
 
