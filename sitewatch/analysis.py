@@ -26,8 +26,10 @@ from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import MASK_BANDS, MaskParams, masks, rough_obscured
 from .kernels.objects import ObjectStats, dilate, objects
 from .kernels.qa import QAParams, decode as decode_qa
+from .kernels.s2cloud import S2CloudlessParams, s2cloudless
+from .sensors import S2CLOUDLESS_BANDS
 
-MASK_METHODS = ("auto", "spectral", "provider")
+MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,14 @@ class AnalysisParams:
     join_px: int = 1  # changed pixels up to 2 * join_px + 1 apart form one object
     cloud_distance_px: int = 3  # objects this close to cloud/shadow are reported as near_cloud
     # Cloud/shadow masks: "spectral" (sitewatch's own spectral + temporal rules, needs
-    # MASK_BANDS), "provider" (the scene's own QA band, ``qa_band`` decoded as ``qa_kind``), or
-    # "auto": the union of whichever of the two the cube has.
+    # MASK_BANDS), "provider" (the scene's own QA band, ``qa_band`` decoded as ``qa_kind``),
+    # "s2cloudless" (clouds from the s2cloudless model on Sentinel-2 L1C TOA bands, needs
+    # S2CLOUDLESS_BANDS; no shadows of its own), or "auto": the union of whichever the cube allows.
     mask_method: str = "auto"
     qa_band: str | None = None
     qa_kind: str | None = None
     qa: QAParams = field(default_factory=QAParams)
+    s2cloudless: S2CloudlessParams = field(default_factory=S2CloudlessParams)
 
     def __post_init__(self) -> None:
         if self.min_object_area_m2 < 0:
@@ -111,22 +115,41 @@ def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
 
 def _mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[str, ...]:
     """Which mask methods apply to this cube: "spectral" needs every MASK_BANDS band in
-    ``bands``, "provider" needs the QA variable in the cube."""
-    spectral_ok = all(b in bands for b in MASK_BANDS)
-    provider_ok = params.qa_band is not None and params.qa_band in cube.data_vars
-    if params.mask_method == "spectral" and not spectral_ok:
+    ``bands``, "provider" the QA variable in the cube, "s2cloudless" every S2CLOUDLESS_BANDS band."""
+    s2_lacking = [b for b in S2CLOUDLESS_BANDS.values() if b not in bands]
+    ok = {
+        "spectral": all(b in bands for b in MASK_BANDS),
+        "provider": params.qa_band is not None and params.qa_band in cube.data_vars,
+        "s2cloudless": not s2_lacking,
+    }
+    if params.mask_method == "spectral" and not ok["spectral"]:
         raise ValueError(f"mask_method 'spectral' got bands {list(bands)!r}; expected all of {list(MASK_BANDS)!r}")
-    if params.mask_method == "provider" and not provider_ok:
+    if params.mask_method == "provider" and not ok["provider"]:
         raise ValueError(f"mask_method 'provider' got a cube without QA variable {params.qa_band!r}; expected it ingested")
+    if params.mask_method == "s2cloudless" and not ok["s2cloudless"]:
+        raise ValueError(f"mask_method 's2cloudless' got bands {list(bands)!r}, lacking {s2_lacking!r}; expected all of "
+                         f"{list(S2CLOUDLESS_BANDS.values())!r} (Sentinel-2 L1C {', '.join(S2CLOUDLESS_BANDS)})")
     if params.mask_method != "auto":
         return (params.mask_method,)
-    out = tuple(m for m, ok in (("spectral", spectral_ok), ("provider", provider_ok)) if ok)
+    out = tuple(m for m in ("spectral", "provider", "s2cloudless") if ok[m])
     if not out:
         raise ValueError(
             f"no cloud mask method for bands {list(bands)!r} and QA {params.qa_band!r}; expected all of "
-            f"{list(MASK_BANDS)!r} (spectral rules) or a sensor QA band in the cube (provider masks)"
+            f"{list(MASK_BANDS)!r} (spectral rules), a sensor QA band in the cube (provider masks) or the "
+            f"Sentinel-2 L1C bands {list(S2CLOUDLESS_BANDS.values())!r} (s2cloudless)"
         )
     return out
+
+
+def _s2cloudless_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
+    """Clouds from s2cloudless on the scene's L1C bands (counts x 1e-4 = TOA reflectance),
+    raw (as the s2cloudless post-processing leaves them, within valid pixels) and buffered by
+    ``masks.buffer_px``; s2cloudless has no shadow class, so both shadow layers are empty."""
+    names = list(S2CLOUDLESS_BANDS)
+    stack = xr.concat([scene[S2CLOUDLESS_BANDS[b]] for b in names], dim="band").assign_coords(band=names)
+    cloud = s2cloudless(stack.astype(np.float32) * np.float32(1e-4), params.s2cloudless)["cloud"] & scene["valid"]
+    none = xr.zeros_like(scene["valid"])
+    return xr.Dataset({"cloud_raw": cloud, "shadow_raw": none, "cloud": dilate(cloud, params.masks.buffer_px), "shadow": none})
 
 
 def _provider_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
@@ -176,19 +199,20 @@ def analyse_slot(
     scene = scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
-    provider = _provider_masks(scene, params) if "provider" in methods else None
+    # per-method masks beside sitewatch's own rules: the scene's QA band, s2cloudless
+    extra = [f(scene, params) for name, f in (("provider", _provider_masks), ("s2cloudless", _s2cloudless_masks)) if name in methods]
     if baseline is not None:
         # Per-date radiometric normalisation, fitted on pixels that are roughly clear.
         obscured = rough_obscured(scene, baseline, params.masks) if "spectral" in methods else None
-        if provider is not None:
-            unbuffered = provider["cloud_raw"] | provider["shadow_raw"]
+        for e in extra:
+            unbuffered = e["cloud_raw"] | e["shadow_raw"]
             obscured = unbuffered if obscured is None else (obscured | unbuffered)
         rough_clear = scene["valid"] & ~obscured
         gain_offset = fit_gain_offset(scene, rough_clear, baseline, bands, params.change.min_obs)
         norm_by_band = {b: (float(g), float(o)) for b, g, o in zip(bands, *gain_offset)}
     m = masks(scene, baseline, params.masks, norm=norm_by_band) if "spectral" in methods else None
-    if provider is not None:
-        p = provider[["cloud", "shadow"]]
+    for e in extra:
+        p = e[["cloud", "shadow"]]
         m = p if m is None else xr.Dataset({"cloud": m["cloud"] | p["cloud"], "shadow": m["shadow"] | p["shadow"]})
     m = m.persist()
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"]

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .models import Site
-from .sensors import PROFILES, SensorProfile, get_profile
+from .sensors import PROFILES, S2CLOUDLESS_BANDS, SensorProfile, get_profile
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 SPECTRAL_MASK_BANDS = ("blue", "green", "red", "nir")  # swir16 sharpens the snow and shadow tests when present
@@ -51,9 +51,10 @@ class SiteConfig(BaseModel):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Non-secret fsspec options for s3:// (endpoint_url, region, anon); "
         "credentials come from the environment or 'credentials_block', never from this file")
-    mask_method: Literal["auto", "spectral", "provider"] = Field(
+    mask_method: Literal["auto", "spectral", "provider", "s2cloudless"] = Field(
         "auto", description="Cloud/shadow masks: sitewatch's spectral+temporal rules, the sensor's QA band "
-        "(SCL, QA_PIXEL, Fmask), or auto: the union of whichever the site's bands and sensor allow")
+        "(SCL, QA_PIXEL, Fmask), s2cloudless (Sentinel-2 L1C; clouds only), or auto: the union of whichever "
+        "the site's bands and sensor allow")
     credentials_block: Optional[str] = Field(None, description="Name of a Prefect block holding S3 credentials")
 
     @model_validator(mode="before")
@@ -107,6 +108,10 @@ class SiteConfig(BaseModel):
         lacking = [b for b in SPECTRAL_MASK_BANDS if b not in bands]
         if v == "spectral" and lacking:
             raise ValueError(f"got 'spectral' but bands lack {lacking}; expected 'provider' or 'auto', or those bands")
+        s2_lacking = [b for b in S2CLOUDLESS_BANDS.values() if b not in bands]
+        if v == "s2cloudless" and s2_lacking:
+            raise ValueError(f"got 's2cloudless' but bands lack {s2_lacking}; expected the Sentinel-2 L1C model bands "
+                             f"{list(S2CLOUDLESS_BANDS.values())} (sensor 'sentinel2-l1c')")
         return v
 
     @field_validator("storage_options")

@@ -211,6 +211,9 @@ SIX = ("blue", "green", "red", "nir", "swir16", "swir22")
 _S2 = [("coastal", "B01", 60), ("blue", "B02", 10), ("green", "B03", 10), ("red", "B04", 10), ("rededge1", "B05", 20),
        ("rededge2", "B06", 20), ("rededge3", "B07", 20), ("nir", "B08", 10), ("nir08", "B8A", 20), ("nir09", "B09", 60),
        ("cirrus", "B10", 60), ("swir16", "B11", 20), ("swir22", "B12", 20)]
+#: The s2cloudless model bands (Sentinel-2 L1C TOA) by their names in the cube (eo common names).
+S2CLOUDLESS_BANDS = {"B01": "coastal", "B02": "blue", "B04": "red", "B05": "rededge1", "B08": "nir", "B8A": "nir08",
+                     "B09": "nir09", "B10": "cirrus", "B11": "swir16", "B12": "swir22"}
 _S2_BASELINE = ("s2:processing_baseline", 4.0, -0.1)
 _S2_APPLIED = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
 
@@ -282,4 +285,4 @@ def get_profile(name: "str | SensorProfile") -> SensorProfile:
         raise ValueError(f"sensor profile got {name!r}; expected one of {sorted(PROFILES)!r}") from None
 
 
-__all__ = ["BandSpec", "PROFILES", "QA_FLAGS", "SceneError", "SensorProfile", "get_profile", "qa_attrs"]
+__all__ = ["BandSpec", "PROFILES", "QA_FLAGS", "S2CLOUDLESS_BANDS", "SceneError", "SensorProfile", "get_profile", "qa_attrs"]

@@ -337,3 +337,63 @@ def test_analyse_uningested_slot_raises(tmp_path):
 def test_analysis_params_validation():
     with pytest.raises(ValueError, match="min_object_area_m2"):
         AnalysisParams(min_object_area_m2=-1.0)
+
+
+# ---------------------------------------------------------------- s2cloudless as the mask method
+
+def _l1c_cube(tmp_path, bands13: np.ndarray, chunk: int):
+    """The s2cloudless reference scene (13 TOA bands) ingested as a Sentinel-2 L1C site would
+    be: counts = TOA x 10000 as uint16, under the eo common names of the sentinel2-l1c profile."""
+    from sitewatch.kernels.s2cloud import ALL_BANDS
+    from sitewatch.sensors import S2CLOUDLESS_BANDS
+
+    names = list(S2CLOUDLESS_BANDS.values()) + ["green"]
+    by_b = {**S2CLOUDLESS_BANDS, "B03": "green"}
+    h, w = bands13.shape[1:]
+    grid = SiteGrid(crs="EPSG:32633", x0=450000.0, y0=5080000.0, resolution=10.0, width=w, height=h)
+    counts = {by_b[b]: np.clip(np.round(bands13[ALL_BANDS.index(b)] * 1e4), 1, 65535).astype(np.uint16)
+              for b in by_b}
+    ds = xr.Dataset({n: (("y", "x"), counts[n]) for n in names} | {"valid": (("y", "x"), np.ones((h, w), bool))},
+                    coords=grid.coords())
+    url = str(tmp_path / "l1c" / "cube.zarr")
+    slots = cube_io.extend(url, grid, names, [("L1C", dt.datetime(2026, 5, 1, 10, tzinfo=dt.timezone.utc))], chunk=chunk,
+                           sensor="sentinel2-l1c")
+    cube_io.write_scene_slice(url, slots["L1C"], ds.chunk({"y": chunk, "x": chunk}))
+    return url, grid, names
+
+
+def test_s2cloudless_mask_method_reproduces_the_reference_through_the_cube(tmp_path, shared_data):
+    """mask_method='s2cloudless' on an L1C cube (chunked 200 px: chunk borders inside clouds)
+    stores the s2cloudless reference mask: >= 99.9 % of pixels equal after the uint16 round trip."""
+    from sitewatch.kernels.masks import MaskParams
+
+    d = np.load(shared_data / "s2cloudless-reference" / "input_arrays.npz")
+    bands13 = np.moveaxis(d["s2_im"][0], -1, 0)
+    ref = d["cl_mask"][0].astype(bool)
+    url, grid, names = _l1c_cube(tmp_path, bands13, chunk=200)
+    params = AnalysisParams(mask_method="s2cloudless", masks=MaskParams(buffer_px=0))
+    with dask.config.set(scheduler="threads"):
+        res = analyse_slot(url, 0, grid, names, params)
+    cube = cube_io.open_cube(url)
+    cloud = cube["cloud"].isel(time=0).values
+    agree = (cloud == ref).mean()
+    assert agree >= 0.999, agree
+    assert 0.2 < cloud.mean() < 0.8 and not cube["shadow"].isel(time=0).values.any()
+    assert res.cloud_fraction == pytest.approx(cloud.mean(), abs=1e-6)
+
+
+def test_s2cloudless_mask_method_names_the_missing_bands(tmp_path):
+    from sitewatch.config import SiteConfig
+
+    rng = np.random.default_rng(0)
+    url, grid, names = _l1c_cube(tmp_path, rng.uniform(0.01, 0.5, (13, 64, 64)).astype(np.float32), chunk=64)
+    lacking = [n for n in names if n not in ("cirrus", "nir09")]
+    with pytest.raises(ValueError, match=r"mask_method 's2cloudless' got bands .* lacking \['nir09', 'cirrus'\]"):
+        analyse_slot(url, 0, grid, lacking, AnalysisParams(mask_method="s2cloudless"))
+    assert not cube_io.slots(url)[0].analysed
+    with pytest.raises(ValueError, match=r"got 's2cloudless' but bands lack \['nir09', 'cirrus'\]"):
+        SiteConfig(name="s2", bbox=(14.5, 45.8, 14.6, 45.9), source="/tmp/x", store="/tmp/y", sensor="sentinel2-l1c",
+                   bands=tuple(lacking), mask_method="s2cloudless")
+    ok = SiteConfig(name="s2", bbox=(14.5, 45.8, 14.6, 45.9), source="/tmp/x", store="/tmp/y", sensor="sentinel2-l1c",
+                    bands=tuple(names), mask_method="s2cloudless")
+    assert ok.mask_method == "s2cloudless"
