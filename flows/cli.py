@@ -53,7 +53,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         print("cloud/shadow fraction per date:")
         for s in summary["scenes_analysed"]:
             bar = "#" * int(round(20 * (s["cloud_fraction"] if s["cloud_fraction"] == s["cloud_fraction"] else 0)))
-            print(f"  {s['time'][:10]}  {s['scene_id']:<24} valid {s['valid_fraction']:6.1%}  cloud {s['cloud_fraction']:6.1%} {bar}")
+            cloud = "  (not observed)" if s["cloud_fraction"] != s["cloud_fraction"] else f"{s['cloud_fraction']:6.1%} {bar}"
+            print(f"  {s['time'][:10]}  {s['scene_id']:<24} valid {s['valid_fraction']:6.1%}  cloud {cloud}")
     else:
         print("no new scenes: nothing analysed")
     print(f"alerts raised: {len(summary['new_alert_ids'])} new, {len(summary['updated_alert_ids'])} updated, {summary['open_alerts']} open")

@@ -155,7 +155,8 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
     if scenes:
         lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | alerts |", "|---|---|---|---|---|"]
         for s in scenes:
-            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {s['cloud_fraction']:.0%} | {s['n_detections']} |")
+            cloud = "not observed (no valid pixel)" if s["cloud_fraction"] != s["cloud_fraction"] else f"{s['cloud_fraction']:.0%}"
+            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {cloud} | {s['n_detections']} |")
         lines.append("")
     else:
         lines += ["No new scenes: nothing to analyse.", ""]

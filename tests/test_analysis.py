@@ -397,3 +397,31 @@ def test_s2cloudless_mask_method_names_the_missing_bands(tmp_path):
     ok = SiteConfig(name="s2", bbox=(14.5, 45.8, 14.6, 45.9), source="/tmp/x", store="/tmp/y", sensor="sentinel2-l1c",
                     bands=tuple(names), mask_method="s2cloudless")
     assert ok.mask_method == "s2cloudless"
+
+
+def test_all_nodata_scene_is_analysed_without_errors_and_counts_as_unobserved(tmp_path):
+    """A scene with no valid pixel over the site (outside the swath, all fill): no division by
+    zero, no NaN warnings turned errors, nothing detected; its cloud fraction is NaN (not 0 %: the
+    site was not observed) and its valid fraction 0."""
+    import warnings
+
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=96, height=80)
+    url = str(tmp_path / "cube.zarr")
+    times = [dt.datetime(2026, 1, d, 8, tzinfo=dt.timezone.utc) for d in (1, 2, 3)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=64)
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        empty = k == 2
+        data = {b: (("y", "x"), np.zeros(grid.shape, np.uint16) if empty else rng.integers(300, 3000, grid.shape).astype(np.uint16))
+                for b in BANDS}
+        data["valid"] = (("y", "x"), np.full(grid.shape, not empty))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        results = [analyse_slot(url, slots[f"S{k}"], grid, BANDS, AnalysisParams(min_object_area_m2=0.0)) for k in range(3)]
+    last = results[2]
+    assert last.valid_fraction == 0.0 and np.isnan(last.cloud_fraction) and last.detections == []
+    s = cube_io.slots(url)[slots["S2"]]
+    assert s.analysed and s.valid_fraction == 0.0 and np.isnan(s.cloud_fraction)
+    ds = cube_io.open_cube(url).isel(time=2)
+    assert not ds["cloud"].values.any() and not ds["change"].values.any() and np.isnan(ds["change_score"].values).all()

@@ -250,6 +250,12 @@ def test_markdown_report_mentions_new_and_updated_alerts():
     assert "Open alerts at this site: 2" in md
 
 
+def test_markdown_report_scene_without_valid_pixels_is_not_observed():
+    scenes = [{"scene_id": "S0", "time": "2026-03-11T08:30:00Z", "valid_fraction": 0.0, "cloud_fraction": float("nan"), "n_detections": 0}]
+    md = publish.markdown_report("base", [], [], [], scenes)
+    assert "| S0 | 2026-03-11 | 0% | not observed (no valid pixel) | 0 |" in md and "nan" not in md
+
+
 def test_markdown_report_no_new_scenes():
     md = publish.markdown_report("base", [_alert(0)], [], [], [])
     assert "No new scenes" in md
