@@ -1,31 +1,38 @@
-"""A cube writer run as its own process by tests/test_cube_crash.py (and killed with SIGKILL
-at random moments): find scenes -> allocate slots -> write and commit each scene -> analyse
-each committed slot in time order, exactly the library calls the monitor flow's tasks make.
+"""A cube writer for tests/test_cube_crash.py, killed with SIGKILL at random moments: find
+scenes -> allocate slots -> write each scene -> commit it -> analyse each committed slot in time
+order, exactly the library calls the monitor flow's tasks make.
 
-    python tests/cube_writer.py SOURCE CUBE_URL GRID_JSON CHUNK CAPACITY N_SCENES
+    python tests/cube_writer.py serve
+
+runs a fork server: it imports everything once (no threads started), prints ``ready``, then
+for each JSON line on stdin ``{"source", "cube_url", "grid", "chunk", "capacity", "n_scenes",
+"out"}`` forks a writer process (its output in the file ``out``), prints ``pid <pid>``, waits
+for it and prints ``exit <pid> <code>`` (``-9`` when it was killed). Each writer is a real
+process with its own memory; only the interpreter start-up and imports are shared, so the test
+can afford many kills.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import traceback
 
 
-def main(source: str, cube_url: str, grid_json: str, chunk: int, capacity: int, n_scenes: int) -> None:
-    import json
-
+def main(source: str, cube_url: str, grid: dict, chunk: int, capacity: int, n_scenes: int) -> None:
     import dask
 
     from sitewatch.analysis import AnalysisParams, analyse_slot
+    from sitewatch.grid import SiteGrid
     from sitewatch.io import cube as C
     from sitewatch.io import discovery
     from sitewatch.io import scenes as scene_io
     from sitewatch.synthetic import BANDS
-    from sitewatch.grid import SiteGrid
 
-    GRID = SiteGrid(**json.loads(grid_json))
+    GRID = SiteGrid(**grid)
     C.CAPACITY = capacity  # small: growth happens inside the kill window too
     dask.config.set(scheduler="synchronous")
-    print("ready", flush=True)  # imports done: the test's kill window starts here
     refs, _ = discovery.find_scenes(source)
     refs = sorted(refs, key=lambda r: r.datetime)[:n_scenes]
     done = {s.scene_id for s in C.slots(cube_url) if s.ingested}
@@ -43,5 +50,41 @@ def main(source: str, cube_url: str, grid_json: str, chunk: int, capacity: int, 
     print("done", flush=True)
 
 
+def serve() -> None:
+    # Import what the writers use before forking; no library here starts a thread on import
+    # (OPENBLAS_NUM_THREADS=1 keeps numpy's BLAS from starting a pool), so forking is safe.
+    import dask  # noqa: F401
+
+    import sitewatch.analysis  # noqa: F401
+    import sitewatch.io.discovery  # noqa: F401
+    import sitewatch.io.scenes  # noqa: F401
+
+    print("ready", flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:  # the writer
+            code = 0
+            try:
+                fd = os.open(job["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                sys.stdout = os.fdopen(1, "w", buffering=1)
+                sys.stderr = sys.stdout
+                main(job["source"], job["cube_url"], job["grid"], job["chunk"], job["capacity"], job["n_scenes"])
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        print("pid", pid, flush=True)
+        _, status = os.waitpid(pid, 0)
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        print("exit", pid, code, flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+    if sys.argv[1:] != ["serve"]:
+        raise SystemExit(__doc__)
+    serve()

@@ -25,10 +25,10 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 22
-CHUNK = 64
-CAPACITY = 3  # the cube grows twice while the writer runs: growth is inside the kill window
+CHUNK = 96
+CAPACITY = 3  # the cube grows (to 6) while the writer runs: growth is inside the kill window
 SPEC = dict(width=192, height=192, n_dates=12, seed=21)
-N_SCENES = 6  # the writer takes the first 6: a short run, so the kills are cheap
+N_SCENES = 4  # the writer takes the first 4 (2 x 2 chunks of 96 px each): a short run, so the kills are cheap
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +42,44 @@ def source(tmp_path_factory):
     return str(root), series.grid
 
 
-def _writer(source: str, cube_url: str, grid) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "cube_writer.py"), source, cube_url,
-         json.dumps(dataclasses.asdict(grid)), str(CHUNK), str(CAPACITY), str(N_SCENES)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+class WriterServer:
+    """tests/cube_writer.py's fork server: imports once, then one forked writer process per run."""
 
+    def __init__(self, tmp: Path):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        self.tmp = tmp
+        self.n = 0
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "cube_writer.py"), "serve"], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._expect("ready")
 
-def _wait_ready(p: subprocess.Popen) -> None:
-    line = p.stdout.readline()
-    if line.strip() != "ready":
-        p.kill()
-        pytest.fail(f"writer did not start: {line!r} {p.stderr.read()[-3000:]}")
+    def _expect(self, word: str) -> list[str]:
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != word:
+            self.proc.kill()
+            pytest.fail(f"writer server: expected {word!r}, got {line!r}")
+        return line[1:]
+
+    def start(self, source: str, cube_url: str, grid) -> tuple[int, Path]:
+        """Fork a writer; returns its pid and the file its output goes to."""
+        self.n += 1
+        out = self.tmp / f"writer-{self.n}.log"
+        job = dict(source=source, cube_url=cube_url, grid=dataclasses.asdict(grid), chunk=CHUNK, capacity=CAPACITY,
+                   n_scenes=N_SCENES, out=str(out))
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        return int(self._expect("pid")[0]), out
+
+    def wait(self, pid: int) -> int:
+        """The writer's exit code (-9: killed)."""
+        got_pid, code = self._expect("exit")
+        if int(got_pid) != pid:
+            pytest.fail(f"writer server: exit of {got_pid}, expected {pid}")
+        return int(code)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def _contents(cube_url: str) -> dict[str, dict[str, np.ndarray]]:
@@ -85,16 +109,16 @@ def _same(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], what: str) -> 
 
 def test_sigkill_at_random_moments_never_loses_or_corrupts_a_committed_scene(source, tmp_path):
     src, grid = source
+    server = WriterServer(tmp_path)
     # the reference: one uninterrupted run
     ref_url = str(tmp_path / "ref" / "cube.zarr")
-    p = _writer(src, ref_url, grid)
-    _wait_ready(p)
     t0 = time.monotonic()
-    out, err = p.communicate(timeout=600)
-    full = time.monotonic() - t0  # the writer's work, without its start-up (imports)
-    assert p.returncode == 0, err[-3000:]
+    pid, log = server.start(src, ref_url, grid)
+    code = server.wait(pid)
+    full = time.monotonic() - t0  # the writer's work (forked: no interpreter start-up)
+    assert code == 0, log.read_text()[-3000:]
     reference = _contents(ref_url)
-    print(f"uninterrupted writer run: {full:.1f} s of work")
+    print(f"uninterrupted writer run: {full:.1f} s")
     assert len(reference) == N_SCENES and all("change_score" in r for r in reference.values())
 
     rng = random.Random(7)
@@ -105,16 +129,18 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_a_committed_scene(sou
             episode += 1
             cube_url = str(tmp_path / f"ep{episode}" / "cube.zarr")
             before: dict[str, dict[str, np.ndarray]] = {}
-        p = _writer(src, cube_url, grid)
-        _wait_ready(p)  # kills land in the work, not in the interpreter's start-up
+        pid, log = server.start(src, cube_url, grid)
         time.sleep(rng.uniform(0.0, full))
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)  # a writer that has just finished is a zombie: no effect
+        except ProcessLookupError:  # ... or already reaped by the server
+            pass
+        code = server.wait(pid)
+        if code == -signal.SIGKILL:
             kills += 1
-        out, err = p.communicate(timeout=60)
-        if p.returncode not in (0, -signal.SIGKILL):
-            pytest.fail(f"writer failed (not killed) after {kills} kill(s): {err[-3000:]}")
-        for line in out.splitlines():
+        elif code != 0:
+            pytest.fail(f"writer failed (not killed) after {kills} kill(s): {log.read_text()[-3000:]}")
+        for line in log.read_text().splitlines():
             word = line.split(" ", 1)[0]
             if word in seen_progress:
                 seen_progress[word] += 1
@@ -127,7 +153,7 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_a_committed_scene(sou
             if "change_score" in layers:
                 _same(layers, reference[sid], f"kill {kills} {sid} derived")
         before = now
-        if p.returncode == 0 or len(now) == N_SCENES and all("change_score" in v for v in now.values()):
+        if code == 0 or len(now) == N_SCENES and all("change_score" in v for v in now.values()):
             finished += 1
             cube_url = None
     print(f"{kills} kills in {episode} episode(s), {finished} finished; progress lines seen: {seen_progress}")
@@ -135,10 +161,10 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_a_committed_scene(sou
     assert all(n > 0 for n in seen_progress.values()), seen_progress
     # and a last rerun of an interrupted cube completes it to the reference
     if cube_url is not None:
-        p = _writer(src, cube_url, grid)
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+        pid, log = server.start(src, cube_url, grid)
+        assert server.wait(pid) == 0, log.read_text()[-3000:]
         final = _contents(cube_url)
         assert set(final) == set(reference)
         for sid in reference:
             _same(final[sid], reference[sid], f"final {sid}")
+    server.close()
