@@ -79,9 +79,10 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "sitewatch"), "demo", *args], cwd=ROOT, env=env())
     if not any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or (a.startswith("-n") and a[2:].isdigit()) for a in rest):
         # The slow end-to-end tests mostly wait on servers and subprocesses: spread them over
-        # worker processes (pytest-xdist; at most 4, at least 2).
+        # worker processes (pytest-xdist; at most 4, at least 2); tests sharing the session's
+        # demo_run stay on one worker (xdist_group), so it is computed once.
         workers = max(2, min(4, os.cpu_count() or 2))
-        rest = ["-n", str(workers), "--dist", "worksteal", *rest]
+        rest = ["-n", str(workers), "--dist", "loadgroup", *rest]
     return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env())
 
 

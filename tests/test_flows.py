@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs every test that uses the session's demo_run (it is computed once per worker)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_run")]
 
 
 def _overlaps(a, b) -> bool:
