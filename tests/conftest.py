@@ -123,3 +123,22 @@ def s3_server(monkeypatch):
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def sites_yaml(tmp_path):
+    """Write a one-site config file for ``sitewatch run`` / ``serve`` whose grid is a synthetic
+    series' grid: ``sites_yaml(name, series, source, store, chunk_size=128, ...)`` -> its path."""
+
+    def write(name: str, series, source, store, **fields) -> Path:
+        g = series.grid
+        extra = "".join(f"    {k}: {v}\n" for k, v in fields.items())
+        path = tmp_path / "sites.yaml"
+        path.write_text(
+            "version: 1\nsites:\n"
+            f"  - name: {name}\n    crs: {g.crs}\n    bounds: [{', '.join(repr(v) for v in g.bounds)}]\n"
+            f"    source: {source}\n    store: {store}\n{extra}"
+        )
+        return path
+
+    return write

@@ -74,7 +74,7 @@ def test_demo_command_end_to_end_and_rerun(tmp_path, prefect_server):
 
 
 @pytest.mark.slow
-def test_serve_creates_scheduled_deployment_and_runs_ad_hoc(tmp_path, prefect_server, small_series):
+def test_serve_creates_scheduled_deployment_and_runs_ad_hoc(tmp_path, prefect_server, small_series, sites_yaml):
     """``sitewatch serve`` registers a cron deployment per site; an ad-hoc run of it (what the
     UI's 'Run' button does) executes in the serving process and writes the cube."""
     from prefect.client.orchestration import get_client
@@ -84,13 +84,7 @@ def test_serve_creates_scheduled_deployment_and_runs_ad_hoc(tmp_path, prefect_se
 
     source = tmp_path / "scenes"
     write_synthetic_scenes(small_series, str(source))
-    g = small_series.grid
-    cfg = tmp_path / "sites.yaml"
-    cfg.write_text(
-        "version: 1\nsites:\n"
-        f"  - name: served\n    crs: {g.crs}\n    bounds: [{', '.join(repr(v) for v in g.bounds)}]\n"
-        f"    source: {source}\n    store: {tmp_path / 'store'}\n    chunk_size: 128\n"
-    )
+    cfg = sites_yaml("served", small_series, source, tmp_path / "store", chunk_size=128)
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "serve", "--config", str(cfg), "--cron", "0 3 * * *"],
         cwd=ROOT, env=_env(prefect_server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -37,7 +37,7 @@ def _flow_runs(name: str):
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
 
 
-def test_two_concurrent_runs_of_one_site(tmp_path, prefect_server, small_series):
+def test_two_concurrent_runs_of_one_site(tmp_path, prefect_server, small_series, sites_yaml):
     from sitewatch import open_site
     from sitewatch.demo import write_synthetic_scenes
     from sitewatch.io import cube as cube_io
@@ -45,13 +45,7 @@ def test_two_concurrent_runs_of_one_site(tmp_path, prefect_server, small_series)
 
     source, store = tmp_path / "scenes", tmp_path / "store"
     write_synthetic_scenes(small_series, str(source))
-    g = small_series.grid
-    cfg = tmp_path / "sites.yaml"
-    cfg.write_text(
-        "version: 1\nsites:\n"
-        f"  - name: {SITE}\n    crs: {g.crs}\n    bounds: [{', '.join(repr(v) for v in g.bounds)}]\n"
-        f"    source: {source}\n    store: {store}\n    chunk_size: 128\n    min_alert_area_m2: 400\n"
-    )
+    cfg = sites_yaml(SITE, small_series, source, store, chunk_size=128, min_alert_area_m2=400)
 
     def start(tag: str) -> subprocess.Popen:
         return subprocess.Popen(
