@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# one xdist worker runs every test that uses the session's demo_run (it is computed once per worker)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_run")]
+pytestmark = pytest.mark.slow
 
 
 def _overlaps(a, b) -> bool:

@@ -84,7 +84,6 @@ def test_committed_notebook_has_no_outputs():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("demo_run")  # with test_flows: demo_run is computed once per xdist worker
 def test_explore_site_notebook_runs_on_demo_run(demo_run, tmp_path, monkeypatch):
     summary = demo_run.summary
     assert isinstance(summary, dict) and "cube" in summary, (
