@@ -100,6 +100,11 @@ def s3_server(monkeypatch):
     port = _free_port()
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
+    for k in ("AWS_SESSION_TOKEN", "AWS_NO_SIGN_REQUEST", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+        # nothing from other credentials or servers; set-then-delete makes monkeypatch record
+        # the variable, so whatever the test's flows write there is undone afterwards too
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     for k, v in {
         "AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint, "AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",

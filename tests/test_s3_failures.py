@@ -116,7 +116,8 @@ def env(monkeypatch):
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
               "SITEWATCH_S3_ENDPOINT", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_REGION",
               "AWS_DEFAULT_REGION", "AWS_NO_SIGN_REQUEST"):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # recorded (even when unset), so the test's writes are undone
+        monkeypatch.delenv(k)
     monkeypatch.setenv("SITEWATCH_RETRIES", "2")
     monkeypatch.setenv("SITEWATCH_RETRY_DELAY", "0.2")
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "2")

@@ -205,8 +205,12 @@ def test_configure_s3_sets_the_process_and_reports_names_only(monkeypatch):
     import fsspec
 
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-              "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_NO_SIGN_REQUEST"):
-        monkeypatch.delenv(k, raising=False)
+              "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_NO_SIGN_REQUEST", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        # set then delete: monkeypatch records each variable, so what configure_s3 writes into
+        # os.environ is undone after the test (a left-over AWS_NO_SIGN_REQUEST=YES made later
+        # S3 tests in the same worker process send unsigned requests: 403)
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     monkeypatch.setenv("AWS_SESSION_TOKEN", "old-token")
     monkeypatch.setitem(fsspec.config.conf, "s3", {})
     names = store.configure_s3(store.s3_environment(endpoint_url="http://127.0.0.1:9", key="K", secret="S3CR3T", anon=False))
