@@ -24,6 +24,7 @@ from sitewatch import alerts as alert_lib
 from sitewatch.io import cube as cube_io
 from sitewatch.synthetic import SyntheticSpec
 
+from ._metrics import cube_mask_counts
 from ._site import build
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -44,25 +45,11 @@ def _first_clear(series, ev, ring=10) -> int:
     return len(series)
 
 
-def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
-    p = tp / (tp + fp) if tp + fp else float("nan")
-    r = tp / (tp + fn) if tp + fn else float("nan")
-    f = 2 * p * r / (p + r) if p + r else float("nan")
-    return {"precision": p, "recall": r, "f1": f}
-
-
 def evaluate(size: int, dates: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         series, cube, results, tm = build(d, SyntheticSpec(width=size, height=size, n_dates=dates, seed=seed), chunk=min(512, size))
         ds = cube_io.open_cube(cube)
-        counts = {"cloud": [0, 0, 0], "shadow": [0, 0, 0]}
-        for i in range(len(series)):
-            sc = series.scene(i)
-            for name, truth in (("cloud", sc.cloud), ("shadow", sc.shadow)):
-                pred = ds[name].isel(time=i).values
-                counts[name][0] += int((pred & truth).sum())
-                counts[name][1] += int((pred & ~truth).sum())
-                counts[name][2] += int((~pred & truth).sum())
+        counts = cube_mask_counts(ds, series)
         ds.close()
     detections = [d for r in results for d in r.detections]
     alerts, _, _ = alert_lib.merge("bench", [], detections)
@@ -80,7 +67,7 @@ def evaluate(size: int, dates: int, seed: int) -> dict:
     false = [a for a in alerts if a.id not in matched]
     return {
         "seed": seed, "size": size, "dates": dates,
-        "cloud": _prf(*counts["cloud"]), "shadow": _prf(*counts["shadow"]),
+        "cloud": counts["cloud"].prf(), "shadow": counts["shadow"].prf(),
         "events": len(series.events), "events_checkable": checkable, "events_found": found, "events_missed": missed,
         "alerts": len(alerts), "false_alerts": len(false),
         "analyse_s_per_scene": float(np.mean(tm.analyse)), "ingest_s_per_scene": float(np.mean(tm.ingest)),
