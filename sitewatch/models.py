@@ -126,9 +126,24 @@ class SceneRef:
     collection: str = ""
 
 
+#: Alert statuses, in lifecycle order. ``first``: seen once; ``provisional``/``confirmed``:
+#: seen again on later observations (counts in ``sitewatch.alerts.AlertParams``);
+#: ``acknowledged``: a person has looked at it (still updated); ``closed``: its pixels returned
+#: to baseline, it went unsupported too long, or a person closed it (never updated again).
+ALERT_STATUSES = ("first", "provisional", "confirmed", "acknowledged", "closed")
+OPEN_STATUSES = ("first", "provisional", "confirmed", "acknowledged")
+
+
 @dataclass(frozen=True)
 class Alert:
-    """A change at a site that a person should look at."""
+    """A change at a site that a person should look at.
+
+    ``history`` holds one entry per event (opened, supported, status change, clear view
+    without support, acknowledged, closed): ``{"seq", "event", "time", "scene_id", "status",
+    "n_observations", ...}``; ``update_seq`` is the number of *notifiable* updates so far (the
+    alert opened or its status changed): channels deliver each (alert id, update_seq) once.
+    ``cube`` links into the site cube: ``{"url", "scene_id", "time", "window": [r0, c0, r1, c1]}``.
+    """
 
     id: str
     site: str
@@ -148,18 +163,43 @@ class Alert:
     first_scene: str = ""
     description: str = ""
     images: dict[str, str] = field(default_factory=dict)  # "before"/"after" -> URL
+    confidence: float = 0.0
+    mask_uncertainty: float = 0.0  # mean over supporting observations, 0 (clear) .. 1
+    misses: int = 0  # clear views of its footprint without support since the last support
+    clear_scenes: tuple[str, ...] = ()  # scenes that viewed it clearly without support
+    last_observed: str = ""  # ISO time of the latest scene applied to it (support or clear view)
+    update_seq: int = 0
+    history: tuple[dict[str, Any], ...] = ()
+    cube: dict[str, Any] = field(default_factory=dict)
+    closed_reason: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
 
     def to_feature(self) -> dict[str, Any]:
         props = {k: v for k, v in self.__dict__.items() if k != "geometry"}
         props["bbox_pixels"] = list(self.bbox_pixels)
         props["scenes"] = list(self.scenes)
+        props["clear_scenes"] = list(self.clear_scenes)
+        props["history"] = [dict(h) for h in self.history]
         geom = self.geometry or {"type": "Point", "coordinates": [self.lon, self.lat]}
         return {"type": "Feature", "id": self.id, "geometry": geom, "properties": props}
 
     @classmethod
     def from_feature(cls, feature: dict[str, Any]) -> "Alert":
-        p = dict(feature["properties"])
+        """An alert from a feed feature; feeds written before the lifecycle (status ``open``)
+        read as ``first``/``provisional``/``confirmed`` by their number of observations."""
+        known = set(cls.__dataclass_fields__)
+        p = {k: v for k, v in dict(feature["properties"]).items() if k in known}
         p["bbox_pixels"] = tuple(p["bbox_pixels"])
         p["scenes"] = tuple(p.get("scenes", ()))
+        p["clear_scenes"] = tuple(p.get("clear_scenes", ()))
+        p["history"] = tuple(dict(h) for h in p.get("history", ()))
         p["geometry"] = feature.get("geometry") if (feature.get("geometry") or {}).get("type") != "Point" else None
+        if p.get("status") == "open":
+            n = int(p.get("n_observations", 1))
+            p["status"] = "confirmed" if n >= 3 else "provisional" if n >= 2 else "first"
+        if p.get("status") not in ALERT_STATUSES:
+            raise ValueError(f"alert {p.get('id')!r}: status got {p.get('status')!r}; expected one of {ALERT_STATUSES!r}")
         return cls(**p)
