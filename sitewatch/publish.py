@@ -148,10 +148,15 @@ def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -
 
 
 def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], updated_ids: Sequence[str], scenes: Sequence[dict[str, Any]],
-                    quarantined: Sequence[dict[str, Any]] = ()) -> str:
+                    quarantined: Sequence[dict[str, Any]] = (), site_state: dict[str, Any] | None = None,
+                    channels: Sequence[dict[str, Any]] = ()) -> str:
     """A markdown summary of a monitor run (for a Prefect artifact or a log); ``quarantined``
-    are the site's quarantine entries (``scene_id``, ``object``, ``error``, ``attempts``, ...)."""
+    are the site's quarantine entries (``scene_id``, ``object``, ``error``, ``attempts``, ...);
+    ``site_state`` the site's observation state (:func:`sitewatch.observation.site_state`);
+    ``channels`` the delivery report per channel (``channel``, ``sent``, ``failed``, ``error``)."""
     lines = [f"# sitewatch: {site}", ""]
+    if site_state:
+        lines += [f"**Site observation:** {site_state.get('text', '')}", ""]
     if scenes:
         lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | alerts |", "|---|---|---|---|---|"]
         for s in scenes:
@@ -162,17 +167,32 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
         lines += ["No new scenes: nothing to analyse.", ""]
     fresh = [a for a in alerts if a.id in set(new_ids) | set(updated_ids)]
     if fresh:
-        lines += ["## New and updated alerts", "", "| alert | status | first seen | last seen | area m2 | lon, lat | score | what |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["## New and updated alerts", "", "| alert | status | confidence | first seen | last seen | area m2 | lon, lat | score | what |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for a in fresh:
             tag = "new" if a.id in new_ids else "updated"
-            lines.append(f"| {a.id} ({tag}) | {a.status} | {a.first_seen} | {a.last_seen} | {a.area_m2:,.0f} | {a.lon:.5f}, {a.lat:.5f} | {a.score_max:.1f} | {a.description} |")
+            lines.append(f"| {a.id} ({tag}) | {a.status} | {a.confidence:.2f} | {a.first_seen} | {a.last_seen} | {a.area_m2:,.0f} | "
+                         f"{a.lon:.5f}, {a.lat:.5f} | {a.score_max:.1f} | {_cell(a.description)} |")
         lines.append("")
         for a in fresh:
-            if a.images:
+            if a.images.get("before") or a.images.get("after"):
                 lines.append(f"**{a.id}**: before `{a.images.get('before', '')}`, after `{a.images.get('after', '')}`")
-        lines.append("")
+                lines.append("")
+                lines.append(f"![before]({a.images.get('before', '')}) ![after]({a.images.get('after', '')})")
+                lines.append("")
+            elif a.images.get("error"):
+                lines.append(f"**{a.id}**: no pictures ({_cell(a.images['error'])})")
+                lines.append("")
+            if a.cube:
+                lines.append(f"{a.id} in the cube: {cube_link_text(a)}")
+                lines.append("")
     else:
         lines += ["No new alerts.", ""]
+    if channels:
+        lines += ["## Deliveries", "", "| channel | sent | already sent | failed | error |", "|---|---|---|---|---|"]
+        for c in channels:
+            lines.append(f"| {c['channel']} | {c.get('sent', 0)} | {c.get('skipped', 0)} | {c.get('failed', 0)} | {_cell(c.get('error') or '')} |")
+        lines.append("")
     if quarantined:
         lines += [f"## Quarantined scenes ({len(quarantined)})", "",
                   "Skipped: they could not be used. Each is tried again on the next run and leaves this list once ingested.", "",
@@ -181,8 +201,65 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
             lines.append(f"| {q['scene_id']} | `{q['object']}` | {q.get('attempts', 1)} | {q.get('first_attempt', '')} | "
                          f"{q.get('last_attempt', '')} | {_cell(q['error'])} |")
         lines.append("")
-    lines.append(f"Open alerts at this site: {sum(1 for a in alerts if a.status == 'open')}")
+    lines.append(f"Open alerts at this site: {sum(1 for a in alerts if a.is_open)}")
     return "\n".join(lines)
+
+
+def cube_link_text(a: Alert) -> str:
+    """How to open an alert's place and time in the cube (``sitewatch.open_site``)."""
+    c = a.cube
+    if not c:
+        return ""
+    r0, c0, r1, c1 = c["window"]
+    t0, t1 = c["time"]
+    return (f"`sitewatch.open_site({c['url']!r}).sel(time=slice({t0[:10]!r}, {t1[:10]!r}))"
+            f".isel(y=slice({r0}, {r1}), x=slice({c0}, {c1}))`")
+
+
+def open_alerts_table(alerts: Sequence[Alert]) -> list[dict[str, Any]]:
+    """Rows of open alerts for a table (Prefect table artifact, CLI)."""
+    return [{"id": a.id, "status": a.status, "confidence": round(a.confidence, 2), "first_seen": a.first_seen,
+             "last_seen": a.last_seen, "area_m2": round(a.area_m2), "lon": round(a.lon, 5), "lat": round(a.lat, 5),
+             "observations": a.n_observations, "description": a.description}
+            for a in alerts if a.is_open]
+
+
+# ---------------------------------------------------------------- STAC items
+
+STAC_DIR = "stac"
+
+
+def stac_item(a: Alert) -> dict[str, Any]:
+    """A STAC 1.0 Item for an alert: geometry, its time range and the alert's fields as properties,
+    the before/after chips and the cube as assets."""
+    from shapely.geometry import shape
+
+    geom = a.geometry or {"type": "Point", "coordinates": [a.lon, a.lat]}
+    bbox = list(shape(geom).bounds)
+    props = {"datetime": None, "start_datetime": f"{a.first_seen}T00:00:00Z", "end_datetime": f"{a.last_seen}T23:59:59Z",
+             "title": a.description}
+    for k in ("site", "status", "confidence", "area_m2", "lon", "lat", "direction", "n_observations", "first_seen",
+              "last_seen", "update_seq", "closed_reason"):
+        props[f"sitewatch:{k}"] = getattr(a, k)
+    props["sitewatch:cube"] = dict(a.cube)
+    assets = {}
+    for k in ("before", "after"):
+        if a.images.get(k):
+            assets[k] = {"href": a.images[k], "type": "image/png", "roles": ["overview"], "title": f"{k} (true colour, change outlined)"}
+    if a.cube.get("url"):
+        assets["cube"] = {"href": a.cube["url"], "type": "application/vnd+zarr", "roles": ["data"], "title": "site datacube (Zarr v3)"}
+    return {"type": "Feature", "stac_version": "1.0.0", "id": a.id, "geometry": geom, "bbox": bbox,
+            "properties": props, "links": [], "assets": assets}
+
+
+def write_stac_items(alerts_root: str, alerts: Sequence[Alert], storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Write (replace) ``<alerts_root>/stac/<id>.json`` for each alert; returns the URLs."""
+    urls = []
+    for a in alerts:
+        url = store.join(alerts_root, STAC_DIR, f"{a.id}.json")
+        store.write_json(url, stac_item(a), storage_options)
+        urls.append(url)
+    return urls
 
 
 def _cell(text: str, limit: int = 300) -> str:

@@ -17,7 +17,7 @@ from sitewatch.models import Alert
 
 def _alert(i: int = 0, **kw) -> Alert:
     base = dict(
-        id=f"base-2026030{i + 1}-r00100c0015{i}", site="base", status="open", first_seen=f"2026-03-0{i + 1}",
+        id=f"base-2026030{i + 1}-r00100c0015{i}", site="base", status="first", first_seen=f"2026-03-0{i + 1}",
         last_seen=f"2026-03-0{i + 1}", area_m2=4900.0 + i, lon=35.95 + i * 1e-3, lat=35.40, score_max=12.5, score_mean=8.0,
         direction="brighter" if i % 2 == 0 else "darker", bbox_pixels=(100, 150 + i, 107, 157 + i), n_observations=1,
         geometry={"type": "Polygon", "coordinates": [[[35.95, 35.40], [35.951, 35.40], [35.951, 35.401], [35.95, 35.401], [35.95, 35.40]]]},

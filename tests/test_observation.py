@@ -1,0 +1,81 @@
+"""Tests for sitewatch.observation: clear views of alert footprints and the site's observation state."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sitewatch.alerts import AlertParams, ClearView, merge
+from sitewatch.io.cube import Slot
+from sitewatch.models import Alert
+from sitewatch.observation import clear_views, site_state
+
+TIMES = np.array(["2026-03-01T08:30", "2026-03-11T08:30", "2026-03-21T08:30", "2026-03-31T08:30"], "datetime64[ns]")
+
+
+def _cube(chunks=None) -> xr.Dataset:
+    t, h, w = 4, 40, 50
+    valid = np.ones((t, h, w), bool)
+    cloud = np.zeros((t, h, w), bool)
+    shadow = np.zeros((t, h, w), bool)
+    cloud[1, 10:20, 10:15] = True  # half of alert A's box (10:20, 10:20) cloudy in scene 1
+    shadow[2, 12:14, 10:20] = True  # 20 % shadow in scene 2
+    valid[3, :, 30:] = False  # alert B outside the swath in scene 3
+    ds = xr.Dataset({"valid": (("time", "y", "x"), valid), "cloud": (("time", "y", "x"), cloud),
+                     "shadow": (("time", "y", "x"), shadow),
+                     "analysed": ("time", np.array([True, True, True, False]))},
+                    coords={"time": TIMES, "scene_id": ("time", ["S0", "S1", "S2", "S3"])})
+    return ds.chunk(chunks) if chunks else ds
+
+
+def _alert(aid: str, bbox, status="first") -> Alert:
+    return Alert(id=aid, site="s", status=status, first_seen="2026-02-01", last_seen="2026-02-01", area_m2=1e4, lon=0, lat=0,
+                 score_max=9, score_mean=7, direction="brighter", bbox_pixels=bbox)
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 1, "y": 7, "x": 13}])
+def test_clear_views_fractions(chunks):
+    alerts = [_alert("A", (10, 10, 20, 20)), _alert("B", (0, 30, 10, 40)), _alert("C", (0, 0, 5, 5), status="closed")]
+    views = clear_views(_cube(chunks), alerts)
+    got = {(v.alert_id, v.scene_id): round(v.clear_fraction, 6) for v in views}
+    # scene 3 is not analysed: no view; closed alerts: no view
+    assert got == {("A", "S0"): 1.0, ("A", "S1"): 0.5, ("A", "S2"): 0.8, ("B", "S0"): 1.0, ("B", "S1"): 1.0, ("B", "S2"): 1.0}
+    assert views[0].time == "2026-03-01T08:30:00Z"
+    assert {v.scene_id for v in clear_views(_cube(chunks), alerts, scene_ids=["S2"])} == {"S2"}
+
+
+def test_clear_views_bad_input():
+    with pytest.raises(ValueError, match="expected 'shadow'"):
+        clear_views(_cube().drop_vars("shadow"), [_alert("A", (0, 0, 2, 2))])
+    with pytest.raises(ValueError, match="alert 'A': bbox_pixels got"):
+        clear_views(_cube(), [_alert("A", (100, 100, 120, 120))])
+
+
+def test_clear_views_close_an_alert_in_merge():
+    a = _alert("A", (10, 10, 20, 20))
+    a = replace(a, first_seen="2026-02-01", last_seen="2026-02-01")
+    out, _, _ = merge("s", [a], [], clear_views(_cube(), [a]))
+    # S0 (clear) counts, S1 (half cloudy) does not, S2 is 80 % clear (< 0.9): one miss
+    assert out[0].misses == 1 and out[0].status == "first"
+    out, _, _ = merge("s", [a], [], clear_views(_cube(), [a]), params=AlertParams(min_clear_fraction=0.8))
+    assert out[0].status == "closed" and out[0].clear_scenes == ("S0", "S2")
+
+
+def _slot(i, day, valid=1.0, cloud=0.0, analysed=True):
+    return Slot(f"S{i}", i, np.datetime64(f"2026-03-{day:02d}T08:30"), True, analysed, valid, cloud)
+
+
+def test_site_state():
+    p = AlertParams(not_observed_days=20)
+    st = site_state([_slot(0, 1), _slot(1, 11, cloud=0.95), _slot(2, 21, valid=0.0, cloud=float("nan"))], "2026-03-25T00:00:00Z", p)
+    assert st["last_scene"] == "2026-03-21T08:30:00Z" and st["last_clear_scene"] == "2026-03-01T08:30:00Z"
+    assert st["not_observed"] and st["days_since_clear"] == 23.6
+    assert st["text"].startswith("not observed for 24 days (last clear scene 2026-03-01")
+    ok = site_state([_slot(0, 1), _slot(1, 20)], "2026-03-25T00:00:00Z", p)
+    assert not ok["not_observed"] and ok["text"].startswith("observed: last clear scene 2026-03-20")
+    assert site_state([], "2026-03-25T00:00:00Z")["text"] == "not observed: no scene yet"
+    cloudy = site_state([_slot(0, 1, cloud=1.0)], "2026-03-02T00:00:00Z")
+    assert cloudy["not_observed"] and "no clear scene yet" in cloudy["text"]
