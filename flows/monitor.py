@@ -6,7 +6,8 @@ tasks on the flow's Dask cluster.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Optional
 
 from prefect import flow, unmapped
 from prefect.logging import get_run_logger
@@ -40,7 +41,7 @@ def _failure(scene_id: str, error: str, default_object: str) -> dict[str, str]:
 
 
 @flow(name="monitor-site", task_runner=make_task_runner(), flow_run_name="monitor-{site.name}")
-def monitor_site(site: SiteConfig) -> dict[str, Any]:
+def monitor_site(site: SiteConfig, start: Optional[datetime] = None, end: Optional[datetime] = None) -> dict[str, Any]:
     """Bring a site up to date: ingest new scenes, compute masks and change, raise and publish alerts.
 
     Scenes that cannot be used (unreadable or corrupt, missing band, wrong place, access denied,
@@ -52,19 +53,21 @@ def monitor_site(site: SiteConfig) -> dict[str, Any]:
 
     Two runs of one site never overlap: the run holds the site's Prefect global concurrency
     limit (``sitewatch-site-<name>``, limit 1) from start to end; a second run waits for it.
+
+    ``start``/``end`` (optional, UTC): only scenes acquired in that range (a backfill).
     """
     with site_concurrency(site.name):
-        return _monitor(site)
+        return _monitor(site, start, end)
 
 
-def _monitor(site: SiteConfig) -> dict[str, Any]:
+def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[datetime] = None) -> dict[str, Any]:
     log = get_run_logger()
     use_storage(site)  # endpoint, region and keys (env, storage_options, credentials block) in this process
     s = site.to_site()
     configure_storage(site)  # ... and on every Dask worker, where lazy reads and writes run
     retry = task_retry_options()  # transient errors: exponential backoff with jitter
     check_storage.with_options(**retry)(site)  # a missing or denied bucket fails the run here, named
-    new, problems = find_new_scenes.with_options(**retry)(site)
+    new, problems = find_new_scenes.with_options(**retry)(site, start, end)
     rejected: list[dict[str, str]] = [_failure(quarantine.UNKNOWN_SCENE, p, p.split(": ", 1)[0]) for p in problems]
 
     ok, bad = validate_scenes(site, new) if new else ([], [])

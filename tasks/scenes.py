@@ -34,19 +34,22 @@ def _not_bad_input(task, task_run, state) -> bool:
 
 
 @task(name="find-new-scenes", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
-def find_new_scenes(cfg: SiteConfig) -> tuple[list[SceneRef], list[str]]:
+def find_new_scenes(cfg: SiteConfig, start=None, end=None) -> tuple[list[SceneRef], list[str]]:
     """Scenes in the site's source (``cfg.discovery``: STAC items, a static catalog, a STAC API
     or a plain folder layout) that intersect the site, are in ``cfg.collections``, pass
-    ``cfg.max_cloud`` and are not yet committed to its cube. Returns ``(new, problems)``:
+    ``cfg.max_cloud``, were acquired in ``[start, end]`` (datetimes or ISO strings, None: open;
+    a backfill's date range) and are not yet committed to its cube. Returns ``(new, problems)``:
     ``problems`` are ``"<url>: <error>"`` lines for items that could not be used."""
     log = get_run_logger()
     site = cfg.to_site()
     opts = cfg.storage_options or None
     done = {s.scene_id for s in cube_io.slots(site.cube_url, opts) if s.ingested}
     found = discovery.discover(site.source, site.geometry, method=cfg.discovery, collections=cfg.collections,
-                               max_cloud=cfg.max_cloud, storage_options=opts, exclude_ids=done)
+                               max_cloud=cfg.max_cloud, storage_options=opts, exclude_ids=done, start=start, end=end)
     new = list(found.scenes)
     cloud = f", {found.cloudy} over max_cloud {cfg.max_cloud:g}%" if cfg.max_cloud is not None else ""
+    if start is not None or end is not None:
+        cloud += f", {found.out_of_time} outside {start or '...'} to {end or '...'}"
     log.info("site %s: %s discovery in %s: %d scene(s) found, %d already in the cube, %d not over the site, "
              "%d in other collections%s: %d new", site.name, found.method, store.redact(site.source), found.matched,
              found.excluded, found.outside, found.other_collection, cloud, len(new))
