@@ -1,0 +1,129 @@
+"""Tests for sitewatch.channels: generic webhook (HMAC-SHA256), Slack-compatible webhook and
+SMTP email, against real receivers on 127.0.0.1 (tests/alert_receivers.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from alert_receivers import SmtpReceiver, WebhookReceiver, free_port, self_signed_cert
+from sitewatch.alerts import merge
+from sitewatch.analysis import Detection
+from sitewatch.channels import (ChannelError, Delivery, EmailSpec, SlackSpec, WebhookSpec, check_statuses, delivery_key,
+                                env_secret, send)
+from sitewatch.channels.http import signature, slack_body
+from sitewatch.channels.mail import message
+from sitewatch.outbox import due
+
+SECRET = "whsec-test-0123456789"
+
+
+def _delivery(channel: str = "hook") -> Delivery:
+    dets = [Detection(scene_id=f"S{k}", time=f"2026-03-0{1 + k}T08:30:00Z", area_m2=4900.0, lon=35.95, lat=35.4, row=103.5,
+                      col=153.5, bbox_pixels=(100, 150, 107, 157), score_mean=8.0, score_max=12.0, direction="brighter",
+                      delta_brightness=0.1, polygon={"type": "Polygon", "coordinates": [[[35.95, 35.4], [35.951, 35.4], [35.951, 35.401], [35.95, 35.4]]]})
+            for k in range(3)]
+    alerts, _, _ = merge("base", [], dets, cube_url="/store/base/cube.zarr")
+    from dataclasses import replace
+
+    a = replace(alerts[0], images={"before": "https://x.example/before.png", "after": "https://x.example/after.png"})
+    return [d for d in due([a], channel) if d.event["status"] == "confirmed"][0]
+
+
+def test_webhook_body_signature_and_key():
+    d = _delivery("hook")
+    with WebhookReceiver(secret=SECRET) as rx:
+        send(WebhookSpec("hook", rx.url, SECRET), d)
+    (got,) = rx.deliveries
+    h = {k.lower(): v for k, v in got["headers"].items()}
+    assert h["x-sitewatch-signature"] == "sha256=" + hmac.new(SECRET.encode(), got["body"], hashlib.sha256).hexdigest()
+    assert h["x-sitewatch-signature"] == signature(SECRET, got["body"])
+    assert h["idempotency-key"] == d.key == delivery_key("hook", d.alert_id, 3)
+    body = json.loads(got["body"])
+    assert body["event"]["event"] == "confirmed" and body["idempotency_key"] == d.key
+    p = body["alert"]["properties"]
+    for k in ("id", "site", "status", "confidence", "first_seen", "last_seen", "area_m2", "lon", "lat", "description",
+              "images", "cube"):
+        assert k in p, k
+    assert body["alert"]["geometry"]["type"] == "Polygon"
+    assert p["cube"]["url"] == "/store/base/cube.zarr" and len(p["cube"]["window"]) == 4
+    assert rx.bad_signatures == 0 and len(rx.effects) == 1
+
+
+def test_unreachable_and_bad_url_errors_name_the_channel():
+    d = _delivery()
+    with pytest.raises(ChannelError, match=r"channel 'hook': could not reach http://127\.0\.0\.1:\d+/x"):
+        send(WebhookSpec("hook", f"http://127.0.0.1:{free_port()}/x", SECRET, timeout=2), d)
+    with pytest.raises(ChannelError, match="channel 'hook': url got 'ftp://h/x'; expected an http"):
+        send(WebhookSpec("hook", "ftp://h/x"), d)
+    with WebhookReceiver() as rx:
+        with pytest.raises(ChannelError, match="answered HTTP 404"):
+            send(WebhookSpec("hook", rx.url + "-wrong-path"), d)
+
+
+def test_slack_body_and_secret_url_hidden():
+    d = _delivery("slack")
+    body = slack_body(d)
+    assert body["text"].startswith("[sitewatch] base: brighter change confirmed")
+    assert body["blocks"][0]["type"] == "header" and "Confidence" in json.dumps(body["blocks"])
+    assert "<https://x.example/before.png|before>" in json.dumps(body)
+    with WebhookReceiver(path="/services/T000/B000/XXXXSECRET") as rx:
+        send(SlackSpec("slack", rx.url), d)
+        assert json.loads(rx.deliveries[0]["body"]) == body
+        with pytest.raises(ChannelError) as exc:
+            send(SlackSpec("slack", rx.url.replace("XXXXSECRET", "wrong")), d)
+    assert "XXXXSECRET" not in str(exc.value) and "wrong" not in str(exc.value) and "/***" in str(exc.value)
+    assert "XXXXSECRET" not in repr(SlackSpec("slack", rx.url))
+    with pytest.raises(ChannelError) as exc:
+        send(SlackSpec("slack", "hooks.slack.com/services/T0/B0/SECRETPART"), d)
+    assert "SECRETPART" not in str(exc.value) and "hidden" in str(exc.value)
+
+
+def test_email_plain_smtp():
+    d = _delivery("mail")
+    with SmtpReceiver() as rx:
+        spec = EmailSpec("mail", "127.0.0.1", rx.port, "sitewatch@example.org", ("ana@example.org", "bo@example.org"))
+        send(spec, d)
+        send(spec, d)  # the same update again (e.g. after a crash): same Message-ID
+    m1, m2 = rx.messages
+    assert m1["Subject"].strip() == "[sitewatch] base: brighter change confirmed (" + d.alert_id + ")"
+    assert m1["To"] == "ana@example.org, bo@example.org" and m1["X-Sitewatch-Idempotency-Key"] == d.key
+    assert m1["Message-ID"] == m2["Message-ID"] == message(spec, d)["Message-ID"]
+    text = m1.get_content()
+    assert "Confidence" in text and "https://x.example/after.png" in text and "/store/base/cube.zarr" in text
+
+
+def test_email_starttls(tmp_path):
+    cert = self_signed_cert(str(tmp_path))
+    d = _delivery("mail")
+    with SmtpReceiver(tls_cert=cert) as rx:
+        send(EmailSpec("mail", "127.0.0.1", rx.port, "s@example.org", ("a@example.org",), starttls=True), d)
+        with pytest.raises(ChannelError, match="channel 'mail': smtp://127.0.0.1"):
+            send(EmailSpec("mail", "127.0.0.1", rx.port, "s@example.org", ("a@example.org",), starttls=False), d)
+    assert len(rx.messages) == 1
+
+
+def test_email_refused_and_unreachable():
+    d = _delivery("mail")
+    with SmtpReceiver(refuse=1) as rx:
+        spec = EmailSpec("mail", "127.0.0.1", rx.port, "s@example.org", ("a@example.org",), password="pw-not-shown")
+        with pytest.raises(ChannelError, match="channel 'mail'") as exc:
+            send(spec, d)
+        send(spec, d)
+    assert len(rx.messages) == 1 and "pw-not-shown" not in str(exc.value) and "pw-not-shown" not in repr(spec)
+    with pytest.raises(ChannelError, match="could not reach smtp://127.0.0.1"):
+        send(EmailSpec("mail", "127.0.0.1", free_port(), "s@example.org", ("a@example.org",), timeout=2), d)
+
+
+def test_env_secret(monkeypatch):
+    monkeypatch.setenv("SW_TEST_SECRET", "value-123")
+    assert env_secret("hook", "SW_TEST_SECRET") == "value-123"
+    assert env_secret("hook", None) is None
+    monkeypatch.delenv("SW_TEST_SECRET")
+    with pytest.raises(ChannelError, match="channel 'hook': secret environment variable 'SW_TEST_SECRET' is not set"):
+        env_secret("hook", "SW_TEST_SECRET")
+    with pytest.raises(ValueError, match="statuses got \\['opne'\\]"):
+        check_statuses("hook", ("opne",))
