@@ -17,7 +17,8 @@ from sitewatch import quarantine
 from sitewatch.config import SiteConfig
 from sitewatch.io import cube as cube_io
 from sitewatch.io import store
-from tasks.alerts import publish_alerts, render_chips, update_alerts
+from sitewatch.models import ALERT_STATUSES
+from tasks.alerts import deliver_alerts, publish_alerts, render_chips, report_run, update_alerts
 from tasks.analyse import analyse_scene
 from tasks.quarantine import record_quarantine
 from tasks.concurrency import site_concurrency
@@ -92,17 +93,24 @@ def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[d
     results = [analyse_scene(site, sl.index) for sl in pending]
     detections = [d for r in results for d in r.detections]
 
-    alerts, new_ids, updated = update_alerts(site, detections)
-    fresh = [a for a in alerts if a.id in new_ids]
-    if fresh:
-        rendered = {a.id: a for a in render_chips(site, fresh)}
-        alerts = [rendered.get(a.id, a) for a in alerts]
+    alerts, new_ids, updated, site_state = update_alerts(site, detections, [r.scene_id for r in results])
+    # pictures for new alerts and for open ones still without (a chip that failed is tried again)
+    todo = [a for a in alerts if a.is_open and (a.id in new_ids or not a.images.get("after"))]
+    if todo:
+        chips = render_chips(site, todo, return_state=True)
+        if chips.is_completed():
+            rendered = {a.id: a for a in chips.result()}
+            alerts = [rendered.get(a.id, a) for a in alerts]
+        else:  # pictures never block the alerts themselves
+            log.error("site %s: alert pictures could not be drawn: %s", s.name, _error_text(chips))
     scenes = [
         {"scene_id": r.scene_id, "time": r.time, "valid_fraction": r.valid_fraction,
          "cloud_fraction": r.cloud_fraction, "n_detections": len(r.detections)}
         for r in results
     ]
-    feed = publish_alerts(site, alerts, new_ids, updated, scenes, quarantined)
+    feed = publish_alerts(site, alerts, new_ids, updated)  # the record first, then the deliveries
+    deliveries = deliver_alerts(site, alerts) if site.channels else []
+    report_run(site, alerts, new_ids, updated, scenes, quarantined, site_state, deliveries)
     summary = {
         "site": s.name,
         "scenes_ingested": [i["scene_id"] for i in sorted(ingested, key=lambda i: i["index"])],
@@ -110,10 +118,13 @@ def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[d
         "scenes_rejected": rejected,
         "scenes_quarantined": quarantined,
         "quarantine": quarantine.quarantine_url(s.site_root),
+        "site_state": site_state,
         "alerts": [a.to_feature()["properties"] | {"geometry": a.geometry} for a in alerts if a.id in set(new_ids) | set(updated)],
         "new_alert_ids": new_ids,
         "updated_alert_ids": updated,
-        "open_alerts": sum(1 for a in alerts if a.status == "open"),
+        "open_alerts": sum(1 for a in alerts if a.is_open),
+        "alert_statuses": {st: sum(1 for a in alerts if a.status == st) for st in ALERT_STATUSES},
+        "deliveries": deliveries,
         "cube": s.cube_url,
         "alert_feed": feed,
         "images": store.join(s.alerts_url, "<alert-id>/{before,after}.png"),

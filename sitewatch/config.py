@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -19,6 +19,133 @@ from .sensors import PROFILES, S2CLOUDLESS_BANDS, SensorProfile, get_profile
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 SPECTRAL_MASK_BANDS = ("blue", "green", "red", "nir")  # swir16 sharpens the snow and shadow tests when present
+
+
+# ---------------------------------------------------------------- alert lifecycle and channels
+
+_CHANNEL_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class AlertConfig(BaseModel):
+    """Alert lifecycle settings (see :class:`sitewatch.alerts.AlertParams`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provisional_at: int = Field(2, ge=1, description="Observations for an alert to become 'provisional'")
+    confirmed_at: int = Field(3, ge=1, description="Observations for an alert to become 'confirmed'")
+    close_after_clear: int = Field(2, ge=1, description="Clear views of the footprint without change that close an alert")
+    close_after_days: float = Field(90.0, gt=0, description="Days without support that close an alert")
+    min_clear_fraction: float = Field(0.9, gt=0, le=1, description="Share of the footprint clear for a clear view")
+    not_observed_days: float = Field(30.0, gt=0, description="Days without a clear scene after which the site is reported 'not observed'")
+
+    @model_validator(mode="after")
+    def _order(self) -> "AlertConfig":
+        if self.provisional_at > self.confirmed_at:
+            raise ValueError(f"provisional_at {self.provisional_at} > confirmed_at {self.confirmed_at}; expected provisional_at <= confirmed_at")
+        return self
+
+    def to_params(self) -> Any:
+        from .alerts import AlertParams
+
+        return AlertParams(**self.model_dump())
+
+
+def _statuses_field() -> Any:
+    from .models import ALERT_STATUSES
+
+    return Field(ALERT_STATUSES, description="Deliver updates that leave an alert in one of these statuses "
+                 f"(default all: {', '.join(ALERT_STATUSES)})")
+
+
+class _Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Channel name (outbox folder, run report)", pattern=_CHANNEL_NAME)
+    statuses: tuple[str, ...] = _statuses_field()
+    timeout: float = Field(10.0, gt=0, le=300, description="Seconds before a delivery attempt gives up")
+
+    @field_validator("statuses")
+    @classmethod
+    def _known_statuses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from .models import ALERT_STATUSES
+
+        bad = [x for x in v if x not in ALERT_STATUSES]
+        if bad or not v:
+            raise ValueError(f"got {list(bad) or 'none'}; expected some of {list(ALERT_STATUSES)}")
+        return v
+
+
+class WebhookChannel(_Channel):
+    """Generic webhook: JSON body, ``X-Sitewatch-Signature: sha256=<HMAC-SHA256 of the body>``."""
+
+    type: Literal["webhook"]
+    url: str = Field(description="http(s) URL the JSON body is POSTed to")
+    secret_env: Optional[str] = Field(None, pattern=_ENV_NAME, description="Environment variable holding the HMAC secret")
+    secret_block: Optional[str] = Field(None, description="Prefect Secret block holding the HMAC secret")
+
+
+class SlackChannel(_Channel):
+    """Slack-compatible incoming webhook; its URL is a secret, so only where to find it is configured."""
+
+    type: Literal["slack"]
+    url_env: Optional[str] = Field(None, pattern=_ENV_NAME, description="Environment variable holding the webhook URL")
+    url_block: Optional[str] = Field(None, description="Prefect Secret block holding the webhook URL")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SlackChannel":
+        if (self.url_env is None) == (self.url_block is None):
+            raise ValueError("expected exactly one of url_env / url_block (the incoming-webhook URL is a secret)")
+        return self
+
+
+class EmailChannel(_Channel):
+    type: Literal["email"]
+    host: str = Field(description="SMTP server host")
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = Field(description="From address")
+    to: tuple[str, ...] = Field(description="Recipient addresses", min_length=1)
+    starttls: bool = Field(False, description="Upgrade the connection with STARTTLS")
+    username: Optional[str] = Field(None, description="SMTP login user (password from password_env/password_block)")
+    password_env: Optional[str] = Field(None, pattern=_ENV_NAME)
+    password_block: Optional[str] = None
+
+
+class PrefectEventsChannel(_Channel):
+    """Prefect events (``sitewatch.alert.<status>``) for Prefect automations; emitted by the flow's tasks."""
+
+    type: Literal["prefect-events"]
+
+
+ChannelConfig = Annotated[Union[WebhookChannel, SlackChannel, EmailChannel, PrefectEventsChannel], Field(discriminator="type")]
+
+
+def channel_spec(ch: Any, resolve_block: Optional[Callable[[str], str]] = None) -> Any:
+    """The library spec (:mod:`sitewatch.channels`) for a configured channel, secrets resolved from
+    the environment or through ``resolve_block`` (Prefect Secret blocks; given by ``tasks/``).
+    Raises :class:`sitewatch.channels.ChannelError` naming the channel and the missing secret's
+    *name* (never a value)."""
+    from .channels import ChannelError, EmailSpec, SlackSpec, WebhookSpec, env_secret
+
+    def secret(env: Optional[str], block: Optional[str], what: str) -> Optional[str]:
+        if block:
+            if resolve_block is None:
+                raise ChannelError(f"channel {ch.name!r}: {what} is in Prefect block {block!r}, which only a flow run can read")
+            try:
+                return resolve_block(block)
+            except Exception as exc:  # the block API's own error; no value in it
+                raise ChannelError(f"channel {ch.name!r}: could not read {what} from Prefect block {block!r}: {type(exc).__name__}") from None
+        return env_secret(ch.name, env, what)
+
+    if isinstance(ch, WebhookChannel):
+        return WebhookSpec(ch.name, ch.url, secret(ch.secret_env, ch.secret_block, "secret"), ch.statuses, ch.timeout)
+    if isinstance(ch, SlackChannel):
+        return SlackSpec(ch.name, secret(ch.url_env, ch.url_block, "webhook URL") or "", ch.statuses, ch.timeout)
+    if isinstance(ch, EmailChannel):
+        pw = secret(ch.password_env, ch.password_block, "password")
+        return EmailSpec(ch.name, ch.host, ch.port, ch.sender, ch.to, ch.starttls, ch.username, pw, ch.statuses, ch.timeout)
+    raise ValueError(f"channel {ch.name!r}: type got {getattr(ch, 'type', None)!r}; expected webhook, slack or email "
+                     "(prefect-events are sent by tasks/)")
 
 
 class SiteConfig(BaseModel):
@@ -56,6 +183,18 @@ class SiteConfig(BaseModel):
         "(SCL, QA_PIXEL, Fmask), s2cloudless (Sentinel-2 L1C; clouds only), or auto: the union of whichever "
         "the site's bands and sensor allow")
     credentials_block: Optional[str] = Field(None, description="Name of a Prefect block holding S3 credentials")
+    alerts: AlertConfig = Field(default_factory=AlertConfig, description="Alert lifecycle: counts, closing, 'not observed'")
+    channels: tuple[ChannelConfig, ...] = Field((), description="Where alert updates go besides the GeoJSON feed, STAC "
+                                                "items and the Prefect artifacts: webhook, slack, email, prefect-events")
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"got duplicate channel names {dupes!r}; expected each channel name once")
+        return v
 
     @model_validator(mode="before")
     @classmethod

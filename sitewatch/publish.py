@@ -65,6 +65,27 @@ def write_feed(alerts_root: str, site: str, alerts: Sequence[Alert], storage_opt
     return url
 
 
+# ---------------------------------------------------------------- people's actions
+
+ACTIONS_DIR = "actions"
+
+
+def record_action(alerts_root: str, action: Any, storage_options: dict[str, Any] | None = None) -> str:
+    """Store a person's action (:class:`sitewatch.alerts.UserAction`) as its own object
+    ``<alerts_root>/actions/<alert id>/<time>-<action>.json`` (never a read-modify-write, so a
+    running flow cannot lose it: every merge applies the stored actions)."""
+    url = store.join(alerts_root, ACTIONS_DIR, action.alert_id, f"{action.time.replace(':', '')}-{action.action}.json")
+    store.write_json(url, action.to_dict(), storage_options)
+    return url
+
+
+def read_actions(alerts_root: str, storage_options: dict[str, Any] | None = None) -> list[Any]:
+    from .alerts import UserAction
+
+    urls = store.list_files(store.join(alerts_root, ACTIONS_DIR), ".json", storage_options)
+    return [UserAction.from_dict(store.read_json(u, storage_options)) for u in urls]
+
+
 # ---------------------------------------------------------------- chips
 
 def true_colour(red: np.ndarray, green: np.ndarray, blue: np.ndarray, valid: np.ndarray, vmax: float = 3500.0, gamma: float = 0.8) -> np.ndarray:
@@ -145,6 +166,27 @@ def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -
         rgb = true_colour(*(s[b].values for b in triple), s["valid"].values)
         out.append(png_bytes(rgb, after_change, composite="/".join(triple)))
     return out[0], out[1], sids[before_i], sids[after_i]
+
+
+def render_alert_chips(cube: xr.Dataset, alerts: Sequence[Alert], alerts_root: str,
+                       storage_options: dict[str, Any] | None = None) -> list[Alert]:
+    """Before/after PNGs for each alert written to ``<alerts_root>/<id>/{before,after}.png``;
+    returns the alerts with their image URLs. A chip that cannot be rendered never blocks its
+    alert: the alert keeps ``images = {"error": ...}`` (and is tried again on the next run)."""
+    from dataclasses import replace
+
+    out = []
+    for alert in alerts:
+        try:
+            before, after, before_id, after_id = before_after_chips(cube, alert)
+            folder = store.join(alerts_root, alert.id)
+            urls = {"before": store.join(folder, "before.png"), "after": store.join(folder, "after.png")}
+            store.write_bytes(urls["before"], before, storage_options)
+            store.write_bytes(urls["after"], after, storage_options)
+            out.append(replace(alert, images={**urls, "before_scene": before_id, "after_scene": after_id}))
+        except Exception as exc:  # any failure to draw: the alert goes out without pictures
+            out.append(replace(alert, images={"error": store.redact(f"{type(exc).__name__}: {exc}")[:500]}))
+    return out
 
 
 def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], updated_ids: Sequence[str], scenes: Sequence[dict[str, Any]],

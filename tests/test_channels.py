@@ -127,3 +127,71 @@ def test_env_secret(monkeypatch):
         env_secret("hook", "SW_TEST_SECRET")
     with pytest.raises(ValueError, match="statuses got \\['opne'\\]"):
         check_statuses("hook", ("opne",))
+
+
+# ---------------------------------------------------------------- per-site configuration (sites.yaml)
+
+SITES = """
+sites:
+  - name: port
+    bbox: [35.8, 34.8, 35.9, 34.9]
+    source: s
+    store: t
+    alerts: {provisional_at: 2, confirmed_at: 4, close_after_days: 60}
+    channels:
+{channels}
+"""
+
+
+def _load(tmp_path, channels: str):
+    from sitewatch.config import load_sites
+
+    p = tmp_path / "sites.yaml"
+    p.write_text(SITES.replace("{channels}", channels))
+    return load_sites(p)[0]
+
+
+def test_channels_from_sites_yaml(tmp_path, monkeypatch):
+    from sitewatch.config import channel_spec
+
+    cfg = _load(tmp_path, """      - {type: webhook, name: ops, url: "http://127.0.0.1:9/hook", secret_env: SW_HOOK_SECRET, statuses: [confirmed, closed]}
+      - {type: slack, name: chat, url_env: SW_SLACK_URL}
+      - {type: email, name: mail, host: 127.0.0.1, port: 2525, sender: s@example.org, to: [a@example.org], starttls: true}
+      - {type: prefect-events, name: events}""")
+    assert [c.type for c in cfg.channels] == ["webhook", "slack", "email", "prefect-events"]
+    assert cfg.alerts.to_params().confirmed_at == 4 and cfg.alerts.to_params().close_after_days == 60
+    monkeypatch.setenv("SW_HOOK_SECRET", "hook-secret-value")
+    monkeypatch.setenv("SW_SLACK_URL", "https://hooks.example/services/T/B/SECRET")
+    hook = channel_spec(cfg.channels[0])
+    assert isinstance(hook, WebhookSpec) and hook.secret == "hook-secret-value" and hook.statuses == ("confirmed", "closed")
+    assert "hook-secret-value" not in repr(hook)
+    assert channel_spec(cfg.channels[1]).url.endswith("/SECRET")
+    mail = channel_spec(cfg.channels[2])
+    assert isinstance(mail, EmailSpec) and mail.starttls and mail.port == 2525 and mail.password is None
+    # the config itself, as Prefect stores and shows it, holds names of secrets, not values
+    assert "hook-secret-value" not in cfg.model_dump_json() and "SECRET" not in cfg.model_dump_json().replace("SW_HOOK_SECRET", "")
+    monkeypatch.delenv("SW_HOOK_SECRET")
+    with pytest.raises(ChannelError, match="channel 'ops': secret environment variable 'SW_HOOK_SECRET' is not set"):
+        channel_spec(cfg.channels[0])
+    with pytest.raises(ChannelError, match="Prefect block 'blk'"):
+        channel_spec(cfg.channels[0].model_copy(update={"secret_env": None, "secret_block": "blk"}))
+    assert channel_spec(cfg.channels[0].model_copy(update={"secret_env": None, "secret_block": "blk"}),
+                        resolve_block=lambda name: "from-block").secret == "from-block"
+
+
+@pytest.mark.parametrize("channels, words", [
+    ("      - {type: pager, name: p}", ["channels.0", "pager"]),
+    ("      - {type: webhook, name: a, url: 'http://h'}\n      - {type: webhook, name: a, url: 'http://h'}", ["duplicate channel names"]),
+    ("      - {type: webhook, name: a, url: 'http://h', statuses: [opne]}", ["statuses", "opne"]),
+    ("      - {type: slack, name: s, url: 'https://hooks.slack.com/services/X'}", ["channels.0.slack", "url"]),
+    ("      - {type: slack, name: s}", ["url_env / url_block"]),
+    ("      - {type: email, name: m, host: h, sender: s@x, to: []}", ["to"]),
+])
+def test_bad_channel_config_names_the_field(tmp_path, channels, words):
+    from sitewatch.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, channels)
+    for w in words:
+        assert w in str(exc.value), (w, str(exc.value))
+    assert "port" in str(exc.value)

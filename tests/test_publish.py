@@ -280,3 +280,70 @@ def test_markdown_report_lists_quarantined_scenes():
     assert "`s3://b/scenes/S3/red.tif`" in row and "| 2 |" in row
     assert "truncated \\| corrupt second line" in row  # one table cell: pipe escaped, one line
     assert "Quarantined" not in publish.markdown_report("base", [], [], [], [])
+
+
+# ---------------------------------------------------------------- chips never block alerts, STAC, actions, report
+
+def test_render_alert_chips_failure_keeps_the_alert(tmp_path):
+    root = str(tmp_path / "alerts")
+    good = _alert(0, bbox_pixels=(40, 40, 45, 46), first_scene="S3")
+    bad = _alert(1, bbox_pixels=(10, 10, 15, 15), first_scene="GONE")  # its scene is not in the cube
+    out = publish.render_alert_chips(_chip_cube(), [good, bad], root)
+    assert [a.id for a in out] == [good.id, bad.id]
+    assert Image.open(out[0].images["after"]).format == "PNG" and out[0].images["before_scene"] == "S2"
+    assert set(out[1].images) == {"error"} and "first scene got 'GONE'" in out[1].images["error"]
+    assert out[1].status == bad.status and out[1].description == bad.description
+    md = publish.markdown_report("base", out, [a.id for a in out], [], [])
+    assert "no pictures (ValueError" in md and f"![after]({out[0].images['after']})" in md
+
+
+def test_stac_items(tmp_path):
+    from sitewatch.alerts import merge
+    from sitewatch.analysis import Detection
+
+    det = Detection(scene_id="S1", time="2026-03-01T08:30:00Z", area_m2=4900.0, lon=35.95, lat=35.4, row=103.5, col=153.5,
+                    bbox_pixels=(100, 150, 107, 157), score_mean=8.0, score_max=12.0, direction="brighter", delta_brightness=0.1,
+                    polygon=_alert(0).geometry)
+    (a,), _, _ = merge("base", [], [det], cube_url=str(tmp_path / "cube.zarr"))
+    a = replace_images(a, {"before": "b.png", "after": "a.png"})
+    (url,) = publish.write_stac_items(str(tmp_path), [a])
+    item = json.loads(open(url).read())
+    assert url.endswith(f"stac/{a.id}.json") and item["stac_version"] == "1.0.0" and item["id"] == a.id
+    assert item["properties"]["start_datetime"] == "2026-03-01T00:00:00Z" and item["properties"]["datetime"] is None
+    assert item["properties"]["sitewatch:status"] == "first" and item["properties"]["sitewatch:confidence"] == a.confidence
+    assert item["assets"]["after"]["href"] == "a.png" and item["assets"]["cube"]["href"].endswith("cube.zarr")
+    assert item["bbox"] == list(shape(item["geometry"]).bounds)
+    pystac = pytest.importorskip("pystac")
+    assert pystac.Item.from_dict(item).id == a.id  # pystac reads it
+
+
+def replace_images(a, images):
+    from dataclasses import replace
+
+    return replace(a, images=images)
+
+
+def test_actions_are_stored_one_object_each(tmp_path):
+    from sitewatch.alerts import UserAction
+
+    root = str(tmp_path / "alerts")
+    assert publish.read_actions(root) == []
+    acts = [UserAction("A1", "ack", "2026-04-01T10:00:00Z", by="ana"), UserAction("A1", "close", "2026-04-02T10:00:00Z")]
+    for x in acts:
+        publish.record_action(root, x)
+    assert publish.read_actions(root) == acts
+
+
+def test_markdown_report_site_state_deliveries_and_table():
+    a = _alert(0, status="confirmed", confidence=0.81, cube={"url": "/s/cube.zarr", "time": ["2026-03-01T08:30:00Z", "2026-03-05T08:30:00Z"],
+                                                              "window": [84, 134, 123, 173]})
+    state = {"text": "not observed for 41 days (last clear scene 2026-03-05; last scene 2026-04-10, 6 days ago)", "not_observed": True}
+    deliveries = [{"channel": "ops-hook", "sent": 2, "skipped": 1, "failed": 0, "error": None},
+                  {"channel": "bad-hook", "sent": 0, "skipped": 0, "failed": 3, "error": "channel 'bad-hook': url got 'x'"}]
+    md = publish.markdown_report("base", [a, _alert(1, status="closed")], [a.id], [], [], site_state=state, channels=deliveries)
+    assert "**Site observation:** not observed for 41 days" in md
+    assert "| ops-hook | 2 | 1 | 0 |  |" in md and "| bad-hook | 0 | 0 | 3 | channel 'bad-hook': url got 'x' |" in md
+    assert "| confirmed | 0.81 |" in md and "sel(time=slice('2026-03-01', '2026-03-05')).isel(y=slice(84, 123), x=slice(134, 173))" in md
+    assert "Open alerts at this site: 1" in md
+    rows = publish.open_alerts_table([a, _alert(1, status="closed")])
+    assert [r["id"] for r in rows] == [a.id] and rows[0]["confidence"] == 0.81
