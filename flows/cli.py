@@ -3,6 +3,10 @@
     sitewatch demo  --workdir DIR          synthetic Khmeimim scenes -> monitor flow -> summary
     sitewatch run   --config sites.yaml    run the monitor flow for every site in a config file
     sitewatch serve --config sites.yaml    serve scheduled deployments (needs a Prefect server)
+    sitewatch stack up|status|down         a local Prefect server + Dask cluster + S3 (moto)
+
+Exit codes: 0 ok; 1 a run failed (a site's flow ended Failed, or a stack did not start);
+2 usage or configuration error (bad arguments, bad or missing sites file, unknown site).
 """
 
 from __future__ import annotations
@@ -60,8 +64,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"alerts raised: {len(summary['new_alert_ids'])} new, {len(summary['updated_alert_ids'])} updated, {summary['open_alerts']} open")
     for a in summary["alerts"]:
         tag = "NEW" if a["id"] in summary["new_alert_ids"] else "upd"
-        print(f"  [{tag}] {a['id']}  first seen {a['first_seen']}  {a['area_m2']:>9,.0f} m2  "
+        print(f"  [{tag}] {a['id']}  {a['status']:<12} conf {a.get('confidence', 0):.2f}  first seen {a['first_seen']}  {a['area_m2']:>9,.0f} m2  "
               f"({a['lon']:.5f}, {a['lat']:.5f})  score {a['score_max']:.1f}  {a['description']}")
+    if summary.get("site_state"):
+        print(f"site observation: {summary['site_state']['text']}")
+    for c in summary.get("deliveries") or []:
+        print(f"  channel {c['channel']}: {c['sent']} sent, {c['skipped']} already sent, {c['failed']} failed"
+              + (f" -- {c['error']}" if c.get("error") else ""))
     for r in summary["scenes_rejected"]:
         print(f"  REJECTED {r['scene_id']}: {r['error']}")
     quarantined = summary.get("scenes_quarantined") or []
@@ -158,22 +167,154 @@ def cmd_run(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """``sitewatch alerts [list|ack|close] [ID]``: list a site's alerts from its feed, or
+    acknowledge / close one (stored as an action the flow also applies, and in the feed's history)."""
+    import datetime as dt
+
+    from sitewatch import alerts as alert_lib
+    from sitewatch import publish
+
+    for name in ("since", "until"):
+        v = getattr(args, name)
+        try:
+            v and dt.date.fromisoformat(v[:10])
+        except ValueError:
+            print(f"error: --{name} got {v!r}; expected a date YYYY-MM-DD", file=sys.stderr)
+            return 2
+    if args.action == "list" and args.alert_id:
+        print(f"error: 'alerts list' takes no alert id (got {args.alert_id!r}); use --status/--since/--until", file=sys.stderr)
+        return 2
+    if args.action in ("ack", "close") and not args.alert_id:
+        print(f"error: 'alerts {args.action}' needs an alert id", file=sys.stderr)
+        return 2
+    sites = _load_sites(args.config)
+    if sites is None:
+        return 2
+    if args.site is None and len(sites) != 1:
+        print(f"error: {args.config} has {len(sites)} sites {[s.name for s in sites]!r}; expected --site NAME", file=sys.stderr)
+        return 2
+    cfg = next((s for s in sites if args.site in (None, s.name)), None)
+    if cfg is None:
+        print(f"error: no site named {args.site!r} in {args.config}", file=sys.stderr)
+        return 2
+    root, so = cfg.to_site().alerts_url, (cfg.storage_options or None)
+    try:
+        alerts = publish.read_feed(root, so)
+        if args.action == "list":
+            chosen = alert_lib.filter_alerts(alerts, args.status, args.since, args.until)
+            if args.json:
+                print(json.dumps([a.to_feature() for a in chosen], indent=2, default=str))
+                return 0
+            print(f"{len(chosen)} of {len(alerts)} alert(s) at site {cfg.name} ({publish.feed_url(root)})")
+            for a in chosen:
+                print(f"  {a.id}  {a.status:<12} conf {a.confidence:.2f}  {a.first_seen} .. {a.last_seen}  "
+                      f"{a.area_m2:>9,.0f} m2  ({a.lon:.5f}, {a.lat:.5f})  {a.direction}")
+            return 0
+        match = next((a for a in alerts if a.id == args.alert_id), None)
+        if match is None:
+            print(f"error: no alert {args.alert_id!r} at site {cfg.name} ({publish.feed_url(root)})", file=sys.stderr)
+            return 1
+        if not match.is_open:
+            print(f"error: alert {match.id} is already closed ({match.closed_reason}); nothing to {args.action}", file=sys.stderr)
+            return 1
+        action = alert_lib.UserAction(match.id, args.action, alert_lib.utc_now(), by=args.by or os.environ.get("USER", ""),
+                                      note=args.note or "")
+        publish.record_action(root, action, so)  # first: a flow running now applies it on its next merge
+        updated = alert_lib.apply_action(match, action, cfg.alerts.to_params())
+        publish.write_feed(root, cfg.name, [updated if a.id == match.id else a for a in publish.read_feed(root, so)], so)
+        print(f"alert {updated.id}: {match.status} -> {updated.status} (recorded in its history, update {updated.update_seq})")
+        return 0
+    except (OSError, ValueError) as exc:
+        from sitewatch.io.store import redact
+
+        print(f"error: site {cfg.name}: {redact(str(exc))}", file=sys.stderr)
+        return 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     sites = _load_sites(args.config)
     if sites is None:
         return 2
-    from flows.deployments import serve_sites
+    from flows.deployments import parse_groups, serve_sites
+
+    try:
+        groups = parse_groups(args.group or [], sites)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     if not os.environ.get("PREFECT_API_URL"):
         _say("PREFECT_API_URL is not set: start a server with `prefect server start` and export "
              "PREFECT_API_URL=http://127.0.0.1:4200/api, so scheduled and UI runs have somewhere to live")
-    serve_sites(sites, cron=args.cron, name=args.name)
+    serve_sites(sites, cron=args.cron, name=args.name, groups=groups or None)
     return 0
 
 
+def cmd_stack(args: argparse.Namespace) -> int:
+    from flows import stack
+
+    try:
+        if args.action == "up":
+            spec = stack.StackSpec(workers=args.workers, threads_per_worker=args.threads)
+            st = stack.up(args.dir, spec, timeout=args.timeout, say=_say)
+            env = stack.env_path(st["folder"])
+            print(f"stack up in {st['folder']}")
+            for name, svc in st["services"].items():
+                print(f"  {name:<15} pid {svc['pid']:<8} {svc.get('url', '')}")
+            print(f"environment: {env}\n  sitewatch run --stack {st['folder']} --config sites.yaml"
+                  f"   (or: export SITEWATCH_STACK_DIR={st['folder']}; or: set -a; . {env}; set +a)")
+            return 0
+        if args.action == "down":
+            for name, what in stack.down(args.dir, timeout=args.timeout).items():
+                print(f"  {name:<15} {what}")
+            return 0
+        rows = stack.status(args.dir)
+        for name, r in rows.items():
+            state = "healthy" if r["healthy"] else ("running, not answering" if r["running"] else "stopped")
+            print(f"  {name:<15} pid {r['pid']:<8} {state:<24} {r['url']}")
+        return 0 if all(r["healthy"] for r in rows.values()) else 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except stack.StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _use_stack(argv: list[str] | None) -> int | None:
+    """Before Prefect is imported: load a running local stack's environment (``--stack DIR``,
+    ``SITEWATCH_STACK_DIR``, or ``./.sitewatch-stack``) for the commands that run flows."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("cmd", nargs="?")
+    pre.add_argument("--stack")
+    known, _ = pre.parse_known_args(argv)
+    if known.cmd not in ("demo", "run", "serve"):
+        return None
+    from flows import stack
+
+    try:
+        used = stack.apply_env(known.stack)
+    except stack.StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if used:
+        _say(f"using the local stack in {used}: Prefect {os.environ.get('PREFECT_API_URL')}, "
+             f"Dask {os.environ.get('SITEWATCH_DASK_ADDRESS')}, S3 {os.environ.get('AWS_ENDPOINT_URL')}")
+    return None
+
+
+EPILOG = ("exit codes: 0 ok; 1 a run failed (a flow ended Failed, a stack did not start); "
+          "2 usage or configuration error")
+
+
 def main(argv: list[str] | None = None) -> int:
+    rc = _use_stack(argv)
+    if rc is not None:
+        return rc
     _quiet_env()
-    p = argparse.ArgumentParser(prog="sitewatch", description="Watch sites in satellite imagery and raise alerts on change.")
+    p = argparse.ArgumentParser(prog="sitewatch", description="Watch sites in satellite imagery and raise alerts on change.",
+                                epilog=EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="generate a synthetic Khmeimim time series and run the whole pipeline on it")
     d.add_argument("--workdir", required=True, help="folder for scenes, cube, alerts and summary.json")
@@ -192,11 +333,41 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--site", action="append", help="only this site (repeatable)")
     r.add_argument("--summary", help="write the run summaries as JSON here")
     r.set_defaults(fn=cmd_run)
+    al = sub.add_parser("alerts", help="list a site's alerts, or acknowledge / close one by id "
+                        "(exit 0 ok, 1 not found or failed, 2 bad usage)")
+    al.add_argument("action", nargs="?", default="list", choices=["list", "ack", "close"],
+                    help="list (default), ack ID or close ID")
+    al.add_argument("alert_id", nargs="?", metavar="ID", help="alert id (ack, close)")
+    al.add_argument("--config", required=True)
+    al.add_argument("--site", help="site name (needed when the config has several sites)")
+    al.add_argument("--status", choices=["open", "first", "provisional", "confirmed", "acknowledged", "closed"])
+    al.add_argument("--since", metavar="DATE", help="only alerts last seen on or after DATE (YYYY-MM-DD)")
+    al.add_argument("--until", metavar="DATE", help="only alerts first seen on or before DATE (YYYY-MM-DD)")
+    al.add_argument("--json", action="store_true", help="print the alerts as GeoJSON features")
+    al.add_argument("--by", help="who acknowledges or closes (default $USER)")
+    al.add_argument("--note", help="a note kept in the alert's history")
+    al.set_defaults(fn=cmd_alerts)
     s = sub.add_parser("serve", help="serve a scheduled monitor deployment per site (Prefect serve)")
     s.add_argument("--config", required=True)
     s.add_argument("--cron", default="0 */6 * * *", help="cron schedule (default every 6 hours)")
     s.add_argument("--name", default="scheduled", help="deployment name suffix")
+    s.add_argument("--group", action="append", metavar="NAME=SITE[,SITE...]",
+                   help="serve one scheduled deployment per site group instead of one per site (repeatable); "
+                   "a backfill deployment per site is served either way")
     s.set_defaults(fn=cmd_serve)
+    k = sub.add_parser("stack", help="start, check or stop a local stack: Prefect server, Dask scheduler and "
+                       "workers, S3 (moto) on 127.0.0.1", epilog=EPILOG)
+    k.add_argument("action", choices=["up", "status", "down"], help="up: start and wait until healthy; status: "
+                   "which services run and answer (exit 1 if any does not); down: terminate, wait, kill")
+    k.add_argument("--dir", default=".sitewatch-stack", help="stack folder: state.json, stack.env, logs/ "
+                   "(default ./.sitewatch-stack)")
+    k.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    k.add_argument("--threads", type=int, default=1, help="threads per Dask worker (default 1)")
+    k.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each service (default 120)")
+    k.set_defaults(fn=cmd_stack)
+    for sp in (d, r, s):
+        sp.add_argument("--stack", metavar="DIR", help="use the local stack in DIR (see 'sitewatch stack'); "
+                        "default: $SITEWATCH_STACK_DIR, or ./.sitewatch-stack when a stack runs there")
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
 
