@@ -115,3 +115,90 @@ def test_serve_creates_scheduled_deployment_and_runs_ad_hoc(tmp_path, prefect_se
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# ---------------------------------------------------------------- sitewatch alerts (fast: a feed written by the library)
+
+def _alert_site(tmp_path) -> tuple[Path, list]:
+    from sitewatch import publish
+    from sitewatch.alerts import merge
+    from sitewatch.analysis import Detection
+
+    def det(scene, date, bbox, direction="brighter"):
+        r0, c0, r1, c1 = bbox
+        return Detection(scene_id=scene, time=f"{date}T08:30:00Z", area_m2=4900.0, lon=35.95, lat=35.4, row=(r0 + r1) / 2,
+                         col=(c0 + c1) / 2, bbox_pixels=bbox, score_mean=8.0, score_max=12.0, direction=direction,
+                         delta_brightness=0.1, polygon={"type": "Polygon", "coordinates": [[[35.95, 35.4], [35.951, 35.4], [35.951, 35.401], [35.95, 35.4]]]})
+
+    dets = [det(f"S{k}", f"2026-03-{1 + 2 * k:02d}", (100, 150, 107, 157)) for k in range(3)] + [det("T1", "2026-04-20", (10, 10, 20, 20), "darker")]
+    alerts, _, _ = merge("port", [], dets)
+    store = tmp_path / "store"
+    publish.write_feed(str(store / "port" / "alerts"), "port", alerts)
+    cfg = tmp_path / "sites.yaml"
+    cfg.write_text(f"sites:\n  - name: port\n    bbox: [35.8, 34.8, 35.9, 34.9]\n    source: {tmp_path / 'scenes'}\n    store: {store}\n"
+                   f"  - name: other\n    bbox: [35.8, 34.8, 35.9, 34.9]\n    source: s\n    store: {store}\n")
+    return cfg, alerts
+
+
+def test_alerts_list_filters_and_json(tmp_path, capsys):
+    cfg, alerts = _alert_site(tmp_path)
+    assert main(["alerts", "--config", str(cfg), "--site", "port"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 alert(s) at site port" in out and all(a.id in out for a in alerts)
+    assert main(["alerts", "list", "--config", str(cfg), "--site", "port", "--status", "confirmed", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [f["id"] for f in got] == [alerts[0].id] and got[0]["properties"]["status"] == "confirmed"
+    assert main(["alerts", "--config", str(cfg), "--site", "port", "--since", "2026-04-01", "--json"]) == 0
+    assert [f["id"] for f in json.loads(capsys.readouterr().out)] == [alerts[1].id]
+    assert main(["alerts", "--config", str(cfg), "--site", "port", "--until", "2026-03-31", "--json"]) == 0
+    assert [f["id"] for f in json.loads(capsys.readouterr().out)] == [alerts[0].id]
+    # a site without a feed yet: no alerts
+    assert main(["alerts", "--config", str(cfg), "--site", "other"]) == 0
+    assert "0 of 0 alert(s)" in capsys.readouterr().out
+
+
+def test_alerts_ack_and_close(tmp_path, capsys):
+    from sitewatch import publish
+    from sitewatch.alerts import merge
+
+    cfg, alerts = _alert_site(tmp_path)
+    root = str(tmp_path / "store" / "port" / "alerts")
+    aid = alerts[0].id
+    assert main(["alerts", "ack", aid, "--config", str(cfg), "--site", "port", "--by", "ana", "--note", "checked"]) == 0
+    assert f"alert {aid}: confirmed -> acknowledged" in capsys.readouterr().out
+    a = next(x for x in publish.read_feed(root) if x.id == aid)
+    assert a.status == "acknowledged" and a.history[-1]["by"] == "ana" and a.history[-1]["note"] == "checked"
+    # stored as an action too: a merge from the feed as it was before (a flow running meanwhile) applies it
+    acts = publish.read_actions(root)
+    assert len(acts) == 1 and merge("port", alerts, [], actions=acts)[0][0].status == "acknowledged"
+    assert main(["alerts", "close", aid, "--config", str(cfg), "--site", "port"]) == 0
+    assert next(x for x in publish.read_feed(root) if x.id == aid).status == "closed"
+    capsys.readouterr()
+    assert main(["alerts", "close", aid, "--config", str(cfg), "--site", "port"]) == 1
+    assert "already closed" in capsys.readouterr().err
+    assert main(["alerts", "--config", str(cfg), "--site", "port", "--status", "closed", "--json"]) == 0
+    assert [f["id"] for f in json.loads(capsys.readouterr().out)] == [aid]
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["alerts", "ack", "port-20990101-r00001c00001", "--site", "port"], 1, ["no alert 'port-20990101-r00001c00001'"]),
+    (["alerts", "ack", "--site", "port"], 2, ["needs an alert id"]),
+    (["alerts", "list", "X", "--site", "port"], 2, ["takes no alert id"]),
+    (["alerts", "--site", "port", "--since", "yesterday"], 2, ["--since got 'yesterday'"]),
+    (["alerts", "--site", "nope"], 2, ["no site named 'nope'"]),
+    (["alerts"], 2, ["2 sites", "--site"]),
+])
+def test_alerts_bad_usage_and_not_found(tmp_path, capsys, argv, code, words):
+    cfg, _ = _alert_site(tmp_path)
+    assert main(argv + ["--config", str(cfg)]) == code
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_alerts_argparse_errors_exit_2(tmp_path, capsys):
+    cfg, _ = _alert_site(tmp_path)
+    for argv in (["alerts", "delete", "X", "--config", str(cfg)], ["alerts", "--config", str(cfg), "--status", "opne"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
