@@ -55,6 +55,7 @@ class IRMADParams:
     quantile: float = 0.999
     min_pixels: int = 100
     reg: float = 0.0
+    min_no_change: float = 0.5
 
     def __post_init__(self) -> None:
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
@@ -65,6 +66,8 @@ class IRMADParams:
             raise ValueError(f"IR-MAD quantile got {self.quantile!r}; expected in (0, 1)")
         if self.min_pixels < 1:
             raise ValueError(f"IR-MAD min_pixels got {self.min_pixels!r}; expected >= 1")
+        if not 0 <= self.min_no_change < 1:
+            raise ValueError(f"IR-MAD min_no_change got {self.min_no_change!r}; expected in [0, 1)")
         if not self.reg >= 0:
             raise ValueError(f"IR-MAD reg got {self.reg!r}; expected >= 0")
 
@@ -85,6 +88,7 @@ class IRMADFit:
     pixels: int
     weight: float
     chi2_scale: float = 1.0
+    collapsed: bool = False
 
     @property
     def sigma(self) -> np.ndarray:
@@ -186,21 +190,39 @@ def _iterate(moments_of, p: int, params: IRMADParams) -> IRMADFit:
     if n < need:
         raise ValueError(f"IR-MAD: got {n} usable pixels; expected at least {need} (valid, in `use`, finite in every band)")
     fit = cca(mom, p, params.reg, 1, False, n)
-    done = False
+    done = collapsed = False
     for it in range(2, params.max_iter + 1):
         mom, _ = moments_of(fit)
-        if mom[0] <= 0:
-            raise ValueError("IR-MAD: every usable pixel got zero no-change weight; expected some unchanged pixels")
+        if mom[0] < params.min_no_change * n * _gauss_state(p, it)[1] or mom[0] <= 0:
+            collapsed = True
+            break
         new = cca(mom, p, params.reg, it, False, n)
         done = float(np.max(np.abs(new.rho - fit.rho))) < params.tol
         fit = new
         if done:
             break
-    return IRMADFit(fit.mean_x, fit.mean_y, fit.a, fit.b, fit.rho, fit.iterations, fit.iterations < params.max_iter or done,
-                    n, fit.weight, consistency(p, fit.iterations))
+    converged = done or (not collapsed and fit.iterations < params.max_iter)
+    return IRMADFit(fit.mean_x, fit.mean_y, fit.a, fit.b, fit.rho, fit.iterations, converged,
+                    n, fit.weight, consistency(p, fit.iterations), collapsed)
 
 
 @functools.lru_cache(maxsize=256)
+def _gauss_state(p: int, iterations: int) -> tuple[float, float]:
+    """``(k_n, e_n)`` for Gaussian no-change pixels after ``n`` iterations: the covariance
+    shrink factor (see :func:`consistency`) and the mean weight of the fit of iteration ``n``
+    (the weights used to compute iteration ``n + 1``... as ``E[P(chi-square(p) > z / k_{n-1})]``
+    with ``k_0 = 1``: ``e_2`` is the mean weight after the first, unweighted fit)."""
+    # Expectations over z ~ chi-square(p) as means over its quantiles at 50000 midpoints.
+    u = (np.arange(50_000) + 0.5) / 50_000
+    z = scipy.special.chdtri(p, u)
+    k, e = 1.0, 1.0
+    for _ in range(iterations - 1):
+        w = scipy.special.chdtrc(p, z / k)
+        e = float(w.mean())
+        k = float((w * z).mean() / (p * e))
+    return k, e
+
+
 def consistency(p: int, iterations: int) -> float:
     """Factor ``k_n`` that makes chi2 ~ chi-square(p) on Gaussian no-change pixels after ``n``
     iterations. Weighting by the no-change probability down-weights the tails, so each weighted
@@ -209,17 +231,7 @@ def consistency(p: int, iterations: int) -> float:
     for p = 4, so uncorrected chi2 would be ~3x too large and flag ~20 % of unchanged pixels at
     the 0.999 quantile). Multiplying the fitted chi2 by ``k_n`` restores the nominal false-alarm
     rate."""
-    # Expectations over z ~ chi-square(p) as means over its quantiles at 50000 midpoints.
-    u = (np.arange(50_000) + 0.5) / 50_000
-    z = scipy.special.chdtri(p, u)
-    k = 1.0
-    for _ in range(iterations - 1):
-        w = scipy.special.chdtrc(p, z / k)
-        k_new = float((w * z).mean() / (p * w.mean()))
-        if abs(k_new - k) < 1e-12:
-            break
-        k = k_new
-    return float(k)
+    return _gauss_state(p, min(iterations, 400))[0]
 
 
 def apply_fit_np(x: np.ndarray, y: np.ndarray, use: np.ndarray | None, fit: IRMADFit, quantile: float = 0.999

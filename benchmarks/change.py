@@ -1,0 +1,535 @@
+"""Change detection: quality per method on perturbed synthetic series and real data, and speed (issue 6).
+
+    python -m benchmarks.change [--quick] [--seeds 61 62 63 64] [--size 384] [--dates 18]
+                                [--speed-size 4096] [--speed-dates 30] [--chunk 1024] [--skip-speed] [--skip-quality]
+
+**Methods**, each producing a change mask for date ``i``:
+
+* ``baseline`` -- the pipeline's temporal baseline: ``robust_baseline`` (median/MAD) of the 8
+  dates before ``i`` over their clear pixels, then ``change`` (gain/offset fit, RMS z-score >
+  threshold), default ``ChangeParams``;
+* ``cva-otsu`` / ``cva-gmm`` -- CVA magnitude of date ``i`` against the *reference date* (the most
+  recent earlier date with at least 50 % clear pixels), Otsu / Gaussian-mixture threshold;
+* ``irmad`` -- IR-MAD between the same two dates, change at the 0.999 chi-square quantile;
+* ``irmad-norm+cva-otsu`` -- date ``i`` normalised to the reference on IR-MAD pseudo-invariant
+  pixels (no-change probability > 0.95), then CVA-Otsu.
+
+**Clear masks**: the generator's truth (valid and not cloud and not shadow), so the change
+methods are scored apart from mask errors (benchmarks/masks.py scores the masks).
+
+**Synthetic perturbations** on top of the generator's own (per-date gain 0.93-1.07, offset
++-150 DN, noise, clouds, shadows, swath edges), per date from its own random stream: sub-pixel
+misregistration (``scipy.ndimage.shift``, linear, dy and dx uniform in [-0.5, 0.5] px; the
+valid area shrinks to pixels whose shifted footprint was fully valid), haze on about half of the
+dates (additive, a linear ramp across a random half of the site, up to 150-500 DN in blue
+falling to 8 % of that in swir22), then an extra gain (0.85-1.15, common factor x per-band
++-3 %) and offset (+-300 DN) per band.
+
+**Scoring**, dates ``i >= 5`` (the first event date) that have a reference date, pooled over dates
+and seeds, over pixels clear on both dates: the truth is the union of the footprints of events
+starting in (reference, i]. Footprints of events starting in the 8 dates before that (old
+changes the temporal baseline may still report) are left out of the scoring for every method
+(neither right nor wrong). Objects: 8-connected components of the change mask with >= 4 px; an
+object is correct if it overlaps a truth footprint (objects lying only on left-out pixels are
+not counted); an event (>= 4 px) is found if an object overlaps it.
+
+Writes benchmarks/results/change.md and change.json (``--quick``: change-quick.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from ._metrics import Counts, fmt
+from .masks import SHARED, _cores, _cpu_s, _git, _json_safe, _lazy_tiled, _maxrss_mb, _rss_now_mb
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).resolve().parent / "results"
+
+TARGETS = {"pixel_f1": 0.85, "object_recall": 0.9, "object_precision": 0.9, "default_minus_cva_otsu_f1": 0.15}
+DEFAULT_METHOD = "baseline"
+METHODS = ("baseline", "cva-otsu", "cva-gmm", "irmad", "irmad-norm+cva-otsu")
+WINDOW = 8
+MIN_EVENT_PX = 4
+REF_CLEAR = 0.5
+SEEDS_NOTE = ("tests use synthetic seeds 0-25 and 42 (grep of tests/); benchmarks/quality.py 21-24, benchmarks/masks.py 41-45; "
+              "this benchmark 61-64")
+
+
+# ------------------------------------------------------------------------------ methods
+
+def _da(bands: np.ndarray, names) -> xr.DataArray:
+    return xr.DataArray(bands, dims=("band", "y", "x"), coords={"band": list(names)})
+
+
+def run_baseline(history: np.ndarray, hist_clear: np.ndarray, scene: np.ndarray, clear: np.ndarray, names) -> np.ndarray:
+    """The pipeline's temporal-baseline change mask (``history`` ``(t, band, y, x)``)."""
+    from sitewatch.kernels.baseline import robust_baseline
+    from sitewatch.kernels.change import ChangeParams, change
+
+    stack = xr.DataArray(history, dims=("time", "band", "y", "x"), coords={"band": list(names)})
+    base = robust_baseline(stack, xr.DataArray(hist_clear, dims=("time", "y", "x")))
+    ds = xr.Dataset({b: (("y", "x"), scene[k]) for k, b in enumerate(names)})
+    out, _ = change(ds, xr.DataArray(clear, dims=("y", "x")), base, list(names), ChangeParams())
+    return out["change"].values
+
+
+def run_pair(method: str, before: np.ndarray, after: np.ndarray, use: np.ndarray, names) -> tuple[np.ndarray, dict]:
+    from sitewatch.kernels.cva import CVAParams, cva
+    from sitewatch.kernels.irmad import IRMADParams, irmad
+    from sitewatch.kernels.normalise import normalise_to
+
+    b, a, u = _da(before, names), _da(after, names), xr.DataArray(use, dims=("y", "x"))
+    if method in ("cva-otsu", "cva-gmm"):
+        out = cva(b, a, u, CVAParams(method=method.split("-")[1]))
+        return out["change"].values, {"threshold": out.attrs["threshold"]}
+    if method == "irmad":
+        ds, fit = irmad(b, a, u, IRMADParams())
+        return ds["change"].values, {"iterations": fit.iterations, "converged": fit.converged}
+    if method == "irmad-norm+cva-otsu":
+        norm, nfit, _ = normalise_to(a, b, u)
+        out = cva(b, norm, u, CVAParams(method="otsu"))
+        return out["change"].values, {"threshold": out.attrs["threshold"], "pifs": nfit.pixels}
+    raise ValueError(f"method got {method!r}; expected one of {METHODS!r}")
+
+
+# ------------------------------------------------------------------------------ scoring
+
+class Score:
+    def __init__(self) -> None:
+        self.px = Counts()
+        self.obj_ok = 0
+        self.obj_wrong = 0
+        self.events = 0
+        self.found = 0
+        self.seconds = 0.0
+
+    def add(self, pred: np.ndarray, truth_events: list[np.ndarray], ignore: np.ndarray, scored: np.ndarray) -> None:
+        from scipy import ndimage
+
+        truth = np.zeros(pred.shape, bool)
+        for m in truth_events:
+            truth |= m
+        region = scored & ~(ignore & ~truth)
+        pred = pred & region
+        self.px.add(pred, truth, region)
+        labels, n = ndimage.label(pred, structure=np.ones((3, 3), bool))
+        if n:
+            area = np.bincount(labels.ravel(), minlength=n + 1)
+            hit_truth = np.zeros(n + 1, bool)
+            hit_truth[np.unique(labels[truth])] = True
+            hit_ignore = np.zeros(n + 1, bool)
+            hit_ignore[np.unique(labels[ignore])] = True
+            for k in range(1, n + 1):
+                if area[k] < MIN_EVENT_PX:
+                    continue
+                if hit_truth[k]:
+                    self.obj_ok += 1
+                elif not hit_ignore[k]:
+                    self.obj_wrong += 1
+        big = labels * (np.bincount(labels.ravel(), minlength=n + 1) >= MIN_EVENT_PX)[labels] if n else labels
+        for m in truth_events:
+            if m.sum() < MIN_EVENT_PX:
+                continue
+            self.events += 1
+            self.found += int(bool((big[m] > 0).any()))
+
+    def to_dict(self) -> dict:
+        op = self.obj_ok / (self.obj_ok + self.obj_wrong) if self.obj_ok + self.obj_wrong else math.nan
+        orc = self.found / self.events if self.events else math.nan
+        return {"pixel": self.px.to_dict(), "objects_correct": self.obj_ok, "objects_wrong": self.obj_wrong,
+                "object_precision": op, "events": self.events, "events_found": self.found, "object_recall": orc,
+                "seconds": round(self.seconds, 2)}
+
+
+# ------------------------------------------------------------------------------ synthetic
+
+def perturb(bands: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Misregistration, haze and extra gain/offset (see the module docstring); uint16 out."""
+    from scipy import ndimage
+
+    nb, h, w = bands.shape
+    dy, dx = rng.uniform(-0.5, 0.5, 2)
+    fill = np.where(valid, bands, 0).astype(np.float32)
+    # Fill nodata with the band mean so interpolation near the swath edge does not pull in zeros.
+    for k in range(nb):
+        fill[k][~valid] = fill[k][valid].mean() if valid.any() else 0
+    out = np.stack([ndimage.shift(fill[k], (dy, dx), order=1, mode="nearest") for k in range(nb)])
+    v = ndimage.shift(valid.astype(np.float32), (dy, dx), order=1, mode="nearest") > 0.999
+    info: dict[str, Any] = {"shift": [round(float(dy), 3), round(float(dx), 3)]}
+    if rng.uniform() < 0.5:
+        amp = rng.uniform(150, 500)
+        ang = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        t = ((yy - h / 2) * np.sin(ang) + (xx - w / 2) * np.cos(ang)) / (0.5 * max(h, w))
+        ramp = np.clip(t, 0, 1).astype(np.float32)
+        shape = np.array([1.0, 0.8, 0.6, 0.35, 0.15, 0.08][:nb], np.float32)
+        out += amp * shape[:, None, None] * ramp[None]
+        info["haze_blue_dn"] = round(float(amp), 1)
+    gain = rng.uniform(0.85, 1.15) * rng.uniform(0.97, 1.03, nb)
+    offset = rng.uniform(-300, 300, nb)
+    out = out * gain[:, None, None].astype(np.float32) + offset[:, None, None].astype(np.float32)
+    out = np.clip(np.rint(out), 1, 65535).astype(np.uint16)
+    out[:, ~v] = 0
+    info["gain"] = [round(float(g), 3) for g in gain]
+    info["offset"] = [round(float(o), 1) for o in offset]
+    return out, v, info
+
+
+def synthetic_quality(seeds: list[int], size: int, dates: int, methods=METHODS, perturbed: bool = True) -> dict:
+    from sitewatch.synthetic import BANDS, FIRST_EVENT_INDEX, SyntheticSpec, generate_series
+
+    scores = {m: Score() for m in methods}
+    per_seed: list[dict] = []
+    extras: dict[str, list] = {m: [] for m in methods}
+    for seed in seeds:
+        series = generate_series(SyntheticSpec(width=size, height=size, n_dates=dates, seed=seed))
+        bands, clear, perturbation = [], [], []
+        for i in range(len(series)):
+            sc = series.scene(i)
+            if perturbed:
+                b, v, info = perturb(sc.bands, sc.valid, np.random.default_rng([seed, 6, i]))
+            else:
+                b, v, info = sc.bands, sc.valid, {}
+            bands.append(b)
+            clear.append(v & ~sc.cloud & ~sc.shadow)
+            perturbation.append(info)
+        bands_a, clear_a = np.stack(bands), np.stack(clear)
+        frac = clear_a.reshape(len(series), -1).mean(1)
+        seed_scores = {m: Score() for m in methods}
+        for i in range(FIRST_EVENT_INDEX, len(series)):
+            refs = [j for j in range(i) if frac[j] >= REF_CLEAR]
+            if not refs or frac[i] == 0:
+                continue
+            j = refs[-1]
+            use = clear_a[i] & clear_a[j]
+            truth_events = [ev.mask(series.grid.shape) for ev in series.events if j < ev.date_index <= i]
+            ignore = np.zeros(use.shape, bool)
+            for ev in series.events:
+                if j - WINDOW < ev.date_index <= j:
+                    ignore |= ev.mask(series.grid.shape)
+            for m in methods:
+                t0 = time.perf_counter()
+                if m == "baseline":
+                    h0 = max(0, i - WINDOW)
+                    pred = run_baseline(bands_a[h0:i], clear_a[h0:i], bands_a[i], clear_a[i], BANDS)
+                    scored = use  # the same pixels for every method
+                    info: dict = {}
+                else:
+                    pred, info = run_pair(m, bands_a[j], bands_a[i], use, BANDS)
+                    scored = use
+                dt_ = time.perf_counter() - t0
+                for s in (scores[m], seed_scores[m]):
+                    s.add(np.asarray(pred, bool), truth_events, ignore, scored)
+                    s.seconds += dt_
+                if info:
+                    extras[m].append({"seed": seed, "date": i, "ref": j, **info})
+        per_seed.append({"seed": seed, "perturbation": perturbation, "clear_fraction": [round(float(f), 3) for f in frac],
+                         "events": [f"{ev.kind}@{ev.date_index} ({ev.area_px} px)" for ev in series.events],
+                         "methods": {m: seed_scores[m].to_dict() for m in methods}})
+        print(f"seed {seed}: " + ", ".join(f"{m} F1 {fmt(seed_scores[m].px.prf()['f1'])}" for m in methods), flush=True)
+    return {"pooled": {m: scores[m].to_dict() for m in methods}, "per_seed": per_seed, "method_info": extras}
+
+
+# ------------------------------------------------------------------------------ real data
+
+def _real_series(name: str, stack: np.ndarray, clear: np.ndarray, names, dates: list[str], methods=METHODS) -> dict:
+    """Alerts on real series where no change is known: every changed pixel / object counts as a
+    false alarm unless shown otherwise."""
+    from scipy import ndimage
+
+    n = stack.shape[0]
+    frac = clear.reshape(n, -1).mean(1)
+    res: dict[str, Any] = {"dataset": name, "dates": n, "shape": list(stack.shape[2:]), "methods": {}}
+    for m in methods:
+        rows = []
+        for i in range(1, n):
+            if frac[i] < 0.3:
+                continue
+            refs = [j for j in range(i) if frac[j] >= REF_CLEAR]
+            if not refs:
+                continue
+            j = refs[-1]
+            use = clear[i] & clear[j]
+            try:
+                if m == "baseline":
+                    h0 = max(0, i - WINDOW)
+                    pred = run_baseline(stack[h0:i], clear[h0:i], stack[i], clear[i], names) & use
+                else:
+                    pred = run_pair(m, stack[j], stack[i], use, names)[0]
+            except ValueError as exc:
+                rows.append({"date": dates[i], "ref": dates[j], "error": str(exc)})
+                continue
+            labels, k = ndimage.label(pred, structure=np.ones((3, 3), bool))
+            area = np.bincount(labels.ravel())[1:] if k else np.zeros(0, int)
+            rows.append({"date": dates[i], "ref": dates[j], "scored_px": int(use.sum()), "changed_px": int(pred.sum()),
+                         "changed_fraction": float(pred.sum() / max(1, use.sum())), "alerts": int((area >= MIN_EVENT_PX).sum())})
+        ok = [r for r in rows if "error" not in r]
+        res["methods"][m] = {"pairs": len(ok), "errors": len(rows) - len(ok), "alerts": sum(r["alerts"] for r in ok),
+                             "changed_fraction_mean": float(np.mean([r["changed_fraction"] for r in ok])) if ok else math.nan,
+                             "rows": rows}
+    return res
+
+
+def colorado() -> dict | None:
+    import rasterio
+
+    root = SHARED / "landsat-colorado-timeseries"
+    if not (root / "dates.csv").exists():
+        return None
+    rows = list(csv.DictReader(open(root / "dates.csv")))
+    stack, clear, dates = [], [], []
+    for r in rows:
+        sid = r["scene"]
+        bands = []
+        for k in ("b3", "b4", "b5"):
+            with rasterio.open(root / sid / f"{sid}_{k}.tif") as f:
+                bands.append(f.read(1))
+        with rasterio.open(root / sid / f"{sid}_fmask.tif") as f:
+            fm = f.read(1)
+        b = np.stack(bands).astype(np.int32)
+        valid = np.all(b != -9999, axis=0) & np.all(b > 0, axis=0)
+        stack.append(np.where(valid, b, 0).clip(0, 65535).astype(np.uint16))
+        clear.append(valid & (fm == 0))
+        dates.append(r.get("date", sid))
+    return _real_series("landsat-colorado (red, nir, swir16; clear = Fmask 0 and all bands valid)", np.stack(stack), np.stack(clear),
+                        ["red", "nir", "swir16"], dates)
+
+
+def slovenia() -> dict | None:
+    f = SHARED / "sentinel2-slovenia-patch" / "bands_5dates_chronological.npz"
+    if not f.exists():
+        return None
+    z = np.load(f)
+    names = [str(b) for b in z["band_names"]]
+    pick = ["B02", "B03", "B04", "B08", "B11", "B12"]
+    b = z["bands"][..., [names.index(p) for p in pick]]  # (t, h, w, 6) TOA reflectance
+    valid = np.all(np.isfinite(b) & (b > 0), axis=-1)
+    stack = np.moveaxis(np.clip(np.rint(np.nan_to_num(b) * 1e4), 1, 65535).astype(np.uint16), -1, 1)
+    clear = valid & ~z["clm"][..., 0].astype(bool)
+    return _real_series("sentinel2-slovenia (TOA B02 B03 B04 B08 B11 B12 x 1e4; clear = not s2cloudless clm)", stack, clear,
+                        ["blue", "green", "red", "nir", "swir16", "swir22"], [str(t) for t in z["timestamps"]])
+
+
+# ------------------------------------------------------------------------------ speed
+
+def _make_tile(tiledir: Path, tile: int, seed: int) -> str:
+    from sitewatch.synthetic import SyntheticSpec, generate_series
+
+    series = generate_series(SyntheticSpec(width=tile, height=tile, n_dates=12, seed=seed, cloudy_fraction=0.0))
+    sc = [series.scene(i) for i in range(len(series))]
+    np.savez(tiledir / "tile.npz", bands=np.stack([s.bands for s in sc]), valid=np.stack([s.valid for s in sc]))
+    return f"{tile} x {tile} px synthetic series (seed {seed}, 12 cloud-free dates), tiled (wrapped) to N x N; date t of the site = tile date t mod 12"
+
+
+def _worker(method: str, n: int, dates: int, chunk: int, tiledir: Path) -> dict:
+    import dask
+
+    from sitewatch.synthetic import BANDS
+
+    cores = _cores()
+    dask.config.set(scheduler="threads", num_workers=cores)
+    t = np.load(tiledir / "tile.npz")
+    tb, tv = t["bands"], t["valid"]
+    nt = tb.shape[0]
+
+    def date(k: int) -> xr.DataArray:
+        return xr.DataArray(_lazy_tiled(tb[k % nt], n, chunk), dims=("band", "y", "x"), coords={"band": list(BANDS)})
+
+    def valid(k: int) -> xr.DataArray:
+        return xr.DataArray(_lazy_tiled(tv[k % nt], n, chunk), dims=("y", "x"))
+
+    new = dates - 1
+    info: dict[str, Any] = {"method": method, "size": n, "dates": dates, "chunk": chunk, "cores": cores}
+    if method == "baseline":
+        from sitewatch.kernels.baseline import robust_baseline
+        from sitewatch.kernels.change import ChangeParams, change
+
+        hist = list(range(max(0, new - WINDOW), new))
+        info["dates_read"] = len(hist) + 1
+
+        def run():
+            stack = xr.concat([date(k) for k in hist], dim="time")
+            clear = xr.concat([valid(k) for k in hist], dim="time")
+            base = robust_baseline(stack, clear)
+            scene = xr.Dataset({b: date(new).sel(band=b, drop=True) for b in BANDS})
+            out, _ = change(scene, valid(new), base, list(BANDS), ChangeParams())
+            return np.asarray(out["change"].data.compute())
+    else:
+        b, a, u = date(new - 1), date(new), valid(new) & valid(new - 1)
+        info["dates_read"] = 2
+
+        def run():
+            return np.asarray(run_pair_lazy(method, b, a, u))
+    info["load_before"] = os.getloadavg()[0]
+    info["rss_before_mb"] = _rss_now_mb()
+    c0, t0 = _cpu_s(), time.perf_counter()
+    mask = run()
+    info["wall_s"] = time.perf_counter() - t0
+    info["cpu_s"] = _cpu_s() - c0
+    info["peak_rss_mb"] = _maxrss_mb()
+    info["load_after"] = os.getloadavg()[0]
+    info["mpx_per_s_per_core"] = n * n / 1e6 / info["wall_s"] / cores
+    info["mpx_per_cpu_s"] = n * n / 1e6 / info["cpu_s"] if info["cpu_s"] > 0 else math.nan
+    info["change_fraction"] = float(mask.mean())
+    return info
+
+
+def run_pair_lazy(method: str, b: xr.DataArray, a: xr.DataArray, u: xr.DataArray):
+    """The pair methods on dask inputs, computed to one numpy mask (speed runs)."""
+    from sitewatch.kernels.cva import CVAParams, cva
+    from sitewatch.kernels.irmad import IRMADParams, irmad
+    from sitewatch.kernels.normalise import normalise_to
+
+    if method in ("cva-otsu", "cva-gmm"):
+        return cva(b, a, u, CVAParams(method=method.split("-")[1]))["change"].data.compute()
+    if method == "irmad":
+        ds, _ = irmad(b, a, u, IRMADParams())
+        return ds["change"].data.compute()
+    if method == "irmad-norm+cva-otsu":
+        norm, _, _ = normalise_to(a, b, u)
+        return cva(b, norm, u, CVAParams())["change"].data.compute()
+    raise ValueError(f"method got {method!r}; expected one of {METHODS!r}")
+
+
+def speed(n: int, dates: int, chunk: int, tile: int, seed: int, methods=METHODS) -> dict:
+    res: dict[str, Any] = {"size": n, "dates": dates, "chunk": chunk, "runs": []}
+    with tempfile.TemporaryDirectory() as d:
+        res["input"] = _make_tile(Path(d), tile, seed)
+        for m in methods:
+            print(f"speed: {m} at {n} x {n} ...", flush=True)
+            cmd = [sys.executable, "-m", "benchmarks.change", "--worker", m, "--speed-size", str(n), "--speed-dates", str(dates),
+                   "--chunk", str(chunk), "--tiledir", d]
+            p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            r = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"method": m, "error": (p.stderr or p.stdout)[-1500:]}
+            print("   " + json.dumps(r), flush=True)
+            res["runs"].append(r)
+    return res
+
+
+# ------------------------------------------------------------------------------ report
+
+def _cell(s: dict) -> list[str]:
+    px = s["pixel"]
+    return [fmt(px["precision"]), fmt(px["recall"]), fmt(px["f1"]), f"{s['objects_correct']} / {s['objects_correct'] + s['objects_wrong']}",
+            fmt(s["object_precision"]), f"{s['events_found']} / {s['events']}", fmt(s["object_recall"])]
+
+
+def report(meta: dict, syn: dict | None, real: list[dict], sp: dict | None) -> str:
+    L = [f"# Change detection: quality and speed per method (issue 6){' (QUICK RUN)' if meta['quick'] else ''}", "",
+         f"{meta['date']}, {meta['machine']}, Python {meta['python']}, sitewatch commit {meta['git']['commit']}"
+         + (f" with uncommitted changes in {', '.join(meta['git']['dirty'])}" if meta['git']['dirty'] else "") + ".", "",
+         f"Command: `{meta['command']}` ({meta['runtime_s']:.0f} s). Method definitions, perturbations and scoring rules: "
+         "the docstring of `benchmarks/change.py`.", ""]
+    if syn:
+        p = syn["pooled"]
+        L += [f"## Synthetic: seeds {meta['seeds']}, {meta['size']} x {meta['size']} px, {meta['dates']} dates", "",
+              f"Clear masks = the generator's truth. {SEEDS_NOTE}. Pixel counts and objects pooled over seeds and dates.", "",
+              "| method | pixel P | pixel R | pixel F1 | objects correct / all | object P | events found / all | object R | s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for m, s in p.items():
+            L.append(f"| {m}{' (default)' if m == DEFAULT_METHOD else ''} | " + " | ".join(_cell(s)) + f" | {s['seconds']:.0f} |")
+        L += ["", "Per seed pixel F1: " + "; ".join(f"{r['seed']}: " + ", ".join(f"{m} {fmt(v['pixel']['f1'])}" for m, v in r["methods"].items())
+                                                 for r in syn["per_seed"]), ""]
+        d = p.get(DEFAULT_METHOD)
+        best = max(p, key=lambda m: -1 if math.isnan(p[m]["pixel"]["f1"]) else p[m]["pixel"]["f1"])
+        L += ["### Targets", "", "| target | value | status |", "|---|---|---|"]
+        for m in dict.fromkeys([DEFAULT_METHOD, best]):
+            s = p[m]
+            f1 = s["pixel"]["f1"]
+            L.append(f"| pixel F1 >= 0.85 ({m}) | {fmt(f1)} | {'met' if f1 >= 0.85 else 'not met'} |")
+            ok = s["object_recall"] >= 0.9 and s["object_precision"] >= 0.9
+            L.append(f"| object recall >= 0.9 at object precision >= 0.9 ({m}) | R {fmt(s['object_recall'])}, P {fmt(s['object_precision'])} | {'met' if ok else 'not met'} |")
+        if d and "cva-otsu" in p:
+            diff = d["pixel"]["f1"] - p["cva-otsu"]["pixel"]["f1"]
+            L.append(f"| default ({DEFAULT_METHOD}) F1 - CVA-Otsu F1 >= 0.15 | {diff:+.2f} | {'met' if diff >= 0.15 else 'not met'} |")
+        L.append("")
+    for r in real:
+        L += [f"## Real: {r['dataset']}", "", f"{r['dates']} dates, {r['shape'][0]} x {r['shape'][1]} px. No change is known on this "
+              "site: every alert counts as a false alarm unless shown otherwise (none was checked in the pictures).", "",
+              "| method | pairs scored | alerts (objects >= 4 px) | mean changed fraction of scored pixels | errors |", "|---|---|---|---|---|"]
+        for m, v in r["methods"].items():
+            L.append(f"| {m} | {v['pairs']} | {v['alerts']} | {fmt(v['changed_fraction_mean'], 4)} | {v['errors']} |")
+        L.append("")
+    if sp:
+        L += [f"## Speed: one new scene on a {sp['size']} x {sp['size']} px site with {sp['dates']} dates", "",
+              f"Input: {sp['input']}; generated block by block inside the dask graph (never whole in memory); chunks {sp['chunk']} px; "
+              "each method in its own subprocess, threads scheduler with one thread per core; peak RSS = VmHWM of the process. "
+              "The temporal baseline reads the 8 dates before the new one plus the new one (as the pipeline does); the pair methods read "
+              "two dates. Mpx/s per core = N^2 / 1e6 / wall s / cores.", "",
+              "| method | dates read | wall s | Mpx/s per core | CPU s | Mpx per CPU s | peak RSS MB | change fraction | load avg before / after |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for r in sp["runs"]:
+            if "error" in r:
+                L.append(f"| {r['method']} | error: {r['error'][-300:]!r} |||||||| ")
+                continue
+            L.append(f"| {r['method']} | {r['dates_read']} | {r['wall_s']:.1f} | {r['mpx_per_s_per_core']:.2f} | {r['cpu_s']:.1f} | "
+                     f"{r['mpx_per_cpu_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['change_fraction']:.4f} | {r['load_before']:.1f} / {r['load_after']:.1f} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[61, 62, 63, 64])
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--dates", type=int, default=18)
+    ap.add_argument("--speed-size", type=int, default=4096)
+    ap.add_argument("--speed-dates", type=int, default=30)
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--unperturbed", action="store_true", help="diagnostic: the generator's scenes without the extra perturbations")
+    ap.add_argument("--worker")
+    ap.add_argument("--tiledir")
+    a = ap.parse_args(argv)
+    if a.worker:
+        print(json.dumps(_json_safe(_worker(a.worker, a.speed_size, a.speed_dates, a.chunk, Path(a.tiledir)))))
+        return 0
+    if a.quick:
+        a.seeds, a.size, a.dates, a.speed_size = a.seeds[:1], 256, 14, 1024
+    t0 = time.time()
+    syn, real, sp = None, [], None
+    if not a.skip_quality:
+        syn = synthetic_quality(a.seeds, a.size, a.dates, a.methods, not a.unperturbed)
+        for fn in (slovenia, colorado):
+            print(f"real: {fn.__name__} ...", flush=True)
+            r = fn()
+            if r is not None:
+                real.append(r)
+    if not a.skip_speed:
+        sp = speed(a.speed_size, a.speed_dates, a.chunk, a.tile, 65, a.methods)
+    meta = {"machine": f"{platform.node()} {platform.machine()}, {_cores()} cores available, load average at start "
+                       f"{os.getloadavg()[0]:.1f}", "cores": _cores(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runtime_s": time.time() - t0, "quick": a.quick,
+            "seeds": a.seeds, "size": a.size, "dates": a.dates, "git": _git(),
+            "command": "python -m benchmarks.change " + " ".join(argv if argv is not None else sys.argv[1:])}
+    name = "change-quick" if a.quick else "change"
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(_json_safe({"meta": meta, "targets": TARGETS, "synthetic": syn, "real": real, "speed": sp}),
+                                                 indent=1, default=float))
+    text = report(meta, syn, real, sp)
+    (OUT / f"{name}.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
