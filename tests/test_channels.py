@@ -195,3 +195,64 @@ def test_bad_channel_config_names_the_field(tmp_path, channels, words):
     for w in words:
         assert w in str(exc.value), (w, str(exc.value))
     assert "port" in str(exc.value)
+
+
+# ---------------------------------------------------------------- end to end: the monitor flow delivers (slow)
+
+@pytest.mark.slow
+def test_monitor_flow_delivers_through_every_channel_once(demo_run, prefect_server, tmp_path, monkeypatch):
+    """The session's demo site (alerts already raised), copied, rerun with channels: a webhook
+    that refuses its first 2 deliveries, email, Prefect events and a webhook whose secret is
+    missing. The good channels get every notifiable update once, the broken one is reported by
+    name and the others still deliver; a second run sends nothing; no secret anywhere."""
+    import shutil
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
+
+    from flows.monitor import monitor_site
+    from sitewatch import outbox, publish
+    from sitewatch.config import EmailChannel, PrefectEventsChannel, WebhookChannel
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_run.cfg.store, store)
+    secret = "flow-test-hmac-secret-9f8e7d"
+    monkeypatch.setenv("SW_FLOW_HOOK_SECRET", secret)
+    monkeypatch.delenv("SW_MISSING_SECRET", raising=False)
+    with WebhookReceiver(secret=secret, refuse=2) as rx, SmtpReceiver() as mx:
+        chans = (
+            WebhookChannel(type="webhook", name="ops-hook", url=rx.url, secret_env="SW_FLOW_HOOK_SECRET"),
+            WebhookChannel(type="webhook", name="broken-hook", url=rx.url, secret_env="SW_MISSING_SECRET"),
+            EmailChannel(type="email", name="mail", host="127.0.0.1", port=mx.port, sender="s@example.org", to=("a@example.org",),
+                         statuses=("confirmed", "closed")),
+            PrefectEventsChannel(type="prefect-events", name="events"),
+        )
+        cfg = demo_run.cfg.model_copy(update={"store": str(store), "channels": chans})
+        alerts = publish.read_feed(cfg.to_site().alerts_url)
+        n_updates = sum(a.update_seq for a in alerts)
+        n_mail = len(outbox.due(alerts, "mail", ("confirmed", "closed")))
+        assert n_updates >= 3
+        state = monitor_site(cfg, return_state=True)
+        assert state.is_completed(), state.message
+        s1 = state.result()
+        rep = {d["channel"]: d for d in s1["deliveries"]}
+        assert rep["ops-hook"]["sent"] + rep["ops-hook"]["failed"] == n_updates and rep["ops-hook"]["failed"] == 2
+        assert rep["broken-hook"]["sent"] == 0 and "'SW_MISSING_SECRET' is not set" in rep["broken-hook"]["error"]
+        assert rep["mail"]["sent"] == n_mail and rep["events"]["sent"] == n_updates and not rep["events"]["error"]
+        # the next run: the two refused updates go out, nothing else is sent again
+        s2 = monitor_site(cfg, return_state=True).result()
+        rep2 = {d["channel"]: d for d in s2["deliveries"]}
+        assert (rep2["ops-hook"]["sent"], rep2["ops-hook"]["skipped"]) == (2, n_updates - 2)
+        assert rep2["mail"]["sent"] == 0 and rep2["events"]["sent"] == 0
+    assert len(rx.effects) == n_updates and set(rx.effect_count.values()) == {1} and rx.bad_signatures == 0
+    assert len(mx.messages) == n_mail
+    assert s1["site_state"]["text"] and "not_observed" in s1["site_state"]
+    # no secret in the summaries, the outbox records, the artifacts or the run's logs
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sitewatch-testsite", "sitewatch-testsite-open-alerts"])))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    texts = [json.dumps(s1, default=str), json.dumps(s2, default=str), *(json.dumps(r) for r in outbox.records(cfg.to_site().alerts_url)),
+             *(json.dumps(a.data, default=str) for a in arts), *(lg.message for lg in logs)]
+    assert any("broken-hook" in t for t in texts[3:])  # the error is reported in the artifact / logs ...
+    assert not any(secret in t for t in texts)  # ... and the secret nowhere
+    assert {"sitewatch-testsite-open-alerts"} <= {a.key for a in arts}
