@@ -480,3 +480,43 @@ def test_change_missing_band():
     scene = _scene_from(_noisy_scene(median), h, w).drop_vars("red")
     with pytest.raises(ValueError, match="red"):
         change(scene, _clear(h, w), _baseline_ds(median, mad, count), BANDS)
+
+
+# ---------------------------------------------------------------- misregistration tolerance
+
+def _edge_case():
+    """A baseline with a sharp 500 -> 5000 DN edge at x = 35, a scene misregistered by 0.4 px
+    in x (bilinear) with noise, and a 4 x 4 px bright change away from the edge."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    h, w = 60, 70
+    med = np.full((len(BANDS), h, w), 500, np.float32)
+    med[:, :, 35:] = 5000
+    base = xr.Dataset({"median": (("band", "y", "x"), med), "mad": (("band", "y", "x"), np.full_like(med, 30)),
+                       "count": (("y", "x"), np.full((h, w), 8, np.int16))}, coords={"band": BANDS})
+    sc = ndimage.shift(med, (0, 0, 0.4), order=1, mode="nearest") + rng.normal(0, 20, med.shape)
+    sc[:, 20:24, 10:14] += 1500
+    scene = xr.Dataset({b: (("y", "x"), np.clip(sc[k], 1, None).astype(np.uint16)) for k, b in enumerate(BANDS)})
+    return scene, xr.DataArray(np.ones((h, w), bool), dims=("y", "x")), base
+
+
+def test_shift_tolerance_removes_misregistration_edges_keeps_change():
+    scene, clear, base = _edge_case()
+    plain, _ = change(scene, clear, base, BANDS, ChangeParams(threshold=3.0))
+    tol, _ = change(scene, clear, base, BANDS, ChangeParams(threshold=3.0, shift_tolerance_px=0.5))
+    assert plain["change"].values[:, 33:38].sum() >= 60  # the edge lights up without tolerance
+    assert tol["change"].values[:, 30:40].sum() == 0
+    assert tol["change"].values[20:24, 10:14].all() and tol["change"].values.sum() == 16
+    assert (tol["change_score"].values <= plain["change_score"].values + 1e-6).all()  # the 0-shift is one of the 9
+
+
+def test_shift_tolerance_numpy_and_dask_uneven_chunks_identical():
+    scene, clear, base = _edge_case()
+    p = ChangeParams(shift_tolerance_px=0.5)
+    e, _ = change(scene, clear, base, BANDS, p)
+    d, _ = change(scene.chunk({"y": (25, 35), "x": (30, 1, 39)}), clear.chunk({"y": 17}), base.chunk({"x": 33}), BANDS, p)
+    assert d["change_score"].chunks is not None
+    np.testing.assert_array_equal(d["change_score"].values, e["change_score"].values)
+    with pytest.raises(ValueError, match="shift_tolerance_px"):
+        ChangeParams(shift_tolerance_px=1.5)

@@ -9,6 +9,12 @@
    observations.
 3. **Score**: the root-mean-square of the band z-scores; NaN where the pixel is not clear or has
    fewer than ``min_obs`` clear observations in the baseline. ``change = score > threshold``.
+4. **Misregistration tolerance** (opt-in, ``shift_tolerance_px = t > 0``): the score is the
+   minimum over the baseline (median and MAD) resampled bilinearly at the 9 shifts
+   ``{-t, 0, t}^2`` px, so a scene misregistered by up to ``t`` px against the baseline does not
+   light up along sharp edges (``map_overlap`` with depth 1, edge pixels padded by repetition;
+   ``t <= 1``). A change wider than ~2 px keeps its score inside; a 1-2 px object next to a
+   similar surface loses part of it.
 
 ``delta_brightness``: mean over visible bands of the normalised difference from the baseline
 (reflectance units), used to tell brighter from darker changes.
@@ -33,8 +39,11 @@ class ChangeParams:
     floor_abs: float = 0.012
     floor_rel: float = 0.08
     min_obs: int = 3
+    shift_tolerance_px: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.shift_tolerance_px <= 1.0:
+            raise ValueError(f"change shift_tolerance_px got {self.shift_tolerance_px!r}; expected in [0, 1] px")
         if not self.threshold > 0:
             raise ValueError(f"change threshold got {self.threshold!r}; expected > 0")
         if self.floor_abs <= 0 or self.floor_rel < 0:
@@ -114,6 +123,66 @@ def change_score_np(
     return np.where(ok, score, np.float32(np.nan)).astype(np.float32)
 
 
+def _shifted(a: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Bilinear resampling of ``a`` (``(..., y, x)``, padded by 1 px on y and x) at a shift of
+    ``(dy, dx)`` px (|d| <= 1), cropped back to the unpadded shape."""
+    h, w = a.shape[-2] - 2, a.shape[-1] - 2
+    out = 0.0
+    for oy, wy in ((0, 1 - abs(dy)), (int(np.sign(dy)), abs(dy))):
+        for ox, wx in ((0, 1 - abs(dx)), (int(np.sign(dx)), abs(dx))):
+            if wy * wx == 0:
+                continue
+            out = out + np.float32(wy * wx) * a[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+    return out
+
+
+def tolerant_score_np(
+    stacked: np.ndarray, nb: int, gain: np.ndarray, offset: np.ndarray, params: ChangeParams = ChangeParams(),
+) -> np.ndarray:
+    """Misregistration-tolerant change score of a block padded by 1 px on y and x.
+
+    ``stacked`` is ``(3 * nb + 2, y + 2, x + 2)`` float32: values (nb bands), median (nb), MAD
+    (nb), clear (0/1) and count, in that order. Returns ``(y, x)`` float32: the minimum of
+    :func:`change_score_np` over the baseline resampled at shifts ``{-t, 0, t}^2``."""
+    t = params.shift_tolerance_px
+    v = stacked[:nb, 1:-1, 1:-1]
+    med, mad = stacked[nb:2 * nb], stacked[2 * nb:3 * nb]
+    clear, count = stacked[3 * nb, 1:-1, 1:-1] > 0.5, stacked[3 * nb + 1, 1:-1, 1:-1]
+    best = None
+    shifts = (-t, 0.0, t) if t > 0 else (0.0,)
+    for dy in shifts:
+        for dx in shifts:
+            m = np.moveaxis(_shifted(med, dy, dx), 0, -1)
+            d = np.moveaxis(_shifted(mad, dy, dx), 0, -1)
+            sc = change_score_np(np.moveaxis(v, 0, -1), clear, m, d, count, gain, offset, params)
+            best = sc if best is None else np.fmin(best, sc)
+    return best.astype(np.float32)
+
+
+def tolerant_score(values: xr.DataArray, clear: xr.DataArray, median: xr.DataArray, mad: xr.DataArray,
+                   count: xr.DataArray, gain: np.ndarray, offset: np.ndarray, params: ChangeParams) -> xr.DataArray:
+    """:func:`tolerant_score_np` over ``(band, y, x)`` inputs; ``map_overlap`` (depth 1 on y and
+    x, boundary = nearest) on dask, the same padding with ``np.pad(mode="edge")`` on numpy."""
+    nb = values.sizes["band"]
+    parts = [values.transpose("band", "y", "x").astype(np.float32), median.transpose("band", "y", "x").astype(np.float32),
+             mad.transpose("band", "y", "x").astype(np.float32),
+             clear.transpose("y", "x").astype(np.float32).expand_dims(band=1), count.transpose("y", "x").astype(np.float32).expand_dims(band=1)]
+    parts = [p.drop_vars("band", errors="ignore") for p in parts]
+    stacked = xr.concat(parts, dim="band", coords="minimal", compat="override")
+    if is_dask(stacked):
+        import dask.array
+
+        data = stacked.data.rechunk({0: -1})
+        out = dask.array.map_overlap(
+            lambda b: tolerant_score_np(b, nb, gain, offset, params), data, depth={0: 0, 1: 1, 2: 1},
+            boundary={0: "none", 1: "nearest", 2: "nearest"}, trim=False, drop_axis=0, dtype=np.float32,
+            chunks=data.chunks[1:], meta=np.empty((0, 0), np.float32),
+        )
+    else:
+        out = tolerant_score_np(np.pad(stacked.values, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, gain, offset, params)
+    return xr.DataArray(out, dims=("y", "x"), coords={d: values[d] for d in ("y", "x") if d in values.coords})
+
+
 def delta_np(values: np.ndarray, median: np.ndarray, gain: np.ndarray, offset: np.ndarray, which: Sequence[int]) -> np.ndarray:
     """Mean normalised difference from the median over band indices ``which`` (reflectance)."""
     x = values[..., list(which)].astype(np.float32) * np.asarray(gain, np.float32)[list(which)] + np.asarray(offset, np.float32)[list(which)]
@@ -186,12 +255,15 @@ def change(
         if gain.shape != (len(bands),) or offset.shape != (len(bands),):
             raise ValueError(f"change gain_offset shapes got {(gain.shape, offset.shape)!r}; expected ({len(bands)},) each")
     vis_idx = [i for i, b in enumerate(bands) if b in VISIBLE] or list(range(len(bands)))
-    core = [["band"], [], ["band"], ["band"], []]
-    score = xr.apply_ufunc(
-        change_score_np, values, clear, median, mad, count,
-        kwargs={"gain": gain, "offset": offset, "params": params},
-        input_core_dims=core, output_core_dims=[[]], dask="parallelized", output_dtypes=[np.float32],
-    )
+    if params.shift_tolerance_px > 0:
+        score = tolerant_score(values, clear, median, mad, count, gain, offset, params)
+    else:
+        core = [["band"], [], ["band"], ["band"], []]
+        score = xr.apply_ufunc(
+            change_score_np, values, clear, median, mad, count,
+            kwargs={"gain": gain, "offset": offset, "params": params},
+            input_core_dims=core, output_core_dims=[[]], dask="parallelized", output_dtypes=[np.float32],
+        )
     delta = xr.apply_ufunc(
         delta_np, values, median,
         kwargs={"gain": gain, "offset": offset, "which": vis_idx},
