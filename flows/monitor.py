@@ -95,7 +95,7 @@ def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[d
 
     alerts, new_ids, updated, site_state = update_alerts(site, detections, [r.scene_id for r in results])
     # pictures for new alerts and for open ones still without (a chip that failed is tried again)
-    todo = [a for a in alerts if a.is_open and (a.id in new_ids or not a.images.get("after"))]
+    todo = [a for a in alerts if a.id in new_ids or (a.is_open and not a.images.get("after"))]
     if todo:
         chips = render_chips(site, todo, return_state=True)
         if chips.is_completed():
