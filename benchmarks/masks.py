@@ -439,7 +439,8 @@ def s2_reference_check() -> dict | None:
 
 SPEED_METHODS = {
     "spectral": "spectral single-date (sitewatch.kernels.masks.masks, dask map_overlap)",
-    "spectral_temporal": "spectral + temporal tests against a given baseline (masks with baseline; baseline not timed)",
+    "spectral_temporal": "spectral + temporal tests against a given baseline, with the projected shadows (masks with baseline "
+                         "and the scene's sun position at 10 m; baseline not timed)",
     "provider": "provider QA decode (qa.decode qa_pixel on dask) + 4 px buffer (objects.dilate)",
     "s2_sitewatch": "s2cloudless, sitewatch dask path (kernels.s2cloud.s2cloudless), threaded scheduler",
     "s2_sitewatch_omp1": "s2cloudless, sitewatch dask path, OMP_NUM_THREADS=1 (parallel over chunks only)",
@@ -464,7 +465,8 @@ def _make_tiles(tiledir: Path, tile: int, seed: int) -> dict:
     qa = np.where(pick.cloud, (1 << 3) | (3 << 8), 0) | np.where(pick.shadow, 1 << 4, 0)
     qa = np.where(~pick.cloud & ~pick.shadow, qa | (1 << 6), qa)
     qa = np.where(pick.valid, qa, 1).astype(np.uint16)
-    np.savez(tiledir / "synthetic.npz", bands=pick.bands, valid=pick.valid, qa=qa, surface=pick.surface)
+    np.savez(tiledir / "synthetic.npz", bands=pick.bands, valid=pick.valid, qa=qa, surface=pick.surface,
+             sun=np.array([pick.sun_azimuth, pick.sun_elevation]))
     info = {"synthetic": f"synthetic scene {pick.scene_id} ({tile} x {tile} px, seed {seed}, cloud fraction {pick.cloud_fraction:.2f}), "
                          "tiled (wrapped) to N x N"}
     ref = SHARED / "s2cloudless-reference" / "input_arrays.npz"
@@ -563,8 +565,10 @@ def _worker(method: str, n: int, chunk: int, tiledir: Path, out: Path) -> dict:
                                    "count": (("y", "x"), _lazy_tiled(np.full(t["valid"].shape, 8, np.int16), n, chunk))},
                                   coords={"band": list(BANDS)})
 
+            sun = tuple(float(v) for v in t["sun"]) if method == "spectral_temporal" else None
+
             def run():
-                m = masks(scene, base)
+                m = masks(scene, base, sun=sun, resolution=10.0 if sun else None)
                 c, s = dask.compute(m["cloud"].data, m["shadow"].data)
                 return np.asarray(c) | np.asarray(s)
     info["load_before"] = os.getloadavg()[0]  # 1-min load average: other work on the machine shows here

@@ -23,11 +23,12 @@ from .grid import SiteGrid
 from .io import cube as cube_io
 from .kernels.baseline import BaselineParams, robust_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
-from .kernels.masks import MASK_BANDS, MaskParams, masks, rough_obscured
+from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, MaskParams, masks, rough_obscured
 from .kernels.objects import ObjectStats, dilate, objects
 from .kernels.qa import QAParams, decode as decode_qa
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
+from .sun import solar_position
 
 MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
 
@@ -147,19 +148,38 @@ def _s2cloudless_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
     ``masks.buffer_px``; s2cloudless has no shadow class, so both shadow layers are empty."""
     names = list(S2CLOUDLESS_BANDS)
     stack = xr.concat([scene[S2CLOUDLESS_BANDS[b]] for b in names], dim="band").assign_coords(band=names)
-    cloud = s2cloudless(stack.astype(np.float32) * np.float32(1e-4), params.s2cloudless)["cloud"] & scene["valid"]
+    out = s2cloudless(stack.astype(np.float32) * np.float32(1e-4), params.s2cloudless)
+    cloud, probability = out["cloud"] & scene["valid"], out["cloud_probability"]
     none = xr.zeros_like(scene["valid"])
-    return xr.Dataset({"cloud_raw": cloud, "shadow_raw": none, "cloud": dilate(cloud, params.masks.buffer_px), "shadow": none})
+    return xr.Dataset({"cloud_raw": cloud, "shadow_raw": none, "cloud": dilate(cloud, params.masks.buffer_px), "shadow": none,
+                       "flags": cloud.astype(np.uint8) * np.uint8(FLAG_CLOUD), "cloud_score": probability.where(scene["valid"])})
 
 
 def _provider_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
     """The scene's provider cloud and shadow flags, raw and buffered by ``masks.buffer_px``."""
     layers = decode_qa(scene[params.qa_band], params.qa_kind, params.qa)  # type: ignore[arg-type]
     buf = params.masks.buffer_px
+    u8 = lambda name, bit: layers[name].astype(np.uint8) * np.uint8(bit)  # noqa: E731
+    flags = u8("cloud", FLAG_CLOUD) | u8("shadow", FLAG_SHADOW) | u8("snow", FLAG_SNOW) | u8("water", FLAG_WATER)
     return xr.Dataset({
         "cloud_raw": layers["cloud"], "shadow_raw": layers["shadow"],
         "cloud": dilate(layers["cloud"], buf), "shadow": dilate(layers["shadow"], buf),
+        "flags": flags, "cloud_score": layers["cloud"].astype(np.float32).where(scene["valid"]),
     })
+
+
+def sun_position(cube: xr.Dataset, index: int, grid: SiteGrid) -> tuple[float, float] | None:
+    """``(azimuth, elevation)`` of the sun for slot ``index``: from the cube's per-time
+    ``sun_azimuth``/``sun_elevation`` (scene metadata) when present and finite, else computed
+    from the acquisition time and the site centre; ``None`` when the sun is below the horizon."""
+    if "sun_azimuth" in cube.variables and "sun_elevation" in cube.variables:
+        az, el = float(cube["sun_azimuth"].values[index]), float(cube["sun_elevation"].values[index])
+        if np.isfinite(az) and np.isfinite(el):
+            return (az, el) if el > 0 else None
+    when = cube.time.values[index].astype("datetime64[us]").item()
+    lon, lat = grid.pixel_to_lonlat(grid.height / 2, grid.width / 2)
+    az, el = solar_position(when, lon, lat)
+    return (az, el) if el > 0 else None
 
 
 def _polygon(labels: xr.DataArray, obj: ObjectStats, grid: SiteGrid, to_lonlat: Transformer) -> dict[str, Any]:
@@ -210,12 +230,17 @@ def analyse_slot(
         rough_clear = scene["valid"] & ~obscured
         gain_offset = fit_gain_offset(scene, rough_clear, baseline, bands, params.change.min_obs)
         norm_by_band = {b: (float(g), float(o)) for b, g, o in zip(bands, *gain_offset)}
-    m = masks(scene, baseline, params.masks, norm=norm_by_band) if "spectral" in methods else None
+    sun = sun_position(cube, index, grid)
+    m = (masks(scene, baseline, params.masks, norm=norm_by_band, sun=sun, resolution=grid.resolution)
+         if "spectral" in methods else None)
     for e in extra:
-        p = e[["cloud", "shadow"]]
-        m = p if m is None else xr.Dataset({"cloud": m["cloud"] | p["cloud"], "shadow": m["shadow"] | p["shadow"]})
+        p = e[["cloud", "shadow", "flags", "cloud_score"]]
+        m = p if m is None else xr.Dataset({
+            "cloud": m["cloud"] | p["cloud"], "shadow": (m["shadow"] | p["shadow"]) & ~(m["cloud"] | p["cloud"]),
+            "flags": m["flags"] | p["flags"], "cloud_score": np.fmax(m["cloud_score"], p["cloud_score"])})
     m = m.persist()
-    clear = scene["valid"] & ~m["cloud"] & ~m["shadow"]
+    saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
+    clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
     if baseline is not None:
         ch, norm = change(scene, clear, baseline, bands, params.change, gain_offset=gain_offset)
         ch = ch.persist()
@@ -223,7 +248,9 @@ def analyse_slot(
         nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
         ch = xr.Dataset({"change_score": nan, "change": xr.zeros_like(scene["valid"]), "delta_brightness": nan})
         norm = None
-    derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"]})
+    score_pct = (m["cloud_score"] * 100).round().fillna(cube_io.SCORE_FILL).astype(np.uint8)
+    derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
+                          "mask_flags": m["flags"], "cloud_score": score_pct})
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
     detections: list[Detection] = []
     if baseline is not None:

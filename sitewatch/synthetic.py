@@ -89,6 +89,7 @@ import numpy as np
 from pyproj import CRS
 
 from .grid import SiteGrid
+from .sun import solar_position  # noqa: F401  (re-exported: tests and benchmarks import it from here)
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")  # STAC eo common names
 NODATA = 0  # uint16 nodata value
@@ -282,31 +283,6 @@ class SyntheticScene:
         if name not in BANDS:
             raise ValueError(f"band name got {name!r}; expected one of {BANDS!r}")
         return self.bands[BANDS.index(name)]
-
-
-# ---------------------------------------------------------------- sun position
-
-def solar_position(when: datetime.datetime, lon: float, lat: float) -> tuple[float, float]:
-    """(azimuth degrees clockwise from north, elevation degrees) of the sun at ``when`` (UTC;
-    naive values are taken as UTC) seen from (lon, lat), with the NOAA general solar position
-    equations (Spencer's Fourier series for the declination and the equation of time;
-    accuracy ~0.1-0.5 degree, no refraction)."""
-    if when.tzinfo is not None:
-        when = when.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    year_days = 366 if (when.year % 4 == 0 and (when.year % 100 != 0 or when.year % 400 == 0)) else 365
-    hour = when.hour + when.minute / 60.0 + (when.second + when.microsecond * 1e-6) / 3600.0
-    g = 2.0 * math.pi / year_days * (when.timetuple().tm_yday - 1 + (hour - 12.0) / 24.0)
-    eqtime = 229.18 * (0.000075 + 0.001868 * math.cos(g) - 0.032077 * math.sin(g)
-                       - 0.014615 * math.cos(2 * g) - 0.040849 * math.sin(2 * g))
-    decl = (0.006918 - 0.399912 * math.cos(g) + 0.070257 * math.sin(g) - 0.006758 * math.cos(2 * g)
-            + 0.000907 * math.sin(2 * g) - 0.002697 * math.cos(3 * g) + 0.00148 * math.sin(3 * g))
-    true_solar_minutes = hour * 60.0 + eqtime + 4.0 * lon
-    ha = math.radians(true_solar_minutes / 4.0 - 180.0)
-    phi = math.radians(lat)
-    cos_zen = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(ha)
-    zenith = math.degrees(math.acos(min(1.0, max(-1.0, cos_zen))))
-    azimuth = math.degrees(math.atan2(math.sin(ha), math.cos(ha) * math.sin(phi) - math.tan(decl) * math.cos(phi))) + 180.0
-    return azimuth % 360.0, 90.0 - zenith
 
 
 # ---------------------------------------------------------------- noise fields

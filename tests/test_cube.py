@@ -225,7 +225,9 @@ def test_open_cube_contract(cube_url):
         assert ds[v].dims == ("time",), v
     assert ds["ingested"].dtype == bool and ds["analysed"].dtype == bool
     assert ds["valid_fraction"].dtype == np.float32 and ds["cloud_fraction"].dtype == np.float32
-    expected_vars = set(BANDS) | {"valid", "cloud", "shadow", "change", "change_score"} | set(C.PER_TIME)
+    for v in C.OPTIONAL_DERIVED:
+        assert ds[v].dims == ("time", "y", "x") and ds[v].dtype == np.uint8, v
+    expected_vars = set(BANDS) | {"valid", "cloud", "shadow", "change", "change_score"} | set(C.OPTIONAL_DERIVED) | set(C.PER_TIME)
     assert set(ds.data_vars) == expected_vars
     # lazy, with the requested spatial chunks and one time step per chunk
     for v in set(BANDS) | {"valid", "cloud", "shadow", "change", "change_score"}:

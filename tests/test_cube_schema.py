@@ -243,7 +243,11 @@ def test_cf_attributes(cube_url):
     # every (time, y, x) variable points at the grid mapping
     gridded = [n for n in os.listdir(cube_url) if os.path.isdir(os.path.join(cube_url, n))
                and _meta(cube_url, n).get("dimension_names") == ["time", "y", "x"]]
-    assert set(gridded) == set(BANDS) | {"fmask", "valid", "cloud", "shadow", "change", "change_score"}
+    assert set(gridded) == set(BANDS) | {"fmask", "valid", "cloud", "shadow", "change", "change_score", "mask_flags", "cloud_score"}
+    flags = _meta(cube_url, "mask_flags")["attributes"]
+    assert flags["flag_masks"] == [1, 2, 4, 8, 16] and flags["flag_meanings"].split() == ["cloud", "cloud_shadow", "snow", "water", "saturated"]
+    score = _meta(cube_url, "cloud_score")
+    assert score["attributes"]["valid_range"] == [0, 100] and score["fill_value"] == C.SCORE_FILL and score["data_type"] == "uint8"
     for n in gridded:
         assert _meta(cube_url, n)["attributes"]["grid_mapping"] == "spatial_ref", n
     sr = _meta(cube_url, "spatial_ref")["attributes"]

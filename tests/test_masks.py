@@ -417,20 +417,17 @@ def test_dask_scene_with_numpy_baseline():
 
 
 def test_chunked_fixture_needs_the_full_overlap_depth(monkeypatch):
-    """Guard that the chunk-border objects above really exercise the overlap: one pixel less
-    depth than the opening + regrowth + buffer reach must change the result."""
+    """Guard that the chunk-border objects above really exercise the second stage's overlap:
+    without it the buffer of clouds next to a chunk border does not cross it, and exactly the
+    buffer reach is enough. The first stage (opening + regrowth) is guarded by the identical-result
+    tests above, not by a sharp probe."""
     bands, valid, baseline, count = _chunked_scene()
     ref_cloud, _ = masks_np(bands, valid, baseline, count, P)
     ds, bl = _to_ds(bands, valid, CHUNKS[0]), _to_baseline_ds(baseline, count)
-    reach = 2 * P.min_width_px + P.grow_px + P.buffer_px
-    assert P.depth > reach
-    monkeypatch.setattr(MaskParams, "depth", property(lambda self: reach - 1))
-    short = masks(ds, bl, P)["cloud"].values
-    assert not np.array_equal(short, ref_cloud)
-    assert short[95:100, 256:269].any()  # the reach probe, wrongly kept by the block above row 100
-    assert np.array_equal(short[100:], ref_cloud[100:])
-    # the full reach is enough: the fixture is sharp to one pixel
-    monkeypatch.setattr(MaskParams, "depth", property(lambda self: reach))
+    assert P.depth > 2 * P.min_width_px + P.grow_px and P.margin > P.buffer_px
+    monkeypatch.setattr(MaskParams, "margin", property(lambda self: 0))
+    assert not np.array_equal(masks(ds, bl, P)["cloud"].values, ref_cloud)
+    monkeypatch.setattr(MaskParams, "margin", property(lambda self: P.buffer_px))
     np.testing.assert_array_equal(masks(ds, bl, P)["cloud"].values, ref_cloud)
 
 
@@ -518,9 +515,14 @@ def test_params_validation():
     with pytest.raises(ValueError, match="min_obs"):
         MaskParams(min_obs=0)
     assert MaskParams(min_width_px=0, grow_px=0, buffer_px=0).depth >= 1
-    assert P.depth == 2 * 4 + 6 + 4 + 1
+    assert P.depth == 2 * 4 + 6 + 1
+    assert P.margin == 6 + 4 + 3
     d = MaskParams()
-    assert d.depth == 2 * d.min_width_px + d.grow_px + d.buffer_px + 1
+    assert d.depth == 2 * d.min_width_px + d.grow_px + 1
+    with pytest.raises(ValueError, match="shadow_weak_ratio"):
+        MaskParams(shadow_weak_ratio=1.5)
+    with pytest.raises(ValueError, match="saturation_dn"):
+        MaskParams(saturation_dn=0)
 
 
 def test_masks_np_bad_input():

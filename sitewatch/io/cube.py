@@ -15,8 +15,11 @@ Contract (later versions keep it):
 * optionally the sensor's QA band (``scl``, ``qa_pixel``, ``fmask``) as ``uint16`` ``(time, y, x)``,
   values as the provider wrote them, its fill value where there is no data (Zarr fill value and
   the ``nodata`` attribute), CF ``flag_values``/``flag_masks`` and ``flag_meanings``;
-* ``valid``, ``cloud``, ``shadow``, ``change`` (bool, CF ``flag_values``/``flag_meanings``) and
-  ``change_score`` (float32, NaN where no score) over ``(time, y, x)``;
+* ``valid``, ``cloud``, ``shadow``, ``change`` (bool, CF ``flag_values``/``flag_meanings``;
+  ``cloud`` and ``shadow`` include the safety buffer) and ``change_score`` (float32, NaN where no
+  score) over ``(time, y, x)``; since November 2026 also ``mask_flags`` (uint8 CF ``flag_masks``:
+  cloud and shadow before the buffer, snow, water, saturated) and ``cloud_score`` (uint8
+  percent, 255 = none); cubes created earlier lack these two and are written without them;
 * per-time ``ingested`` and ``analysed`` commit flags, ``valid_fraction`` and ``cloud_fraction``;
 * group attributes ``Conventions: CF-1.8``, ``title`` and ``sitewatch_cube_version``
   (:data:`CUBE_VERSION`);
@@ -84,6 +87,13 @@ from ..sensors import qa_attrs
 from . import store
 
 DERIVED = ("cloud", "shadow", "change_score", "change")
+#: Derived layers added within version 3: written when the cube has them (cubes created before
+#: they existed lack them and stay readable and writable).
+OPTIONAL_DERIVED = ("mask_flags", "cloud_score")
+SCORE_FILL = 255  # cloud_score (uint8 percent) where not computed or not valid
+#: CF flag_masks of ``mask_flags`` (sitewatch.kernels.masks.FLAG_MEANINGS; kept here so that the
+#: I/O layer does not import the kernels).
+MASK_FLAG_BITS = {1: "cloud", 2: "cloud_shadow", 4: "snow", 8: "water", 16: "saturated"}
 PER_TIME = ("ingested", "analysed", "valid_fraction", "cloud_fraction")
 # Version 3: per-time ``sensor``; bands CF-encoded (scale_factor/add_offset/_FillValue); CF
 # coordinate and flag attributes. Version 2 stores are refused (see _state).
@@ -187,6 +197,12 @@ def _template(grid: SiteGrid, bands: Sequence[str], scene_ids: Sequence[str], ti
         data_vars[name] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=bool),
                            {"long_name": long_name, "flag_values": [0, 1], "flag_meanings": meanings})
     data_vars["change_score"] = (("time", "y", "x"), da.full(shape, np.nan, chunks=chunks, dtype="float32"), {"long_name": "change score against the site's clear-sky baseline", "units": "1"})
+    data_vars["mask_flags"] = (("time", "y", "x"), da.zeros(shape, chunks=chunks, dtype="uint8"), {
+        "long_name": "per-pixel mask flags before the safety buffer", "flag_masks": list(MASK_FLAG_BITS),
+        "flag_meanings": " ".join(MASK_FLAG_BITS.values())})
+    data_vars["cloud_score"] = (("time", "y", "x"), da.full(shape, SCORE_FILL, chunks=chunks, dtype="uint8"), {
+        "long_name": "cloud score or probability of the mask method (percent; 50 = the test threshold for "
+                     "sitewatch's spectral rules)", "units": "percent", "valid_range": [0, 100]})
     data_vars["ingested"] = (("time",), np.zeros(n, bool), {"long_name": "scene bands fully written (commit flag)", "flag_values": [0, 1], "flag_meanings": "not_ingested ingested"})
     data_vars["analysed"] = (("time",), np.zeros(n, bool), {"long_name": "masks and change fully written (commit flag)", "flag_values": [0, 1], "flag_meanings": "not_analysed analysed"})
     data_vars["valid_fraction"] = (("time",), np.full(n, np.nan, "float32"), {"long_name": "fraction of site pixels with data", "units": "1"})
@@ -223,6 +239,7 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             enc[name].update({"dtype": "uint16", "scale_factor": REFLECTANCE_SCALE, "add_offset": REFLECTANCE_OFFSET,
                               "_FillValue": np.uint16(REFLECTANCE_FILL)})
     enc["change_score"]["fill_value"] = np.float32(np.nan)
+    enc["cloud_score"]["fill_value"] = np.uint8(SCORE_FILL)
     for name, v in ds.data_vars.items():
         if v.attrs.get("sitewatch_role") == "qa":
             enc[name]["fill_value"] = np.uint16(v.attrs["nodata"])  # unwritten chunks read as the QA fill
@@ -524,7 +541,11 @@ def write_derived(cube_url: str, index: int, derived: xr.Dataset, storage_option
     lacking = [v for v in DERIVED if v not in derived.data_vars]
     if lacking:
         raise ValueError(f"derived layers lack {lacking!r}; expected all of {DERIVED!r}")
-    write = _region_write(cube_url, index, derived[list(DERIVED)], storage_options, compute=False)
+    names = list(DERIVED)
+    if any(v in derived.data_vars for v in OPTIONAL_DERIVED):
+        have = set(_group(cube_url, storage_options).array_keys())
+        names += [v for v in OPTIONAL_DERIVED if v in derived.data_vars and v in have]
+    write = _region_write(cube_url, index, derived[names], storage_options, compute=False)
     # The fraction comes from the layers being written, not from reading them back.
     valid = _open(cube_url, storage_options)["valid"].isel(time=index, drop=True)
     obscured = (derived["cloud"].variable | derived["shadow"].variable) & valid.variable
