@@ -140,10 +140,13 @@ def _pixels(x: np.ndarray, y: np.ndarray, use: np.ndarray | None) -> tuple[np.nd
 
 
 def _chi2_rows(z: np.ndarray, fit: IRMADFit) -> tuple[np.ndarray, np.ndarray]:
-    p = fit.a.shape[0]
-    mad = (z[:, :p] - fit.mean_x) @ fit.a - (z[:, p:] - fit.mean_y) @ fit.b
-    chi2 = np.sum((mad / fit.sigma) ** 2, axis=1)
-    return mad, chi2
+    """MAD variates ``(n, p)`` and the uncorrected chi2 ``(n,)`` of rows ``z = [x, y]``: one
+    ``(n, 2p) @ (2p, p)`` product, ``M = x a - y b - (mean_x a - mean_y b)``."""
+    coef = np.concatenate([fit.a, -fit.b])
+    mad = z @ coef
+    mad -= fit.mean_x @ fit.a - fit.mean_y @ fit.b
+    std = mad / fit.sigma
+    return mad, np.einsum("ij,ij->i", std, std)
 
 
 def block_moments(x: np.ndarray, y: np.ndarray, use: np.ndarray | None, fit: IRMADFit | None) -> tuple[Moments, int]:
