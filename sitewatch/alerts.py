@@ -19,7 +19,10 @@ date, centroid pixel).
 A *clear view* (:class:`ClearView`, computed from the cube by
 :func:`sitewatch.observation.clear_views`) says that a scene saw an alert's footprint clearly
 (valid, not cloud or shadow, at least ``min_clear_fraction`` of its pixels); if that scene has
-no supporting detection the pixels look like the baseline again. A support resets the count.
+no supporting detection and looks like the place before the alert (``returned`` not False) the
+pixels are back to baseline. A view that still looks like the alert's first view while nothing
+is detected (the rolling baseline has absorbed a lasting change) is recorded but does not count
+towards closing; such an alert closes after ``close_after_days``. A support resets the count.
 People's actions (:class:`UserAction`, recorded by ``sitewatch alerts ack|close``) are applied
 in the same merge, so a run never overwrites them.
 
@@ -90,6 +93,7 @@ class ClearView:
     scene_id: str
     time: str
     clear_fraction: float
+    returned: bool | None = None  # looks like before the alert (True), still like its first view (False), unknown (None)
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,11 @@ def merge(site: str, existing: Sequence[Alert], detections: Iterable[Detection],
                     or obj.time[:10] <= a.last_seen or obj.clear_fraction < params.min_clear_fraction):
                 continue
             a = _expire(a, when, params)
-            if a.is_open:
+            if a.is_open and obj.returned is False:  # still looks changed: the baseline absorbed it, not a return
+                a = replace(a, clear_scenes=tuple(a.clear_scenes) + (obj.scene_id,), last_observed=max(a.last_observed, when))
+                a = _event(a, "clear-view-still-changed", when, False, scene_id=obj.scene_id,
+                           clear_fraction=round(obj.clear_fraction, 4))
+            elif a.is_open:
                 a = replace(a, misses=a.misses + 1, clear_scenes=tuple(a.clear_scenes) + (obj.scene_id,),
                             last_observed=max(a.last_observed, when))
                 a = _event(a, "clear-view", when, False, scene_id=obj.scene_id, clear_fraction=round(obj.clear_fraction, 4))

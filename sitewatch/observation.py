@@ -27,14 +27,40 @@ def iso(t: Any) -> str:
     return np.datetime_as_string(np.datetime64(t, "s"), unit="s") + "Z"
 
 
-def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[str] | None = None) -> list[ClearView]:
+REFLECTANCE = ("blue", "green", "red", "nir", "swir16", "swir22")
+
+
+def _before_index(frac: np.ndarray, first: int, min_clear: float) -> int | None:
+    """The latest time before ``first`` whose footprint was clear enough (else the clearest one)."""
+    earlier = [t for t in range(first) if frac[t] >= min_clear]
+    if earlier:
+        return earlier[-1]
+    return int(np.argmax(frac[:first])) if first > 0 and frac[:first].max() > 0 else None
+
+
+def _returned(x: np.ndarray, ok: np.ndarray, foot: np.ndarray, i: int, before: int, after: int) -> bool | None:
+    """Whether scene ``i`` looks more like the ``before`` scene than like the ``after`` (first
+    seen) scene over the footprint pixels clear in all three: mean absolute difference over bands."""
+    px = foot & ok[i] & ok[before] & ok[after]
+    if not px.any():
+        return None
+    xi, xb, xa = (x[:, t][:, px].astype(np.float64) for t in (i, before, after))
+    return bool(np.abs(xi - xb).mean() < np.abs(xi - xa).mean())
+
+
+def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[str] | None = None,
+                min_clear: float = 0.9) -> list[ClearView]:
     """Per open alert and per analysed scene (of ``scene_ids``, default all), the fraction of the
-    alert's bounding box that was valid and neither cloud nor shadow. ``cube`` is the committed,
-    time-sorted site cube (:func:`sitewatch.io.cube.open_cube`); the caller picks the threshold
-    (``AlertParams.min_clear_fraction``)."""
+    alert's bounding box that was valid and neither cloud nor shadow, and whether the scene
+    looks like the place *before* the alert rather than like its first view (``returned``; None
+    when that cannot be told): a change the rolling baseline has absorbed is then not mistaken
+    for pixels back to baseline. ``cube`` is the committed, time-sorted site cube
+    (:func:`sitewatch.io.cube.open_cube`); ``min_clear`` picks the "before" scene. One read of
+    the alert's window (all times) per alert."""
     for v in ("valid", "cloud", "shadow", "scene_id"):
         if v not in cube.variables:
             raise ValueError(f"clear views: cube variables got {sorted(cube.variables)!r}; expected {v!r} among them")
+    bands = [b for b in REFLECTANCE if b in cube.data_vars]
     sids = [str(s) for s in cube.scene_id.values]
     analysed = np.asarray(cube["analysed"].values, bool) if "analysed" in cube else np.ones(len(sids), bool)
     wanted = set(sids if scene_ids is None else scene_ids)
@@ -43,7 +69,6 @@ def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[s
     if not idx:
         return out
     h, w = cube.sizes["y"], cube.sizes["x"]
-    times = [iso(cube.time.values[i]) for i in idx]
     for a in alerts:
         if not a.is_open:
             continue
@@ -51,9 +76,21 @@ def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[s
         r0, c0, r1, c1 = max(0, r0), max(0, c0), min(h, r1), min(w, c1)
         if r1 <= r0 or c1 <= c0:
             raise ValueError(f"alert {a.id!r}: bbox_pixels got {a.bbox_pixels!r}; expected a window inside the {h} x {w} site grid")
-        win = cube[["valid", "cloud", "shadow"]].isel(time=idx, y=slice(r0, r1), x=slice(c0, c1)).compute()
-        clear = (win["valid"] & ~win["cloud"] & ~win["shadow"]).mean(("y", "x")).values
-        out += [ClearView(a.id, sids[i], t, float(f)) for i, t, f in zip(idx, times, clear)]
+        extra = [v for v in ("change",) if v in cube.data_vars]
+        win = cube[bands + ["valid", "cloud", "shadow"] + extra].isel(y=slice(r0, r1), x=slice(c0, c1)).compute()
+        ok = win["valid"].values & ~win["cloud"].values & ~win["shadow"].values
+        frac = ok.mean(axis=(1, 2))
+        first = sids.index(a.first_scene) if a.first_scene in sids else None
+        before = _before_index(frac, first, min_clear) if first is not None else None
+        x = np.stack([win[b].values for b in bands]) if bands else None
+        foot = np.ones(ok.shape[1:], bool)
+        if first is not None and "change" in win and win["change"].values[first].any():
+            foot = win["change"].values[first].astype(bool)
+        for i in idx:
+            ret = None
+            if x is not None and first is not None and before is not None and i > first:
+                ret = _returned(x, ok, foot, i, before, first)
+            out.append(ClearView(a.id, sids[i], iso(cube.time.values[i]), float(frac[i]), ret))
     return out
 
 

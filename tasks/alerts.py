@@ -46,7 +46,7 @@ def update_alerts(cfg: SiteConfig, detections: list[Detection], scene_ids: list[
         tentative, _, _ = alert_lib.merge(site.name, existing, detections, actions=actions, **kw)
         if any(a.is_open for a in tentative):
             with dask_client():
-                views = observation.clear_views(cube_io.open_cube(site.cube_url), tentative, scene_ids)
+                views = observation.clear_views(cube_io.open_cube(site.cube_url), tentative, scene_ids, params.min_clear_fraction)
     alerts, new_ids, updated = alert_lib.merge(site.name, existing, detections, views, actions, as_of=as_of, **kw)
     state = observation.site_state(slots, params=params)
     log = get_run_logger()

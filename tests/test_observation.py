@@ -79,3 +79,29 @@ def test_site_state():
     assert site_state([], "2026-03-25T00:00:00Z")["text"] == "not observed: no scene yet"
     cloudy = site_state([_slot(0, 1, cloud=1.0)], "2026-03-02T00:00:00Z")
     assert cloudy["not_observed"] and "no clear scene yet" in cloudy["text"]
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 2, "y": 9, "x": 11}])
+def test_clear_views_tell_a_return_from_a_lasting_change(chunks):
+    """Scene 0 before, scene 1 the change (first seen), scene 2 still changed, scene 3 back as before."""
+    t, h, w = 4, 30, 30
+    red = np.full((t, h, w), 800, np.uint16)
+    red[1:3, 10:20, 10:20] = 3000  # bright object in scenes 1 and 2, gone in 3
+    red = red + np.arange(t, dtype=np.uint16)[:, None, None] * 20  # per-date offset
+    change = np.zeros((t, h, w), bool)
+    change[1, 10:20, 10:20] = True
+    ds = xr.Dataset({"red": (("time", "y", "x"), red), "nir": (("time", "y", "x"), red.copy()),
+                     "valid": (("time", "y", "x"), np.ones((t, h, w), bool)), "cloud": (("time", "y", "x"), np.zeros((t, h, w), bool)),
+                     "shadow": (("time", "y", "x"), np.zeros((t, h, w), bool)), "change": (("time", "y", "x"), change),
+                     "analysed": ("time", np.ones(t, bool))},
+                    coords={"time": TIMES, "scene_id": ("time", ["S0", "S1", "S2", "S3"])})
+    ds = ds.chunk(chunks) if chunks else ds
+    a = replace(_alert("A", (8, 8, 22, 22)), first_scene="S1", first_seen="2026-03-11", last_seen="2026-03-11", scenes=("S1",))
+    views = {v.scene_id: v for v in clear_views(ds, [a])}
+    assert views["S0"].returned is None and views["S1"].returned is None  # not after the first view
+    assert views["S2"].returned is False and views["S3"].returned is True
+    # in the lifecycle: the lasting change is not a miss, the return is
+    out, _, _ = merge("s", [a], [], [views["S2"]], params=AlertParams(close_after_clear=1))
+    assert out[0].status == "first" and out[0].misses == 0 and out[0].history[-1]["event"] == "clear-view-still-changed"
+    out, _, _ = merge("s", out, [], list(views.values()), params=AlertParams(close_after_clear=1))
+    assert out[0].status == "closed" and out[0].clear_scenes == ("S2", "S3")
