@@ -137,7 +137,7 @@ def test_grid_from_projected_bounds():
 
 def _alert(**kw) -> Alert:
     base = dict(
-        id="base-20260301-r00100c00150", site="base", status="open", first_seen="2026-03-01", last_seen="2026-03-11",
+        id="base-20260301-r00100c00150", site="base", status="provisional", first_seen="2026-03-01", last_seen="2026-03-11",
         area_m2=4900.0, lon=35.95, lat=35.40, score_max=12.5, score_mean=8.25, direction="brighter",
         bbox_pixels=(100, 149, 107, 156), n_observations=2,
         geometry={"type": "Polygon", "coordinates": [[[35.9, 35.4], [35.91, 35.4], [35.91, 35.41], [35.9, 35.41], [35.9, 35.4]]]},
