@@ -105,7 +105,8 @@ def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[d
             log.error("site %s: alert pictures could not be drawn: %s", s.name, _error_text(chips))
     scenes = [
         {"scene_id": r.scene_id, "time": r.time, "valid_fraction": r.valid_fraction,
-         "cloud_fraction": r.cloud_fraction, "n_detections": len(r.detections)}
+         "cloud_fraction": r.cloud_fraction, "n_detections": len(r.detections),
+         "mask_methods": list(r.mask_methods), "mask_notes": list(r.mask_notes)}
         for r in results
     ]
     feed = publish_alerts(site, alerts, new_ids, updated)  # the record first, then the deliveries

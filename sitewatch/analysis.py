@@ -8,7 +8,7 @@ back are the per-band normalisation sums and the per-object statistics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,7 +23,7 @@ from .grid import SiteGrid
 from .io import cube as cube_io
 from .kernels.baseline import BaselineParams, robust_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
-from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, MaskParams, masks, rough_obscured
+from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, objects
 from .kernels.qa import QAParams, decode as decode_qa
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
@@ -41,6 +41,10 @@ class AnalysisParams:
     min_object_area_m2: float = 1000.0
     join_px: int = 1  # changed pixels up to 2 * join_px + 1 apart form one object
     cloud_distance_px: int = 3  # objects this close to cloud/shadow are reported as near_cloud
+    # Narrowest cloud core kept by the spectral rules, in metres: sets masks.min_width_px from the
+    # site resolution (opening of 2 r + 1 px with r = max(2, round(width / (2 * resolution))):
+    # 4 at 10 m, 2 at 30 m). None keeps masks.min_width_px as given.
+    min_cloud_width_m: float | None = 90.0
     # Cloud/shadow masks: "spectral" (sitewatch's own spectral + temporal rules, needs
     # MASK_BANDS), "provider" (the scene's own QA band, ``qa_band`` decoded as ``qa_kind``),
     # "s2cloudless" (clouds from the s2cloudless model on Sentinel-2 L1C TOA bands, needs
@@ -58,6 +62,8 @@ class AnalysisParams:
             raise ValueError(f"mask_method got {self.mask_method!r}; expected one of {MASK_METHODS!r}")
         if (self.qa_band is None) != (self.qa_kind is None):
             raise ValueError(f"qa_band/qa_kind got {(self.qa_band, self.qa_kind)!r}; expected both or neither")
+        if self.min_cloud_width_m is not None and not self.min_cloud_width_m > 0:
+            raise ValueError(f"min_cloud_width_m got {self.min_cloud_width_m!r}; expected metres > 0 or None")
         if self.mask_method == "provider" and self.qa_band is None:
             raise ValueError("mask_method got 'provider' without a qa_band; expected a sensor with a QA band")
 
@@ -103,6 +109,9 @@ class SlotResult:
     n_baseline_scenes: int
     detections: list[Detection]
     normalisation: dict[str, list[float]] | None
+    mask_methods: tuple[str, ...] = ()  # the cloud/shadow mask methods that ran
+    mask_notes: tuple[str, ...] = ()  # methods "auto" left out, and why
+    shadow_length_px: int | None = None  # matched shadow projection (spectral rules), None if none
 
 
 def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
@@ -114,32 +123,48 @@ def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
     return earlier[-window:]
 
 
-def _mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[str, ...]:
-    """Which mask methods apply to this cube: "spectral" needs every MASK_BANDS band in
-    ``bands``, "provider" the QA variable in the cube, "s2cloudless" every S2CLOUDLESS_BANDS band."""
+def mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[tuple[str, ...], list[str]]:
+    """Which mask methods run on this cube, and notes on the ones "auto" left out and why.
+
+    "spectral" needs the visible rule set (MASK_BANDS) or the red/NIR/SWIR set (RNS_BANDS),
+    "provider" the QA variable in the cube, "s2cloudless" every S2CLOUDLESS_BANDS band. A method
+    asked for by name that the bands do not support is a ValueError naming the bands; "auto"
+    takes the union of what is supported, except that the reduced red/NIR/SWIR rules are used
+    only where no provider mask exists (the provider's mask is better than those rules)."""
     s2_lacking = [b for b in S2CLOUDLESS_BANDS.values() if b not in bands]
+    rs = rule_set(bands)
     ok = {
-        "spectral": all(b in bands for b in MASK_BANDS),
+        "spectral": rs is not None,
         "provider": params.qa_band is not None and params.qa_band in cube.data_vars,
         "s2cloudless": not s2_lacking,
     }
     if params.mask_method == "spectral" and not ok["spectral"]:
-        raise ValueError(f"mask_method 'spectral' got bands {list(bands)!r}; expected all of {list(MASK_BANDS)!r}")
+        raise ValueError(f"mask_method 'spectral' got bands {list(bands)!r}; expected all of {list(MASK_BANDS)!r} "
+                         f"or of {list(RNS_BANDS)!r}")
     if params.mask_method == "provider" and not ok["provider"]:
         raise ValueError(f"mask_method 'provider' got a cube without QA variable {params.qa_band!r}; expected it ingested")
     if params.mask_method == "s2cloudless" and not ok["s2cloudless"]:
         raise ValueError(f"mask_method 's2cloudless' got bands {list(bands)!r}, lacking {s2_lacking!r}; expected all of "
                          f"{list(S2CLOUDLESS_BANDS.values())!r} (Sentinel-2 L1C {', '.join(S2CLOUDLESS_BANDS)})")
     if params.mask_method != "auto":
-        return (params.mask_method,)
+        return (params.mask_method,), []
+    notes = []
+    if rs is RNS_BANDS and ok["provider"]:
+        ok["spectral"] = False
+        notes.append(f"spectral rules not used: bands {list(bands)!r} lack blue/green, and the provider mask "
+                     f"({params.qa_band}) is used instead of the reduced red/NIR/SWIR rules")
+    elif rs is None:
+        notes.append(f"spectral rules not used: bands {list(bands)!r} lack {[b for b in MASK_BANDS if b not in bands]!r}")
+    if params.qa_band is not None and not ok["provider"]:
+        notes.append(f"provider mask not used: QA band {params.qa_band!r} not in the cube")
     out = tuple(m for m in ("spectral", "provider", "s2cloudless") if ok[m])
     if not out:
         raise ValueError(
             f"no cloud mask method for bands {list(bands)!r} and QA {params.qa_band!r}; expected all of "
-            f"{list(MASK_BANDS)!r} (spectral rules), a sensor QA band in the cube (provider masks) or the "
-            f"Sentinel-2 L1C bands {list(S2CLOUDLESS_BANDS.values())!r} (s2cloudless)"
+            f"{list(MASK_BANDS)!r} or {list(RNS_BANDS)!r} (spectral rules), a sensor QA band in the cube (provider "
+            f"masks) or the Sentinel-2 L1C bands {list(S2CLOUDLESS_BANDS.values())!r} (s2cloudless)"
         )
-    return out
+    return out, notes
 
 
 def _s2cloudless_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
@@ -166,6 +191,14 @@ def _provider_masks(scene: xr.Dataset, params: AnalysisParams) -> xr.Dataset:
         "cloud": dilate(layers["cloud"], buf), "shadow": dilate(layers["shadow"], buf),
         "flags": flags, "cloud_score": layers["cloud"].astype(np.float32).where(scene["valid"]),
     })
+
+
+def mask_params(params: AnalysisParams, resolution: float) -> MaskParams:
+    """The spectral rules' parameters at this resolution (``min_cloud_width_m`` -> ``min_width_px``)."""
+    if params.min_cloud_width_m is None:
+        return params.masks
+    r = max(2, int(round(params.min_cloud_width_m / (2 * resolution))))
+    return replace(params.masks, min_width_px=r)
 
 
 def sun_position(cube: xr.Dataset, index: int, grid: SiteGrid) -> tuple[float, float] | None:
@@ -206,7 +239,7 @@ def analyse_slot(
         raise ValueError(f"cube slot {index} ({cube.scene_id.values[index]!r}) got no committed scene; expected an ingested slot")
     scene_id = str(cube.scene_id.values[index])
     when = np.datetime_as_string(cube.time.values[index], unit="s") + "Z"
-    methods = _mask_methods(cube, bands, params)
+    methods, method_notes = mask_methods(cube, bands, params)
     qa_vars = [params.qa_band] if "provider" in methods else []
     scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
     hist = history_indices(cube, index, params.baseline.window)
@@ -231,13 +264,16 @@ def analyse_slot(
         gain_offset = fit_gain_offset(scene, rough_clear, baseline, bands, params.change.min_obs)
         norm_by_band = {b: (float(g), float(o)) for b, g, o in zip(bands, *gain_offset)}
     sun = sun_position(cube, index, grid)
-    m = (masks(scene, baseline, params.masks, norm=norm_by_band, sun=sun, resolution=grid.resolution)
+    m = (masks(scene, baseline, mask_params(params, grid.resolution), norm=norm_by_band, sun=sun, resolution=grid.resolution)
          if "spectral" in methods else None)
     for e in extra:
         p = e[["cloud", "shadow", "flags", "cloud_score"]]
         m = p if m is None else xr.Dataset({
             "cloud": m["cloud"] | p["cloud"], "shadow": (m["shadow"] | p["shadow"]) & ~(m["cloud"] | p["cloud"]),
             "flags": m["flags"] | p["flags"], "cloud_score": np.fmax(m["cloud_score"], p["cloud_score"])})
+    shadow_length = None
+    if "spectral" in methods and m["shadow"].attrs.get("shadow_length_px", -1) >= 0:
+        shadow_length = int(m["shadow"].attrs["shadow_length_px"])
     m = m.persist()
     saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
@@ -271,4 +307,5 @@ def analyse_slot(
             ))
     valid_fraction = float(cube["valid_fraction"].values[index])
     cube.close()
-    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(hist), detections, norm)
+    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(hist), detections, norm,
+                      mask_methods=methods, mask_notes=tuple(method_notes), shadow_length_px=shadow_length)

@@ -19,6 +19,7 @@ from .sensors import PROFILES, S2CLOUDLESS_BANDS, SensorProfile, get_profile
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 SPECTRAL_MASK_BANDS = ("blue", "green", "red", "nir")  # swir16 sharpens the snow and shadow tests when present
+SPECTRAL_RNS_BANDS = ("red", "nir", "swir16")  # the reduced red/NIR/SWIR rules (no blue/green)
 
 
 # ---------------------------------------------------------------- alert lifecycle and channels
@@ -231,9 +232,9 @@ class SiteConfig(BaseModel):
                              f"got {unknown!r}, which sensor profile {sensor!r} has no band for; expected some of "
                              f"{list(prof.reflectance_bands)!r}")
         lacking = [b for b in SPECTRAL_MASK_BANDS if b not in v]
-        if lacking and prof.qa_band is None:
-            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red and nir "
-                             f"(or a sensor profile with a QA band; {sensor!r} has none)")
+        if lacking and prof.qa_band is None and not all(b in v for b in SPECTRAL_RNS_BANDS):
+            raise ValueError(f"bands lack {lacking}; cloud masking needs blue, green, red and nir, or red, nir and "
+                             f"swir16 (or a sensor profile with a QA band; {sensor!r} has none)")
         return v
 
     @field_validator("mask_method")
@@ -245,8 +246,9 @@ class SiteConfig(BaseModel):
         if v == "provider" and get_profile(sensor).qa_band is None:
             raise ValueError(f"got 'provider' but sensor profile {sensor!r} has no QA band; expected 'spectral' or 'auto'")
         lacking = [b for b in SPECTRAL_MASK_BANDS if b not in bands]
-        if v == "spectral" and lacking:
-            raise ValueError(f"got 'spectral' but bands lack {lacking}; expected 'provider' or 'auto', or those bands")
+        if v == "spectral" and lacking and not all(b in bands for b in SPECTRAL_RNS_BANDS):
+            raise ValueError(f"got 'spectral' but bands lack {lacking}; expected 'provider' or 'auto', or those bands "
+                             f"(or {list(SPECTRAL_RNS_BANDS)} for the red/NIR/SWIR rules)")
         s2_lacking = [b for b in S2CLOUDLESS_BANDS.values() if b not in bands]
         if v == "s2cloudless" and s2_lacking:
             raise ValueError(f"got 's2cloudless' but bands lack {s2_lacking}; expected the Sentinel-2 L1C model bands "

@@ -200,11 +200,15 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
     if site_state:
         lines += [f"**Site observation:** {site_state.get('text', '')}", ""]
     if scenes:
-        lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | alerts |", "|---|---|---|---|---|"]
+        lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | masks | alerts |", "|---|---|---|---|---|---|"]
         for s in scenes:
             cloud = "not observed (no valid pixel)" if s["cloud_fraction"] != s["cloud_fraction"] else f"{s['cloud_fraction']:.0%}"
-            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {cloud} | {s['n_detections']} |")
+            masks = "+".join(s.get("mask_methods") or ()) or "-"
+            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {cloud} | {masks} | {s['n_detections']} |")
         lines.append("")
+        notes = sorted({n for s in scenes for n in s.get("mask_notes") or ()})
+        if notes:  # mask methods that "auto" left out, and why
+            lines += ["Cloud masks:", ""] + [f"- {_cell(n)}" for n in notes] + [""]
     else:
         lines += ["No new scenes: nothing to analyse.", ""]
     fresh = [a for a in alerts if a.id in set(new_ids) | set(updated_ids)]

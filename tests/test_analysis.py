@@ -425,3 +425,72 @@ def test_all_nodata_scene_is_analysed_without_errors_and_counts_as_unobserved(tm
     assert s.analysed and s.valid_fraction == 0.0 and np.isnan(s.cloud_fraction)
     ds = cube_io.open_cube(url).isel(time=2)
     assert not ds["cloud"].values.any() and not ds["change"].values.any() and np.isnan(ds["change_score"].values).all()
+
+
+def test_mask_flags_and_cloud_score_stored_with_the_buffered_masks(run, series):
+    """The cube keeps the masks before the buffer (mask_flags bits 1/2) inside the buffered
+    ones, snow/water flags outside cloud, a cloud score of 0-100 % on valid pixels (255 outside),
+    and every slot result says which mask method ran and where its shadows were projected."""
+    from sitewatch.kernels.masks import FLAG_CLOUD, FLAG_SHADOW, FLAG_WATER
+
+    ds = run.cube
+    flags = ds["mask_flags"].values
+    raw_cloud, raw_shadow = (flags & FLAG_CLOUD) > 0, (flags & FLAG_SHADOW) > 0
+    assert (raw_cloud <= ds["cloud"].values).all() and (raw_shadow <= (ds["shadow"].values | ds["cloud"].values)).all()
+    assert raw_cloud.any() and raw_cloud.sum() < ds["cloud"].values.sum()  # the buffer adds pixels
+    assert ((flags & FLAG_WATER) > 0)[:, :, :10].mean() > 0.5  # the sea along the west edge
+    score = ds["cloud_score"].values
+    valid = ds["valid"].values
+    assert (score[~valid] == 255).all() and (score[valid] <= 100).all()
+    cloudiest = int(np.argmax([series.scene(i).cloud_fraction for i in range(len(series))]))
+    assert score[cloudiest][raw_cloud[cloudiest]].mean() > 50 > score[cloudiest][valid[cloudiest] & ~ds["cloud"].values[cloudiest]].mean()
+    assert all(r.mask_methods == ("spectral",) and r.mask_notes == () for r in run.results)
+    projected = [r.shadow_length_px for r in run.results if r.shadow_length_px is not None]
+    assert projected and all(p > 0 for p in projected)
+
+
+def test_mask_method_auto_prefers_the_provider_over_the_red_nir_swir_rules():
+    """'auto' on a red/NIR/SWIR sensor with a QA band uses the provider mask and says why the
+    reduced spectral rules did not run; without a QA band it runs them; an explicit method the
+    bands cannot support names the bands."""
+    from sitewatch.analysis import mask_methods
+
+    cube = xr.Dataset({"fmask": (("y", "x"), np.zeros((2, 2), np.uint16))})
+    rns = ("red", "nir", "swir16")
+    methods, notes = mask_methods(cube, rns, AnalysisParams(qa_band="fmask", qa_kind="fmask"))
+    assert methods == ("provider",) and "lack blue/green" in notes[0]
+    assert mask_methods(xr.Dataset(), rns, AnalysisParams()) == (("spectral",), [])
+    methods, notes = mask_methods(cube, ("red", "nir"), AnalysisParams(qa_band="fmask", qa_kind="fmask"))
+    assert methods == ("provider",) and "lack ['blue', 'green']" in notes[0]
+    with pytest.raises(ValueError, match=r"mask_method 'spectral' got bands \['red', 'nir'\]"):
+        mask_methods(cube, ("red", "nir"), AnalysisParams(mask_method="spectral"))
+
+
+def test_saturated_pixels_are_flagged_and_kept_out_of_the_change(tmp_path):
+    """A pixel saturated in one band (65535) is flagged, never scored as change, and no NaN or
+    overflow warning escapes."""
+    import warnings
+
+    from sitewatch.kernels.masks import FLAG_SATURATED
+
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=96, height=80)
+    url = str(tmp_path / "cube.zarr")
+    times = [dt.datetime(2026, 1, d, 8, tzinfo=dt.timezone.utc) for d in range(1, 6)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=64)
+    rng = np.random.default_rng(2)
+    land = {"blue": 600, "green": 900, "red": 800, "nir": 2500, "swir16": 1800, "swir22": 1200}
+    for k in range(5):
+        data = {b: (("y", "x"), np.rint(land[b] + rng.normal(0, 20, grid.shape)).astype(np.uint16)) for b in BANDS}
+        if k == 4:
+            data["nir"][1][30:34, 40:44] = 65535  # a saturated glint
+        data["valid"] = (("y", "x"), np.ones(grid.shape, bool))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for k in range(5):
+            res = analyse_slot(url, slots[f"S{k}"], grid, BANDS, AnalysisParams(min_object_area_m2=0.0))
+    assert res.detections == []
+    ds = cube_io.open_cube(url).isel(time=slots["S4"])
+    sat = (ds["mask_flags"].values & FLAG_SATURATED) > 0
+    assert sat[30:34, 40:44].all() and sat.sum() == 16
+    assert not ds["change"].values.any() and np.isnan(ds["change_score"].values[30:34, 40:44]).all()

@@ -547,7 +547,9 @@ def test_masks_bad_input():
     with pytest.raises(ValueError, match="valid"):
         masks(ds.drop_vars("valid"))
     with pytest.raises(ValueError, match="blue"):
-        masks(ds.drop_vars("blue"))
+        masks(ds.drop_vars(["blue", "swir16"]))  # neither the visible nor the red/NIR/SWIR set
+    with pytest.raises(ValueError, match="blue"):
+        masks_np({b: bands[b] for b in ("green", "red", "nir")}, valid)
     with pytest.raises(ValueError, match="dims"):
         masks(ds.transpose("x", "y"))
     with pytest.raises(ValueError, match="dims"):
@@ -576,3 +578,33 @@ def test_four_band_products_without_swir():
     np.testing.assert_array_equal(eager.cloud.values, cloud)
     np.testing.assert_array_equal(lazy.cloud.values, cloud)
     np.testing.assert_array_equal(lazy.shadow.values, shadow)
+
+
+def test_red_nir_swir_rules_tell_cloud_from_snow():
+    """Without blue and green (Landsat TM/ETM+ red/NIR/SWIR subsets) cloud is a temporal test:
+    red much brighter than its clear-sky median while SWIR-1.6 does not drop; snow, bright in
+    red but dark in SWIR-1.6, is flagged as snow, never cloud. Eager and dask agree."""
+    from sitewatch.kernels.masks import FLAG_CLOUD, FLAG_SNOW, RNS_BANDS, mask_layers_np
+
+    h, w = 90, 100
+    bands, valid, baseline, count = _background(h, w, seed=21)
+    rns = {b: bands[b] for b in RNS_BANDS}
+    base = {b: baseline[b] for b in RNS_BANDS}
+    rns["red"][10:40, 10:40] = 3000  # cloud: red +0.22, SWIR +0.12
+    rns["swir16"][10:40, 10:40] = 3000
+    rns["nir"][10:40, 10:40] = 3500
+    rns["red"][50:80, 50:90] = 5000  # snow: red +0.42, SWIR -0.13
+    rns["swir16"][50:80, 50:90] = 500
+    rns["red"][5:8, 60:63] = 3000  # a 3 x 3 bright roof: below the minimum width
+    rns["swir16"][5:8, 60:63] = 3000
+    layers = mask_layers_np(rns, valid, base, count, P0)
+    cloud, snow = (layers["flags"] & FLAG_CLOUD) > 0, (layers["flags"] & FLAG_SNOW) > 0
+    np.testing.assert_array_equal(cloud, _rect(h, w, slice(10, 40), slice(10, 40)))
+    assert snow[50:80, 50:90].all() and not snow[10:40, 10:40].any()
+    # single date (no baseline): the cautious rule still finds the bright, SWIR-bright cloud, not the snow
+    single = mask_layers_np(rns, valid, params=P0)["cloud"]
+    assert single[10:40, 10:40].all() and not single[50:80, 50:90].any()
+    ds = xr.Dataset({b: (("y", "x"), a) for b, a in rns.items()} | {"valid": (("y", "x"), valid)})
+    bl = _to_baseline_ds(baseline, count).sel(band=list(RNS_BANDS))
+    lazy = masks(ds.chunk({"y": (30, 35, 25), "x": (45, 55)}), bl, P)
+    np.testing.assert_array_equal(lazy["cloud"].values, masks_np(rns, valid, base, count, P)[0])

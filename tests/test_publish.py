@@ -239,13 +239,15 @@ def test_before_after_chips_unknown_scene():
 
 def test_markdown_report_mentions_new_and_updated_alerts():
     alerts = [_alert(0), _alert(1), _alert(2, status="closed")]
-    scenes = [{"scene_id": "S9", "time": "2026-03-11T08:30:00Z", "valid_fraction": 0.98, "cloud_fraction": 0.25, "n_detections": 2}]
+    scenes = [{"scene_id": "S9", "time": "2026-03-11T08:30:00Z", "valid_fraction": 0.98, "cloud_fraction": 0.25, "n_detections": 2,
+               "mask_methods": ["provider"], "mask_notes": ["spectral rules not used: bands ['red', 'nir'] lack ['blue', 'green']"]}]
     md = publish.markdown_report("base", alerts, [alerts[0].id], [alerts[1].id], scenes)
     assert md.startswith("# sitewatch: base")
     assert f"{alerts[0].id} (new)" in md
     assert f"{alerts[1].id} (updated)" in md
     assert alerts[2].id not in md  # neither new nor updated
-    assert "| S9 | 2026-03-11 | 98% | 25% | 2 |" in md
+    assert "| S9 | 2026-03-11 | 98% | 25% | provider | 2 |" in md
+    assert "- spectral rules not used: bands ['red', 'nir'] lack ['blue', 'green']" in md  # why a method did not run
     assert "No new scenes" not in md and "No new alerts" not in md
     assert "Open alerts at this site: 2" in md
 
@@ -253,7 +255,7 @@ def test_markdown_report_mentions_new_and_updated_alerts():
 def test_markdown_report_scene_without_valid_pixels_is_not_observed():
     scenes = [{"scene_id": "S0", "time": "2026-03-11T08:30:00Z", "valid_fraction": 0.0, "cloud_fraction": float("nan"), "n_detections": 0}]
     md = publish.markdown_report("base", [], [], [], scenes)
-    assert "| S0 | 2026-03-11 | 0% | not observed (no valid pixel) | 0 |" in md and "nan" not in md
+    assert "| S0 | 2026-03-11 | 0% | not observed (no valid pixel) | - | 0 |" in md and "nan" not in md
 
 
 def test_markdown_report_no_new_scenes():

@@ -53,8 +53,19 @@ from scipy import ndimage
 from . import shadow as shadow_k
 from ._util import is_dask, require_2d_same_shape
 
-MASK_BANDS = ("blue", "green", "red", "nir")  # required: 4-band (RGB+NIR) products work
+MASK_BANDS = ("blue", "green", "red", "nir")  # the visible rule set: 4-band (RGB+NIR) products work
 OPTIONAL_MASK_BANDS = ("swir16",)  # used when present: snow test, shadow test
+RNS_BANDS = ("red", "nir", "swir16")  # the reduced rule set for sensors without blue/green (see below)
+#: The band sets the spectral rules can run on, preferred first.
+MASK_BAND_SETS = (MASK_BANDS, RNS_BANDS)
+
+
+def rule_set(bands) -> tuple[str, ...] | None:
+    """The first of :data:`MASK_BAND_SETS` that ``bands`` hold, or ``None``."""
+    for rs in MASK_BAND_SETS:
+        if all(b in bands for b in rs):
+            return rs
+    return None
 
 # Bits of the per-pixel flag layer (``mask_flags`` in the cube; CF flag_masks).
 FLAG_CLOUD = 1  # cloud, before the buffer
@@ -82,6 +93,10 @@ class MaskParams:
     shadow_ratio: float = 0.85
     shadow_ratio_red: float = 0.9
     shadow_weak_ratio: float = 0.95
+    rns_red: float = 0.1  # red/NIR/SWIR rules: cloud is bright in red ...
+    rns_red_rise: float = 0.08  # ... at least this much brighter than its clear-sky red ...
+    rns_swir_rise: float = -0.01  # ... and not darker in SWIR (snow is: it absorbs at 1.6 um)
+    rns_single_red: float = 0.15  # single date, no baseline: red and SWIR above this, NDSI(red) below 0.3
     rough_blue: float = 0.06
     rough_ratio: float = 0.7
     land_nir: float = 0.06
@@ -138,15 +153,17 @@ def _open_grow_buffer(mask: np.ndarray, r: int, grow: int, buffer_px: int, grow_
 
 def _inputs(bands: Mapping[str, np.ndarray], valid: np.ndarray, baseline, count, params: MaskParams, norm):
     """Validated float reflectances (normalised where ``norm`` says), baseline and helpers."""
-    lacking = [b for b in MASK_BANDS if b not in bands]
-    if lacking:
-        raise ValueError(f"cloud mask bands lack {lacking!r}; expected {MASK_BANDS!r}")
-    names = MASK_BANDS + tuple(b for b in OPTIONAL_MASK_BANDS if b in bands)
+    rs = rule_set(bands)
+    if rs is None:
+        lacking = [b for b in MASK_BANDS if b not in bands]
+        raise ValueError(f"cloud mask bands lack {lacking!r}; expected {MASK_BANDS!r} (or {RNS_BANDS!r} for the "
+                         f"red/NIR/SWIR rules), got {sorted(bands)!r}")
+    names = tuple(b for b in (*MASK_BANDS, *OPTIONAL_MASK_BANDS) if b in bands and (b in rs or b in OPTIONAL_MASK_BANDS))
     require_2d_same_shape("cloud mask", valid=valid, count=count, **{b: bands[b] for b in names})
     s = np.float32(1e-4)
     raw = {b: np.asarray(bands[b]) for b in names}
     x = {b: raw[b].astype(np.float32) * s for b in names}
-    saturated = np.zeros(raw["blue"].shape, dtype=bool)
+    saturated = np.zeros(raw[names[0]].shape, dtype=bool)
     for b in names:
         saturated |= raw[b] >= params.saturation_dn
     base = None
@@ -159,7 +176,7 @@ def _inputs(bands: Mapping[str, np.ndarray], valid: np.ndarray, baseline, count,
             raise ValueError(f"cloud mask baseline lacks {lacking!r}; expected {names!r}")
         have = np.asarray(count) >= params.min_obs
         base = {b: np.nan_to_num(np.asarray(baseline[b], dtype=np.float32) * s) for b in names}
-    return names, x, saturated, base, have
+    return rs, names, x, saturated, base, have
 
 
 def _normalised(x: dict[str, np.ndarray], norm: Mapping[str, tuple[float, float]] | None) -> dict[str, np.ndarray]:
@@ -171,7 +188,9 @@ def _normalised(x: dict[str, np.ndarray], norm: Mapping[str, tuple[float, float]
 def _per_pixel(bands, valid, baseline, count, params: MaskParams, norm):
     """Per-pixel tests: ``thick``, ``thin``, ``thin_weak``, ``dark``, ``dark_weak``, ``snow``,
     ``water``, ``saturated`` (bool) and the score terms."""
-    names, x, saturated, base, have = _inputs(bands, valid, baseline, count, params, norm)
+    rs, names, x, saturated, base, have = _inputs(bands, valid, baseline, count, params, norm)
+    if rs is RNS_BANDS:
+        return _per_pixel_rns(x, saturated, base, have, params, norm)
     blue, green, red, nir = (x[b] for b in MASK_BANDS)
     swir = x.get("swir16")
     vis = (blue + green + red) / 3
@@ -199,14 +218,54 @@ def _per_pixel(bands, valid, baseline, count, params: MaskParams, norm):
         out["thin"] = hazy & (d_blue > params.thin_blue)
         out["thin_weak"] = hazy & (d_blue > params.thin_blue_weak)
         out["thin_term"] = np.where(hazy, d_blue - params.thin_blue, -np.inf).astype(np.float32)
-        land = have & (bn > params.land_nir)
-        dark = land & (n["nir"] < params.shadow_ratio * bn) & (n["red"] < params.shadow_ratio_red * br)
-        weak = params.shadow_weak_ratio
-        dark_weak = land & (n["nir"] < weak * bn) & (n["red"] < weak * br)
-        if swir is not None:
-            dark &= n["swir16"] < params.shadow_ratio * base["swir16"]
-            dark_weak &= n["swir16"] < weak * base["swir16"]
-        out["dark"], out["dark_weak"] = dark, dark_weak
+        out["dark"], out["dark_weak"] = _dark(n, base, have, params)
+    return out
+
+
+def _dark(n: dict[str, np.ndarray], base: dict[str, np.ndarray], have: np.ndarray, params: MaskParams):
+    """Strong and loose darkening against the clear-sky baseline, over land."""
+    br, bn = base["red"], base["nir"]
+    land = have & (bn > params.land_nir)
+    dark = land & (n["nir"] < params.shadow_ratio * bn) & (n["red"] < params.shadow_ratio_red * br)
+    weak = params.shadow_weak_ratio
+    dark_weak = land & (n["nir"] < weak * bn) & (n["red"] < weak * br)
+    if "swir16" in n:
+        dark &= n["swir16"] < params.shadow_ratio * base["swir16"]
+        dark_weak &= n["swir16"] < weak * base["swir16"]
+    return dark, dark_weak
+
+
+def _per_pixel_rns(x, saturated, base, have, params: MaskParams, norm):
+    """The red/NIR/SWIR-1.6 rules (Landsat TM/ETM+ subsets, any sensor without blue and green):
+    no haze-optimised transform or visible whiteness is possible, so cloud is *temporal*: red
+    above ``rns_red`` and at least ``rns_red_rise`` above its clear-sky median while SWIR-1.6
+    does not drop by more than ``-rns_swir_rise`` (snow darkens SWIR-1.6, cloud, ice cloud
+    included, does not). Without a baseline, a cautious single-date test: red and SWIR above
+    ``rns_single_red`` and NDSI computed with red below 0.3. Snow: NDSI(red) above
+    ``ndsi_snow`` with red above ``snow_green``; water and shadow as in the visible rules."""
+    red, nir, swir = x["red"], x["nir"], x["swir16"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndsi = (red - swir) / (red + swir)
+        ndvi = (nir - red) / (nir + red)
+    snow = (ndsi > params.ndsi_snow) & (red > params.snow_green)
+    water = ((ndvi < 0.01) & (nir < 0.11)) | ((ndvi < 0.1) & (ndvi > 0) & (nir < 0.05))
+    single = (red > params.rns_single_red) & (swir > params.rns_single_red) & (ndsi < 0.3)
+    false = np.zeros(red.shape, dtype=bool)
+    out = {"snow": snow, "water": water, "saturated": saturated, "thin": false, "thin_weak": false,
+           "dark": false, "dark_weak": false, "thin_term": np.full(red.shape, -np.inf, np.float32)}
+    if base is None:
+        out["thick"] = single
+        out["thick_term"] = np.where(ndsi < 0.3, np.minimum(red, swir) - params.rns_single_red, -np.inf)
+    else:
+        n = _normalised(x, norm)
+        d_red, d_swir = n["red"] - base["red"], n["swir16"] - base["swir16"]
+        rises = have & (d_swir > params.rns_swir_rise) & (n["red"] > params.rns_red)
+        cloud = rises & (d_red > params.rns_red_rise)
+        out["thick"] = cloud | (single & ~have)
+        out["thick_term"] = np.where(rises, d_red - params.rns_red_rise, -np.inf)
+        out["dark"], out["dark_weak"] = _dark(n, base, have, params)
+        out["snow"] = snow & ~cloud
+    out["water"] = water & ~out["thick"]
     return out
 
 
@@ -376,12 +435,13 @@ def masks(
     Lazy (``map_overlap``) when the scene is dask-backed; with a sun position (projected
     shadows) the first stage is persisted and two small computes of per-chunk counts choose the
     shadow length. ``swir16`` is used when the scene (and the baseline) have it."""
-    lacking = [b for b in (*MASK_BANDS, "valid") if b not in scene.data_vars]
+    rs = rule_set(scene.data_vars)
+    lacking = [b for b in (*(rs or MASK_BANDS), "valid") if b not in scene.data_vars]
     if lacking:
-        raise ValueError(f"scene lacks {lacking!r}; expected bands {MASK_BANDS!r} and 'valid'")
-    names = MASK_BANDS + tuple(
-        b for b in OPTIONAL_MASK_BANDS
-        if b in scene.data_vars and (baseline is None or b in baseline["median"].coords["band"].values))
+        raise ValueError(f"scene lacks {lacking!r}; expected bands {MASK_BANDS!r} (or {RNS_BANDS!r}) and 'valid'")
+    in_base = (lambda b: True) if baseline is None else (lambda b: b in baseline["median"].coords["band"].values)  # noqa: E731
+    names = tuple(b for b in (*MASK_BANDS, *OPTIONAL_MASK_BANDS)
+                  if b in scene.data_vars and (b in rs or (b in OPTIONAL_MASK_BANDS and in_base(b))))
     ref = scene["valid"]
     if ref.dims != ("y", "x"):
         raise ValueError(f"scene 'valid' dims got {ref.dims!r}; expected ('y', 'x')")
