@@ -368,8 +368,27 @@ def main(argv: list[str] | None = None) -> int:
     for sp in (d, r, s):
         sp.add_argument("--stack", metavar="DIR", help="use the local stack in DIR (see 'sitewatch stack'); "
                         "default: $SITEWATCH_STACK_DIR, or ./.sitewatch-stack when a stack runs there")
+    _complete_help(sub)
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
+
+
+_OPTION_HELP = {
+    "--config": "sites YAML file (see infra/sites.example.yaml); a bad field is reported by name (exit 2)",
+    "--seed": "random seed of the synthetic series (default 0)",
+    "--status": "only alerts with this status",
+}
+
+
+def _complete_help(sub: argparse._SubParsersAction) -> None:
+    """Every command's --help: its description, help on every option, and the exit codes."""
+    for act in sub._choices_actions:
+        sp = sub.choices[act.dest]
+        sp.description = sp.description or act.help
+        sp.epilog = sp.epilog or EPILOG
+        for a in sp._actions:
+            if a.help is None and a.option_strings:
+                a.help = _OPTION_HELP.get(a.option_strings[-1])
 
 
 if __name__ == "__main__":

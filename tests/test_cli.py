@@ -202,3 +202,86 @@ def test_alerts_argparse_errors_exit_2(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------- help text and exit codes
+
+COMMANDS = ["demo", "run", "serve", "stack", "alerts"]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help_with_exit_codes(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: sitewatch {cmd}")
+    assert "exit codes: 0 ok; 1 a run failed" in out and "2 usage or configuration error" in out
+    # a description under the usage line, and help on every option (from the parser main() builds)
+    assert out.splitlines()[0] != "" and out.split("\n\n")[1].strip(), out
+    import argparse
+
+    built = []
+    orig = argparse.ArgumentParser.parse_args
+
+    def spy(self, *a, **kw):
+        built.append(self)
+        return orig(self, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(argparse.ArgumentParser, "parse_args", spy)
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+    capsys.readouterr()
+    sub = next(a for a in built[-1]._actions if isinstance(a, argparse._SubParsersAction)).choices[cmd]
+    assert sub.description
+    missing = [a.option_strings or a.dest for a in sub._actions if not a.help]
+    assert not missing, f"'sitewatch {cmd}' options without help: {missing}"
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in COMMANDS:
+        assert cmd in out
+    assert "exit codes" in out
+
+
+@pytest.mark.parametrize("argv", [[], ["nosuchcommand"], ["run"], ["run", "--config"], ["stack", "sideways"],
+                                  ["demo", "--workdir", "x", "--size", "big"]])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "usage: sitewatch" in capsys.readouterr().err
+
+
+def test_bad_group_and_unknown_site_exit_2(tmp_path, capsys):
+    cfg = ROOT / "infra" / "sites.example.yaml"
+    assert main(["serve", "--config", str(cfg), "--group", "syria=khmeimim,nowhere"]) == 2
+    assert "unknown site(s) ['nowhere']" in capsys.readouterr().err
+    assert main(["run", "--config", str(cfg), "--site", "nowhere"]) == 2
+    assert "no site named" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_failed_run_exits_1(tmp_path, prefect_server, small_series, sites_yaml):
+    """A site whose scenes cannot be used: the flow ends Failed, the command exits 1 and says why."""
+    from sitewatch.demo import write_synthetic_scenes
+
+    source = tmp_path / "scenes"
+    write_synthetic_scenes(small_series, str(source))
+    sid = small_series.scene_ids[0]
+    for tif in (source / sid).glob("*.tif"):
+        tif.write_bytes(b"not a tiff")  # every scene of the first date is corrupt
+    for other in small_series.scene_ids[2:]:
+        import shutil
+
+        shutil.rmtree(source / other)
+    cfg = sites_yaml("failing", small_series, source, tmp_path / "store", chunk_size=128)
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", str(cfg)], cwd=ROOT,
+                       env=_env(prefect_server), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"REJECTED {sid}" in r.stdout
