@@ -279,7 +279,10 @@ def synthetic_quality(seeds: list[int], size: int, dates: int, methods=METHODS, 
                     scored = use  # the same pixels for every method
                     info: dict = {}
                 else:
-                    pred, info = run_pair(m, bands_a[j], bands_a[i], use, BANDS)
+                    try:
+                        pred, info = run_pair(m, bands_a[j], bands_a[i], use, BANDS)
+                    except ValueError as exc:  # e.g. too few invariant pixels: nothing detected, counted as such
+                        pred, info = np.zeros(use.shape, bool), {"error": str(exc)}
                     scored = use
                 dt_ = time.perf_counter() - t0
                 for s in (scores[m], seed_scores[m]):
@@ -503,6 +506,18 @@ def report(meta: dict, syn: dict | None, real: list[dict], sp: dict | None) -> s
               "|---|---|---|---|---|---|---|---|---|"]
         for m, s in p.items():
             L.append(f"| {m}{' (default)' if m == DEFAULT_METHOD else ''} | " + " | ".join(_cell(s)) + f" | {s['seconds']:.0f} |")
+        info = syn.get("method_info", {})
+        notes = []
+        for m, rows in info.items():
+            errs = [r for r in rows if "error" in r]
+            if errs and m in p:
+                notes.append(f"{m}: {len(errs)} date pair(s) failed and count as nothing detected ({errs[0]['error']})")
+        it = [r for r in info.get("irmad", []) if "iterations" in r]
+        if it:
+            notes.append(f"irmad: {sum(1 for r in it if r['converged'])} of {len(it)} pairs converged (tol 1e-4 on the canonical "
+                         f"correlations), iterations median {int(np.median([r['iterations'] for r in it]))}, max {max(r['iterations'] for r in it)}")
+        if notes:
+            L += [""] + [f"- {n}" for n in notes]
         L += ["", "Per seed pixel F1: " + "; ".join(f"{r['seed']}: " + ", ".join(f"{m} {fmt(v['pixel']['f1'])}" for m, v in r["methods"].items())
                                                  for r in syn["per_seed"]), ""]
         if syn.get("sweep"):
@@ -567,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-methods", nargs="+", default=list(SPEED_METHODS))
     ap.add_argument("--window", type=int, default=8, help="baseline window (dates); the pipeline's default is 8")
     ap.add_argument("--unperturbed", action="store_true", help="diagnostic: the generator's scenes without the extra perturbations")
+    ap.add_argument("--from-json", help="rewrite the .md report from a results .json (no run)")
     ap.add_argument("--worker")
     ap.add_argument("--tiledir")
     a = ap.parse_args(argv)
@@ -574,6 +590,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if ChangeParams().threshold != DEFAULT_THRESHOLD:
         raise SystemExit(f"DEFAULT_THRESHOLD {DEFAULT_THRESHOLD} differs from ChangeParams().threshold {ChangeParams().threshold}")
+    if a.from_json:
+        d = json.loads(Path(a.from_json).read_text())
+        text = report(d["meta"], d["synthetic"], d["real"], d["speed"])
+        Path(a.from_json).with_suffix(".md").write_text(text + "\n")
+        print(text)
+        return 0
     if a.worker:
         print(json.dumps(_json_safe(_worker(a.worker, a.speed_size, a.speed_dates, a.chunk, Path(a.tiledir)))))
         return 0
