@@ -244,8 +244,9 @@ def up(folder: str | os.PathLike[str] = DEFAULT_DIR, spec: StackSpec = StackSpec
     try:
         svcs["s3"] = _start("s3", [sys.executable, _exe("moto_server"), "-H", HOST, "-p", str(ports["s3"])], base, logs) | {
             "port": ports["s3"], "url": f"http://{HOST}:{ports['s3']}"}
+        ui_env = base | {"PREFECT_UI_API_URL": f"http://{HOST}:{ports['prefect']}/api"}  # the browser UI's API
         svcs["prefect"] = _start("prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
-                                             "--port", str(ports["prefect"])], base, logs) | {
+                                             "--port", str(ports["prefect"])], ui_env, logs) | {
             "port": ports["prefect"], "url": f"http://{HOST}:{ports['prefect']}"}
         sched = f"tcp://{HOST}:{ports['dask']}"
         svcs["dask-scheduler"] = _start("dask-scheduler", [sys.executable, "-m", "distributed.cli.dask_scheduler",
