@@ -12,6 +12,7 @@ Exit codes: 0 ok; 1 a run failed (a site's flow ended Failed, or a stack did not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -45,6 +46,28 @@ def _run_site(cfg) -> tuple[dict[str, Any], str | None]:
     if isinstance(data, BaseException):
         return {"site": cfg.name, "error": f"{type(data).__name__}: {data}"}, f"{type(data).__name__}: {data}"
     return data, (None if state.is_completed() else state.message)
+
+
+@contextlib.contextmanager
+def progress_reporter(label: str, line, stream=None, tty: bool | None = None):
+    """A ``progress(k, n, *info)`` callback for long work: a live progress bar (rich) when
+    ``stream`` (default stderr) is a terminal, else one line per step (``line(k, n, *info)``), so
+    logs and scripts get plain text."""
+    stream = stream or sys.stderr
+    if not (stream.isatty() if tty is None else tty):
+        yield lambda k, n, *info: _say(line(k, n, *info))
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"[sitewatch] {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(file=stream, force_terminal=True)) as bar:
+        task = bar.add_task(label, total=None)
+
+        def tick(k: int, n: int, *info: Any) -> None:
+            bar.update(task, completed=k, total=n)
+
+        yield tick
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -99,7 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"demo site: Khmeimim air base ({spec.lat:.2f} N {spec.lon:.2f} E), {spec.width} x {spec.height} px at "
          f"{spec.resolution:g} m in {spec.crs}, {spec.n_dates} dates")
     _say(f"writing synthetic scenes (COG + STAC) to {source}")
-    write_synthetic_scenes(series, source, progress=lambda k, n, url: _say(f"  scene {k}/{n} ready: {url.rsplit('/', 1)[-1]}"))
+    with progress_reporter("writing scenes", lambda k, n, url: f"  scene {k}/{n} ready: {url.rsplit('/', 1)[-1]}") as tick:
+        write_synthetic_scenes(series, source, progress=tick)
     (workdir / "truth.json").write_text(json.dumps({
         "events": [{**e.__dict__, "date": e.date.isoformat()} for e in series.events],
         "note": "ground truth of the synthetic demo: change events with pixel bboxes (row0, col0, row1, col1)",

@@ -285,3 +285,21 @@ def test_failed_run_exits_1(tmp_path, prefect_server, small_series, sites_yaml):
                        env=_env(prefect_server), capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert f"REJECTED {sid}" in r.stdout
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise(capsys):
+    import io
+
+    from flows.cli import progress_reporter
+
+    term = io.StringIO()
+    with progress_reporter("writing scenes", lambda k, n, name: f"scene {k}/{n} {name}", stream=term, tty=True) as tick:
+        for k in range(1, 6):
+            tick(k, 5, f"s{k}")
+    out = term.getvalue()
+    assert "writing scenes" in out and "5/5" in out and "\x1b[" in out  # a live (ANSI) bar, completed
+    with progress_reporter("writing scenes", lambda k, n, name: f"scene {k}/{n} {name}", stream=io.StringIO(), tty=False) as tick:
+        for k in range(1, 3):
+            tick(k, 2, f"s{k}")
+    err = capsys.readouterr().err
+    assert "scene 1/2 s1" in err and "scene 2/2 s2" in err
