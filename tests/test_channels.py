@@ -202,8 +202,8 @@ def test_bad_channel_config_names_the_field(tmp_path, channels, words):
 @pytest.mark.slow
 def test_monitor_flow_delivers_through_every_channel_once(demo_run, prefect_server, tmp_path, monkeypatch):
     """The session's demo site (alerts already raised), copied, rerun with channels: a webhook
-    that refuses its first 2 deliveries, email, Prefect events and a webhook whose secret is
-    missing. The good channels get every notifiable update once, the broken one is reported by
+    that refuses its first 2 deliveries (HMAC secret in a Prefect Secret block), email, Prefect
+    events and a webhook whose secret environment variable is missing. The good channels get every notifiable update once, the broken one is reported by
     name and the others still deliver; a second run sends nothing; no secret anywhere."""
     import shutil
 
@@ -216,12 +216,14 @@ def test_monitor_flow_delivers_through_every_channel_once(demo_run, prefect_serv
 
     store = tmp_path / "store"
     shutil.copytree(demo_run.cfg.store, store)
+    from prefect.blocks.system import Secret
+
     secret = "flow-test-hmac-secret-9f8e7d"
-    monkeypatch.setenv("SW_FLOW_HOOK_SECRET", secret)
+    Secret(value=secret).save("sw-flow-hook-secret", overwrite=True)  # a real Prefect Secret block on the test server
     monkeypatch.delenv("SW_MISSING_SECRET", raising=False)
     with WebhookReceiver(secret=secret, refuse=2) as rx, SmtpReceiver() as mx:
         chans = (
-            WebhookChannel(type="webhook", name="ops-hook", url=rx.url, secret_env="SW_FLOW_HOOK_SECRET"),
+            WebhookChannel(type="webhook", name="ops-hook", url=rx.url, secret_block="sw-flow-hook-secret"),
             WebhookChannel(type="webhook", name="broken-hook", url=rx.url, secret_env="SW_MISSING_SECRET"),
             EmailChannel(type="email", name="mail", host="127.0.0.1", port=mx.port, sender="s@example.org", to=("a@example.org",),
                          statuses=("confirmed", "closed")),
