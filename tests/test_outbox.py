@@ -149,3 +149,27 @@ def test_wrong_secret_is_refused_without_leaking_it(tmp_path):
     assert "not-the-right-secret" not in text and SECRET not in text
     with pytest.raises(ChannelError):
         send(wrong, outbox.due(alerts, "ops-hook")[0])
+
+
+def test_outbox_and_actions_on_a_real_s3_server(s3_server):
+    """The outbox, the feed and people's actions in an S3 bucket (moto server on 127.0.0.1)."""
+    import boto3
+
+    from sitewatch.alerts import UserAction
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="alerts-bucket")
+    root = "s3://alerts-bucket/sites/base/alerts"
+    alerts = _alerts()
+    publish.write_feed(root, "base", alerts)
+    with WebhookReceiver(secret=SECRET, refuse=1) as rx:
+        spec = _spec(rx)
+        r1 = outbox.deliver(root, "ops-hook", outbox.due(publish.read_feed(root), "ops-hook"), lambda d: send(spec, d))
+        r2 = outbox.deliver(root, "ops-hook", outbox.due(publish.read_feed(root), "ops-hook"), lambda d: send(spec, d))
+    assert (r1.sent, r1.failed) == (4, 1) and (r2.sent, r2.skipped) == (1, 4)
+    assert len(rx.effects) == 5 and set(rx.effect_count.values()) == {1}
+    keys = {o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="alerts-bucket")["Contents"]}
+    assert sum(k.startswith("sites/base/alerts/outbox/ops-hook/") for k in keys) == 5
+    publish.record_action(root, UserAction(alerts[0].id, "ack", "2026-04-01T10:00:00Z", by="ana"))
+    acts = publish.read_actions(root)
+    assert [a.action for a in acts] == ["ack"]
+    assert merge("base", publish.read_feed(root), [], actions=acts)[0][0].status == "acknowledged"
