@@ -4,12 +4,14 @@ An alert's notifiable updates are numbered (``Alert.update_seq``; history entrie
 ``notify``: opened, provisional, confirmed, acknowledged, closed). For every (channel, alert id,
 update seq) there is one record in the object store next to the feed::
 
-    <site>/alerts/outbox/<channel>/<alert id>/<seq>.json   {"state": "pending" | "sent", "key", "attempts", ...}
+    <site>/alerts/outbox/<channel>/<alert id>/<seq>.pending.json   {"state": "pending", "key", "attempts", "last_error", ...}
+    <site>/alerts/outbox/<channel>/<alert id>/<seq>.sent.json      {"state": "sent", "sent_at", ...}
 
-Protocol, per due update: (1) write the record as ``pending`` (attempts + 1), (2) send, with the
+Protocol, per due update: (1) write the ``pending`` record (attempts + 1), (2) send, with the
 idempotency key ``sitewatch:<channel>:<alert id>:<seq>`` (HTTP ``Idempotency-Key`` header; a
-mail's ``Message-ID`` is derived from it), (3) rewrite the record as ``sent``. An update whose
-record says ``sent`` is never sent again; one without a record or still ``pending`` is sent on
+mail's ``Message-ID`` is derived from it), (3) write the ``sent`` record, then remove the
+pending one. An update with a ``sent`` record is never sent again (one listing of the channel's
+folder per run tells which: no per-record read); one without, or only ``pending``, is sent on
 this run and, if that fails, again on the next run (a failed channel is retried on every run
 until it takes the update).
 
@@ -50,8 +52,18 @@ def outbox_url(alerts_root: str) -> str:
     return store.join(alerts_root, OUTBOX_DIR)
 
 
-def record_url(alerts_root: str, channel: str, alert_id: str, seq: int) -> str:
-    return store.join(outbox_url(alerts_root), channel, alert_id, f"{seq:06d}.json")
+def record_url(alerts_root: str, channel: str, alert_id: str, seq: int, state: str = PENDING) -> str:
+    if state not in (PENDING, SENT):
+        raise ValueError(f"outbox record state got {state!r}; expected {PENDING!r} or {SENT!r}")
+    return store.join(outbox_url(alerts_root), channel, alert_id, f"{seq:06d}.{state}.json")
+
+
+def _remove(url: str, storage_options: dict[str, Any] | None) -> None:
+    fs, path = store.filesystem(url, storage_options)
+    try:
+        fs.rm(path)
+    except FileNotFoundError:
+        pass
 
 
 def due(alerts: Iterable[Alert], channel: str, statuses: Sequence[str] = ALERT_STATUSES) -> list[Delivery]:
@@ -91,12 +103,11 @@ def deliver(alerts_root: str, channel: str, deliveries: Sequence[Delivery], send
         if d.channel != channel:
             raise ValueError(f"delivery channel got {d.channel!r}; expected {channel!r}")
         url = record_url(alerts_root, channel, d.alert_id, d.seq)
-        rec: dict[str, Any] = {}
-        if url in done:
-            rec = store.read_json(url, storage_options)
-            if rec.get("state") == SENT:
-                skipped += 1
-                continue
+        sent_url = record_url(alerts_root, channel, d.alert_id, d.seq, SENT)
+        if sent_url in done:
+            skipped += 1
+            continue
+        rec: dict[str, Any] = store.read_json(url, storage_options) if url in done else {}
         if consecutive >= max_failures:
             failed += 1
             continue
@@ -117,12 +128,14 @@ def deliver(alerts_root: str, channel: str, deliveries: Sequence[Delivery], send
         consecutive = 0
         if after_send is not None:
             after_send(d)
-        store.write_json(url, {**rec, "state": SENT, "sent_at": _now()}, storage_options)
+        store.write_json(sent_url, {**rec, "state": SENT, "sent_at": _now()}, storage_options)
+        _remove(url, storage_options)  # a crash before this leaves both: 'sent' wins
         sent += 1
     return ChannelReport(channel, sent, skipped, failed, first_error)
 
 
 def records(alerts_root: str, channel: str | None = None, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every outbox record (of ``channel``, or all), for reports and tests."""
+    """Every outbox record (of ``channel``, or all), for reports and tests (an update sent
+    leaves one ``sent`` record; one not yet sent, a ``pending`` record)."""
     root = outbox_url(alerts_root) if channel is None else store.join(outbox_url(alerts_root), channel)
     return [store.read_json(u, storage_options) for u in store.list_files(root, ".json", storage_options)]
