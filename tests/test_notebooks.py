@@ -126,3 +126,49 @@ def test_explore_site_notebook_runs_on_demo_run(demo_run, tmp_path, monkeypatch)
     assert m and int(m.group(1)) == len(summary["scenes_ingested"]), (
         f"summary cell got {end!r}; expected {len(summary['scenes_ingested'])} dates")
     assert f"({summary['open_alerts']} open)" in end, f"summary cell got {end!r}; expected {summary['open_alerts']} open alerts"
+
+
+def _execute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _ensure_python3_kernel_is_this_interpreter(tmp_path, monkeypatch)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=600, startup_timeout=120,
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as exc:
+        pytest.fail(f"notebook cell failed:\n{exc}")
+    return nb
+
+
+@pytest.mark.slow
+def test_explore_site_notebook_reads_the_cube_on_s3(demo_run, tmp_path, monkeypatch, s3_server):
+    """The same notebook on a copy of the run's site folder in a real S3 server (moto, own
+    process): cube and alert feed read through s3:// URLs, endpoint and keys from the
+    environment; the folium alert map is built offline (no tile is fetched)."""
+    import boto3
+    import s3fs
+
+    summary = demo_run.summary
+    assert isinstance(summary, dict) and "cube" in summary, f"monitor flow gave no usable summary: {summary!r}"
+    site_folder = Path(summary["cube"]).parent
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="nb-cubes")
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server)
+    fs.put(str(site_folder), "nb-cubes/sites/", recursive=True)
+    cube = f"s3://nb-cubes/sites/{site_folder.name}/cube.zarr"
+    assert fs.exists(cube.removeprefix("s3://") + "/zarr.json")
+    monkeypatch.setenv("SITEWATCH_CUBE", cube)
+    monkeypatch.delenv("SITEWATCH_ALERTS", raising=False)  # default: <site folder>/alerts, on S3 too
+
+    nb = _execute(tmp_path, monkeypatch)
+    params = _text(_tagged(nb, "parameters")[0])
+    assert cube in params and f"s3://nb-cubes/sites/{site_folder.name}/alerts" in params, params
+    opened = _text(_tagged(nb, "open")[0])
+    assert f"dates:      {len(summary['scenes_ingested'])} " in opened, opened
+    end = _text(_tagged(nb, "summary")[-1])
+    assert f"({summary['open_alerts']} open)" in end, end
+    assert any("image/png" in o.get("data", {}) for c in _tagged(nb, "before-after") for o in c.outputs)
+    fmap = _text(_tagged(nb, "folium")[0])
+    assert "folium is not installed" not in fmap, "folium (notebooks extra) is not installed"
+    ids = [a["id"] for a in summary.get("alerts", [])]
+    if ids:
+        assert any(i in fmap for i in ids), "folium map names none of the run's alerts"
