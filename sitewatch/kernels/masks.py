@@ -97,8 +97,8 @@ class MaskParams:
     rns_red_rise: float = 0.08  # ... at least this much brighter than its clear-sky red ...
     rns_swir_rise: float = -0.01  # ... and not darker in SWIR (snow is: it absorbs at 1.6 um)
     rns_single_red: float = 0.15  # single date, no baseline: red and SWIR above this, NDSI(red) below 0.3
-    rough_blue: float = 0.06
-    rough_ratio: float = 0.7
+    rough_blue: float = 0.03  # rough guess for the normalisation fit: generous (0.06 / 0.7 let haze and faint shadow bias the fit)
+    rough_ratio: float = 0.85
     land_nir: float = 0.06
     saturation_dn: int = 65535
     min_obs: int = 3
