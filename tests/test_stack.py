@@ -88,6 +88,12 @@ def test_stack_up_run_a_site_on_it_and_down(tmp_path, monkeypatch, sites_yaml):
         assert env["SITEWATCH_DASK_ADDRESS"] == state["services"]["dask-scheduler"]["url"]
         r = _cli("stack", "status", "--dir", str(folder))
         assert r.returncode == 0 and r.stdout.count("healthy") == 4, r.stdout + r.stderr
+        # the Prefect UI is served and told where its API is (not the default 127.0.0.1:4200)
+        ui = state["services"]["prefect"]["url"]
+        with urllib.request.urlopen(ui + "/", timeout=30) as page:
+            assert b"<html" in page.read(2000).lower()
+        with urllib.request.urlopen(ui + "/ui-settings", timeout=30) as page:
+            assert json.loads(page.read())["api_url"] == env["PREFECT_API_URL"]
 
         # scenes on the stack's S3 (three dates are enough to run the flow end to end)
         for k in ("AWS_SESSION_TOKEN", "AWS_NO_SIGN_REQUEST", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_PROFILE"):
