@@ -200,3 +200,9 @@ def test_parse_forest_on_other_lightgbm_models(tmp_path):
     bad.write_text(path.read_text().replace("objective=binary sigmoid:0.7", "objective=regression"))
     with pytest.raises(ValueError, match="objective got 'regression'"):
         parse_forest(str(bad))
+    bad.write_text(path.read_text().replace("max_feature_idx=2", "max_feature_idx=0"))  # the trees split on feature 1 too
+    with pytest.raises(ValueError, match="out of range"):
+        parse_forest(str(bad))
+    bad.write_text(path.read_text().replace("tree_sizes=", "average_output\ntree_sizes="))
+    with pytest.raises(ValueError, match="averaged output"):
+        parse_forest(str(bad))

@@ -123,8 +123,8 @@ def parse_forest(path: str) -> Forest:
                 trees.append({})
             elif line == "end of trees":
                 break
-            elif "=" in line:
-                k, v = line.split("=", 1)
+            elif line:  # "key=value", or a bare flag such as "average_output"
+                k, _, v = line.partition("=")
                 (trees[-1] if trees else header)[k] = v
     objective = header.get("objective", "").split()
     if not objective or objective[0] != "binary":
@@ -134,6 +134,7 @@ def parse_forest(path: str) -> Forest:
         raise ValueError("LightGBM model got several classes per iteration or averaged output; expected one binary tree per iteration")
     if not trees:
         raise ValueError(f"LightGBM model {path!r} got no trees; expected a trained model")
+    n_features = int(header.get("max_feature_idx", "-1")) + 1
     n_int = [int(t["num_leaves"]) - 1 for t in trees]
     nt, nn = len(trees), max(1, max(n_int))
     feature, left, right = (np.zeros((nt, nn), np.int32) for _ in range(3))
@@ -152,7 +153,11 @@ def parse_forest(path: str) -> Forest:
         threshold[i, :n] = _fields(t["threshold"], "threshold", n, np.float64)
         left[i, :n] = _fields(t["left_child"], "left_child", n, np.int32)
         right[i, :n] = _fields(t["right_child"], "right_child", n, np.int32)
-    return Forest(feature, threshold, left, right, leaf, sig[0] if sig else 1.0, int(header.get("max_feature_idx", "-1")) + 1)
+        kids = np.concatenate([left[i, :n], right[i, :n]])
+        if feature[i, :n].min() < 0 or feature[i, :n].max() >= n_features or kids.min() < -(n + 1) or kids.max() >= n or (kids == 0).any():
+            raise ValueError(f"LightGBM tree {i} got a split feature or child index out of range; expected features < {n_features}, "
+                             f"children in [-{n + 1}, {n}) and not the root")  # the numba walk does not bounds-check
+    return Forest(feature, threshold, left, right, leaf, sig[0] if sig else 1.0, n_features)
 
 
 @functools.lru_cache(maxsize=1)
