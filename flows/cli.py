@@ -4,6 +4,7 @@
     sitewatch run   --config sites.yaml    run the monitor flow for every site in a config file
     sitewatch serve --config sites.yaml    serve scheduled deployments (needs a Prefect server)
     sitewatch stack up|status|down         a local Prefect server + Dask cluster + S3 (moto)
+    sitewatch site scenes --config sites.yaml --site NAME   the scenes in a site's cube
 
 Exit codes: 0 ok; 1 a run failed (a site's flow ended Failed, or a stack did not start);
 2 usage or configuration error (bad arguments, bad or missing sites file, unknown site).
@@ -256,6 +257,74 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 1
 
 
+SITE_EPILOG = ("exit codes: 0 ok; 1 failure (the site has no cube yet, or its store cannot be read); "
+               "2 usage or configuration error")
+
+
+def _pct(v: float) -> str:
+    return "-" if v != v else f"{v:6.1%}"
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    """``sitewatch site scenes``: the scenes in a site's cube (time, id, sensor, valid and cloud
+    fractions, ingested/analysed flags), read from the cube's per-time arrays only."""
+    import datetime as dt
+
+    import numpy as np
+
+    bounds = {}
+    for name in ("since", "until"):
+        v = getattr(args, name)
+        try:
+            bounds[name] = v and np.datetime64(dt.date.fromisoformat(v[:10]), "D")
+        except ValueError:
+            print(f"error: --{name} got {v!r}; expected a date YYYY-MM-DD", file=sys.stderr)
+            return 2
+    sites = _load_sites(args.config)
+    if sites is None:
+        return 2
+    if args.site is None and len(sites) != 1:
+        print(f"error: {args.config} has {len(sites)} sites {[s.name for s in sites]!r}; expected --site NAME", file=sys.stderr)
+        return 2
+    cfg = next((s for s in sites if args.site in (None, s.name)), None)
+    if cfg is None:
+        print(f"error: no site named {args.site!r} in {args.config}", file=sys.stderr)
+        return 2
+    from sitewatch.io import cube as cube_io
+    from sitewatch.io.store import redact
+
+    url, so = cfg.to_site().cube_url, (cfg.storage_options or None)
+    try:
+        state = cube_io._state(url, so)
+        if state != "ready":
+            why = "its creation was cut short and it holds no scene" if state == "partial" else "nothing ingested yet"
+            print(f"error: site {cfg.name} has no cube yet at {redact(url)} ({why}); run `sitewatch run --config "
+                  f"{args.config} --site {cfg.name}` first", file=sys.stderr)
+            return 1
+        slots = cube_io.slots(url, so)
+    except (OSError, ValueError) as exc:
+        print(f"error: site {cfg.name}: cube {redact(url)} unreadable: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    day = lambda s: s.time.astype("datetime64[D]")  # noqa: E731
+    chosen = sorted((s for s in slots if (not bounds["since"] or day(s) >= bounds["since"])
+                     and (not bounds["until"] or day(s) <= bounds["until"])), key=lambda s: (s.time, s.scene_id))
+    rows = [{"time": str(np.datetime_as_string(s.time, unit="s")) + "Z", "scene_id": s.scene_id, "sensor": s.sensor,
+             "valid_fraction": None if s.valid_fraction != s.valid_fraction else s.valid_fraction,
+             "cloud_fraction": None if s.cloud_fraction != s.cloud_fraction else s.cloud_fraction,
+             "ingested": s.ingested, "analysed": s.analysed, "slot": s.index} for s in chosen]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(rows)} of {len(slots)} scene(s) in the cube of site {cfg.name} ({redact(url)})")
+    if rows:
+        print(f"  {'time (UTC)':<20} {'scene id':<28} {'sensor':<16} {'valid':>6}  {'cloud':>12}  ingested analysed")
+    for r, s in zip(rows, chosen):
+        cloud = "not observed" if r["cloud_fraction"] is None else _pct(s.cloud_fraction)
+        print(f"  {r['time']:<20} {s.scene_id:<28} {s.sensor or '-':<16} {_pct(s.valid_fraction):>6}  {cloud:>12}  "
+              f"{'yes' if s.ingested else 'no':<8} {'yes' if s.analysed else 'no'}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     sites = _load_sites(args.config)
     if sites is None:
@@ -371,6 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     al.add_argument("--by", help="who acknowledges or closes (default $USER)")
     al.add_argument("--note", help="a note kept in the alert's history")
     al.set_defaults(fn=cmd_alerts)
+    st = sub.add_parser("site", help="inspect a site: 'site scenes' lists the scenes in its cube", epilog=SITE_EPILOG)
+    st.add_argument("action", choices=["scenes"], help="scenes: time, scene id, sensor, valid and cloud fractions "
+                    "('not observed' when no cloud fraction), ingested/analysed flags")
+    st.add_argument("--config", required=True)
+    st.add_argument("--site", help="site name (needed when the config has several sites)")
+    st.add_argument("--since", metavar="DATE", help="only scenes acquired on or after DATE (YYYY-MM-DD, UTC)")
+    st.add_argument("--until", metavar="DATE", help="only scenes acquired on or before DATE (YYYY-MM-DD, UTC)")
+    st.add_argument("--json", action="store_true", help="print the scenes as a JSON list (fractions null when unknown)")
+    st.set_defaults(fn=cmd_site)
     s = sub.add_parser("serve", help="serve a scheduled monitor deployment per site (Prefect serve)")
     s.add_argument("--config", required=True)
     s.add_argument("--cron", default="0 */6 * * *", help="cron schedule (default every 6 hours)")

@@ -303,3 +303,100 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise(capsys):
             tick(k, 2, f"s{k}")
     err = capsys.readouterr().err
     assert "scene 1/2 s1" in err and "scene 2/2 s2" in err
+
+
+# ---------------------------------------------------------------- sitewatch site scenes (fast: a tiny cube written by the library)
+
+def _scenes_site(tmp_path) -> Path:
+    """A config with two sites; site 'port' has a cube with four slots: analysed with cloud,
+    analysed but not observed (NaN cloud), ingested only, allocated only; 'other' has no cube."""
+    import datetime as dt
+
+    import numpy as np
+    import xarray as xr
+
+    from sitewatch.grid import SiteGrid
+    from sitewatch.io import cube as C
+
+    store = tmp_path / "store"
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=40, height=30)
+    url = str(store / "port" / "cube.zarr")
+    t = [dt.datetime(2026, 3, d, 8, 30, tzinfo=dt.timezone.utc) for d in (1, 5, 9, 13)]
+    idx = C.extend(url, grid, ("red", "nir"), [("S-0309", t[2]), ("S-0301", t[0]), ("S-0313", t[3]), ("S-0305", t[1])], chunk=64)
+    for k, sid in enumerate(("S-0301", "S-0305", "S-0309")):
+        valid = np.ones(grid.shape, bool)
+        valid[: 3 * k] = False  # valid fractions 1.0, 0.9, 0.8 (30 rows)
+        data = {b: (("y", "x"), np.full(grid.shape, 500 + k, np.uint16)) for b in ("red", "nir")}
+        C.write_scene_slice(url, idx[sid], xr.Dataset({**data, "valid": (("y", "x"), valid)}, coords=grid.coords()))
+    C.commit(url, {idx["S-0301"]: {"cloud_fraction": 0.25, "analysed": True},
+                   idx["S-0305"]: {"cloud_fraction": float("nan"), "analysed": True}})
+    cfg = tmp_path / "sites.yaml"
+    cfg.write_text(f"sites:\n  - name: port\n    bbox: [35.8, 34.8, 35.9, 34.9]\n    source: {tmp_path / 'scenes'}\n    store: {store}\n"
+                   f"  - name: other\n    bbox: [35.8, 34.8, 35.9, 34.9]\n    source: s\n    store: {store}\n")
+    return cfg
+
+
+def test_site_scenes_table_and_json(tmp_path, capsys):
+    cfg = _scenes_site(tmp_path)
+    assert main(["site", "scenes", "--config", str(cfg), "--site", "port"]) == 0
+    out = capsys.readouterr().out
+    assert "4 of 4 scene(s) in the cube of site port" in out
+    lines = [ln for ln in out.splitlines() if "S-03" in ln]
+    assert [ln.split()[1] for ln in lines] == ["S-0301", "S-0305", "S-0309", "S-0313"]  # time order, not slot order
+    assert lines[0].split()[0] == "2026-03-01T08:30:00Z" and "25.0%" in lines[0] and "100.0%" in lines[0]
+    assert "not observed" in lines[1] and "90.0%" in lines[1]
+    assert lines[0].split()[-2:] == ["yes", "yes"] and lines[2].split()[-2:] == ["yes", "no"]
+    assert lines[3].split()[-2:] == ["no", "no"] and "not observed" in lines[3]
+    assert main(["site", "scenes", "--config", str(cfg), "--site", "port", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [r["scene_id"] for r in got] == ["S-0301", "S-0305", "S-0309", "S-0313"]
+    assert got[0]["cloud_fraction"] == 0.25 and got[1]["cloud_fraction"] is None and got[3]["valid_fraction"] is None
+    assert got[2]["valid_fraction"] == pytest.approx(0.8) and (got[2]["ingested"], got[2]["analysed"]) == (True, False)
+    assert got[0]["time"] == "2026-03-01T08:30:00Z" and all(r["sensor"] for r in got)
+
+
+def test_site_scenes_since_until(tmp_path, capsys):
+    cfg = _scenes_site(tmp_path)
+    assert main(["site", "scenes", "--config", str(cfg), "--site", "port", "--since", "2026-03-05", "--until",
+                 "2026-03-09", "--json"]) == 0
+    assert [r["scene_id"] for r in json.loads(capsys.readouterr().out)] == ["S-0305", "S-0309"]
+    assert main(["site", "scenes", "--config", str(cfg), "--site", "port", "--since", "2027-01-01"]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 4 scene(s)" in out and "S-03" not in out
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["--site", "other"], 1, ["site other has no cube yet", "sitewatch run"]),
+    (["--site", "nope"], 2, ["no site named 'nope'"]),
+    ([], 2, ["2 sites", "--site"]),
+    (["--site", "port", "--until", "March"], 2, ["--until got 'March'"]),
+])
+def test_site_scenes_errors(tmp_path, capsys, argv, code, words):
+    cfg = _scenes_site(tmp_path)
+    assert main(["site", "scenes", "--config", str(cfg)] + argv) == code
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_site_scenes_unreadable_store_and_bad_config(tmp_path, capsys):
+    cfg = _scenes_site(tmp_path)
+    (tmp_path / "store" / "port" / "cube.zarr" / "zarr.json").write_text("{not json")
+    assert main(["site", "scenes", "--config", str(cfg), "--site", "port"]) == 1
+    assert "unreadable" in capsys.readouterr().err
+    assert main(["site", "scenes", "--config", str(tmp_path / "nope.yaml")]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["site", "frobnicate", "--config", str(cfg)])
+    assert e.value.code == 2
+
+
+def test_site_help_has_exit_codes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["site", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: sitewatch site") and "scenes" in out and "--since" in out and "--json" in out
+    assert "exit codes: 0 ok; 1 failure (the site has no cube yet" in out and "2 usage or configuration error" in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "site" in capsys.readouterr().out
