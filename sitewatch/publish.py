@@ -129,6 +129,32 @@ def png_bytes(rgb: np.ndarray, highlight: np.ndarray | None = None, scale: int =
     return buf.getvalue()
 
 
+def quicklook_png(cube: xr.Dataset, scene_id: str, max_px: int = 512) -> bytes:
+    """A quicklook of one scene of an open cube (:func:`sitewatch.io.cube.open_cube`): the
+    chip composite (:func:`chip_bands`) sampled every ``step`` pixels so that the longer side is at
+    most ``max_px``, with the scene's changed pixels outlined in red (a change anywhere in a
+    ``step x step`` block marks the block, so single changed pixels stay visible) and cloud or
+    shadow tinted. Reads one time slice of the chip bands and masks."""
+    ids = [str(v) for v in cube["scene_id"].values]
+    if scene_id not in ids:
+        raise ValueError(f"quicklook scene got {scene_id!r}; expected one of the cube's scenes {ids[-5:]!r} ...")
+    if max_px < 16:
+        raise ValueError(f"quicklook max_px got {max_px!r}; expected >= 16")
+    sl = cube.isel(time=ids.index(scene_id))
+    h, w = sl.sizes["y"], sl.sizes["x"]
+    step = max(1, int(np.ceil(max(h, w) / max_px)))
+    names = chip_bands([str(v) for v in cube.data_vars])
+    sub = sl[list(dict.fromkeys(names)) + ["valid", "cloud", "shadow"]].isel(y=slice(None, None, step), x=slice(None, None, step)).compute()
+    rgb = true_colour(*(sub[b].values for b in names), sub["valid"].values)
+    obscured = sub["cloud"].values | sub["shadow"].values
+    rgb[obscured] = (rgb[obscured] * 0.6 + np.array([40, 90, 160]) * 0.4).astype(np.uint8)
+    change = sl["change"]
+    if step > 1:
+        change = change.coarsen(y=step, x=step, boundary="pad").max()
+    change = change.values.astype(bool)[: rgb.shape[0], : rgb.shape[1]]
+    return png_bytes(rgb, highlight=change, scale=1, composite="/".join(dict.fromkeys(names)))
+
+
 def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -> tuple[bytes, bytes, str, str]:
     """PNG bytes (before, after) for ``alert`` from ``cube`` (committed, time-sorted) and the
     scene ids they show. The outline is the change mask in the after scene within the chip,
@@ -191,11 +217,13 @@ def render_alert_chips(cube: xr.Dataset, alerts: Sequence[Alert], alerts_root: s
 
 def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], updated_ids: Sequence[str], scenes: Sequence[dict[str, Any]],
                     quarantined: Sequence[dict[str, Any]] = (), site_state: dict[str, Any] | None = None,
-                    channels: Sequence[dict[str, Any]] = ()) -> str:
+                    channels: Sequence[dict[str, Any]] = (), quicklook: dict[str, Any] | None = None) -> str:
     """A markdown summary of a monitor run (for a Prefect artifact or a log); ``quarantined``
     are the site's quarantine entries (``scene_id``, ``object``, ``error``, ``attempts``, ...);
     ``site_state`` the site's observation state (:func:`sitewatch.observation.site_state`);
-    ``channels`` the delivery report per channel (``channel``, ``sent``, ``failed``, ``error``)."""
+    ``channels`` the delivery report per channel (``channel``, ``sent``, ``failed``, ``error``);
+    ``quicklook`` the newest scene's quicklook (``scene_id``, ``url``, optional ``data_uri``, or
+    ``error``)."""
     lines = [f"# sitewatch: {site}", ""]
     if site_state:
         lines += [f"**Site observation:** {site_state.get('text', '')}", ""]
@@ -211,6 +239,13 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
             lines += ["Cloud masks:", ""] + [f"- {_cell(n)}" for n in notes] + [""]
     else:
         lines += ["No new scenes: nothing to analyse.", ""]
+    if quicklook:
+        if quicklook.get("error"):
+            lines += [f"Quicklook of the newest scene {quicklook.get('scene_id', '')}: not drawn ({_cell(str(quicklook['error']))})", ""]
+        else:
+            lines += [f"## Newest scene: {quicklook['scene_id']}", "",
+                      f"Change outlined in red, cloud and shadow tinted blue: `{quicklook['url']}`", "",
+                      f"![quicklook of {quicklook['scene_id']}]({quicklook.get('data_uri') or quicklook['url']})", ""]
     fresh = [a for a in alerts if a.id in set(new_ids) | set(updated_ids)]
     if fresh:
         lines += ["## New and updated alerts", "", "| alert | status | confidence | first seen | last seen | area m2 | lon, lat | score | what |",

@@ -6,6 +6,8 @@ and the outbox are in the library (``sitewatch.channels``, ``sitewatch.outbox``)
 
 from __future__ import annotations
 
+import base64
+
 import uuid
 from typing import Any
 
@@ -86,6 +88,26 @@ def publish_alerts(cfg: SiteConfig, alerts: list[Alert], new_ids: list[str], upd
     return url
 
 
+def _quicklook(site, scenes: list[dict]) -> dict[str, Any] | None:
+    """The newest analysed scene's quicklook, written next to the feed (``quicklook/<scene>.png``)
+    and inlined (256 px) for the artifact; a failure is reported, never raised: the report
+    matters more than its picture."""
+    if not scenes:
+        return None
+    newest = max(scenes, key=lambda s: s["time"])
+    try:
+        with dask_client():
+            cube = cube_io.open_cube(site.cube_url)
+            png = publish.quicklook_png(cube, newest["scene_id"])
+            small = publish.quicklook_png(cube, newest["scene_id"], max_px=256)
+        url = store.join(site.alerts_url, "quicklook", f"{newest['scene_id']}.png")
+        store.write_bytes(url, png)
+        return {"scene_id": newest["scene_id"], "url": url, "data_uri": "data:image/png;base64," + base64.b64encode(small).decode()}
+    except Exception as exc:  # noqa: BLE001 - a picture never blocks the report
+        get_run_logger().warning("site %s: no quicklook of %s: %s", site.name, newest["scene_id"], exc)
+        return {"scene_id": newest["scene_id"], "error": f"{type(exc).__name__}: {exc}"}
+
+
 @task(name="report-run", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def report_run(cfg: SiteConfig, alerts: list[Alert], new_ids: list[str], updated: list[str], scenes: list[dict],
                quarantined: list[dict] | None = None, site_state: dict | None = None,
@@ -94,7 +116,9 @@ def report_run(cfg: SiteConfig, alerts: list[Alert], new_ids: list[str], updated
     scenes) and a table artifact of the site's open alerts."""
     site = cfg.to_site()
     key = f"sitewatch-{site.name}".replace("_", "-")
-    md = publish.markdown_report(site.name, alerts, new_ids, updated, scenes, quarantined or (), site_state, deliveries or ())
+    quicklook = _quicklook(site, scenes)
+    md = publish.markdown_report(site.name, alerts, new_ids, updated, scenes, quarantined or (), site_state, deliveries or (),
+                                 quicklook=quicklook)
     create_markdown_artifact(markdown=md, key=key, description=f"sitewatch run for {site.name}")
     rows = publish.open_alerts_table(alerts) or [{"id": "(no open alerts)"}]
     create_table_artifact(table=rows, key=f"{key}-open-alerts", description=f"open alerts at {site.name}")

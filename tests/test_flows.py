@@ -111,6 +111,7 @@ def test_alert_pictures_and_feed(demo_run):
 
 
 def test_artifact_published(demo_run, prefect_server):
+    from PIL import Image
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -118,6 +119,12 @@ def test_artifact_published(demo_run, prefect_server):
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sitewatch-testsite"])))
     assert arts, "no markdown artifact for the site"
     assert "sitewatch: testsite" in arts[0].data
+    # the first run's report shows a quicklook of its newest scene, stored next to the feed
+    first = min(arts, key=lambda a: a.created)
+    assert "## Newest scene:" in first.data and "data:image/png;base64," in first.data
+    newest = max(demo_run.summary["scenes_analysed"], key=lambda s: s["time"])["scene_id"]
+    png = Path(demo_run.summary["alert_feed"]).parent / "quicklook" / f"{newest}.png"
+    assert Image.open(png).format == "PNG"
 
 
 def _tree_digest(path: Path) -> dict[str, str]:

@@ -349,3 +349,31 @@ def test_markdown_report_site_state_deliveries_and_table():
     assert "Open alerts at this site: 1" in md
     rows = publish.open_alerts_table([a, _alert(1, status="closed")])
     assert [r["id"] for r in rows] == [a.id] and rows[0]["confidence"] == 0.81
+
+
+def test_quicklook_outlines_the_change_and_fits_max_px():
+    cube = _chip_cube(h=300, w=200)
+    cube["change"][3] = False
+    cube["change"][3, 100:110, 50:70] = True
+    cube["change"][3, 250, 150] = True  # a single changed pixel stays visible when decimated
+    cube["cloud"][3, :20, :] = True
+    data = publish.quicklook_png(cube.chunk({"y": 128, "x": 128}), "S3", max_px=100)
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG" and img.size == (67, 100) and img.text["composite"] == "red/green/blue"
+    arr = np.asarray(img)
+    red = (arr == [255, 40, 40]).all(axis=-1)
+    assert red[33:37, 16:24].any() and red[83, 50] and red.sum() < 40  # step 3: the box and the lone pixel
+    assert (arr[0, 0] != arr[50, 5]).any()  # cloud tinted
+    full = Image.open(io.BytesIO(publish.quicklook_png(cube, "S3")))
+    assert full.size == (200, 300)  # small scenes are not upsampled
+    with pytest.raises(ValueError, match="quicklook scene got 'S9'"):
+        publish.quicklook_png(cube, "S9")
+
+
+def test_markdown_report_shows_the_quicklook_or_why_not():
+    scenes = [{"scene_id": "S1", "time": "2026-03-11T08:30:00Z", "valid_fraction": 1.0, "cloud_fraction": 0.0, "n_detections": 0}]
+    md = publish.markdown_report("base", [], [], [], scenes, quicklook={"scene_id": "S1", "url": "/x/quicklook/S1.png",
+                                                                         "data_uri": "data:image/png;base64,AAAA"})
+    assert "## Newest scene: S1" in md and "(data:image/png;base64,AAAA)" in md and "/x/quicklook/S1.png" in md
+    md = publish.markdown_report("base", [], [], [], scenes, quicklook={"scene_id": "S1", "error": "OSError: gone"})
+    assert "not drawn (OSError: gone)" in md
