@@ -79,10 +79,11 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "sitewatch"), "demo", *args], cwd=ROOT, env=env())
     if not any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or (a.startswith("-n") and a[2:].isdigit()) for a in rest):
         # The slow end-to-end tests mostly wait on servers and subprocesses: spread them over
-        # worker processes (pytest-xdist; at most 4, at least 2). Session fixtures (the Prefect
-        # server, the demo run) are made once per worker. (xdist_group does not work with
+        # worker processes (pytest-xdist; one more than the cores, at least 2, at most 4: on 2
+        # cores the CI run used about 1 core on average with 2 workers). Session fixtures (the
+        # Prefect server, the demo run) are made once per worker. (xdist_group does not work with
         # pytest 9: xdist 3.8 renames item._nodeid, pytest 9 reads item._id.)
-        workers = max(2, min(4, os.cpu_count() or 2))
+        workers = max(2, min(4, (os.cpu_count() or 2) + 1))
         rest = ["-n", str(workers), "--dist", "worksteal", *rest]
     return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env())
 
