@@ -219,7 +219,7 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
                   f"{max(max(r['load_before'], r['load_after']) for r in runs):.1f} on {os.cpu_count()} cores): "
                   "the figures are what this run got under that load, not the machine's capacity; "
                   "a second worker process only helps as far as a second core is actually free.")
-    md.append("Work that stays in the client process (graph building, per-date scalar fits, object labelling "
+    md.append("Work that stays in the client process (not profiled; likely graph building, per-date scalar fits, object labelling "
               "and polygons, the commits) is the same in both configurations and bounds the speed-up (Amdahl).")
     out = {"meta": meta, "size": size, "dates": dates, "chunk": chunk, "memory_limit": memory_limit, "warmup": warmup, "speedup": s,
            "target": TARGET, "target_met": s >= TARGET, "identical_results": same, "runs": runs}
