@@ -213,15 +213,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.action in ("ack", "close") and not args.alert_id:
         print(f"error: 'alerts {args.action}' needs an alert id", file=sys.stderr)
         return 2
-    sites = _load_sites(args.config)
-    if sites is None:
-        return 2
-    if args.site is None and len(sites) != 1:
-        print(f"error: {args.config} has {len(sites)} sites {[s.name for s in sites]!r}; expected --site NAME", file=sys.stderr)
-        return 2
-    cfg = next((s for s in sites if args.site in (None, s.name)), None)
+    cfg = _one_site(args)
     if cfg is None:
-        print(f"error: no site named {args.site!r} in {args.config}", file=sys.stderr)
         return 2
     root, so = cfg.to_site().alerts_url, (cfg.storage_options or None)
     try:
@@ -257,6 +250,21 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 1
 
 
+def _one_site(args: argparse.Namespace):
+    """The site ``--site`` names in ``--config`` (or its only site); ``None`` after printing why
+    (a usage/config error)."""
+    sites = _load_sites(args.config)
+    if sites is None:
+        return None
+    if args.site is None and len(sites) != 1:
+        print(f"error: {args.config} has {len(sites)} sites {[s.name for s in sites]!r}; expected --site NAME", file=sys.stderr)
+        return None
+    cfg = next((s for s in sites if args.site in (None, s.name)), None)
+    if cfg is None:
+        print(f"error: no site named {args.site!r} in {args.config}", file=sys.stderr)
+    return cfg
+
+
 SITE_EPILOG = ("exit codes: 0 ok; 1 failure (the site has no cube yet, or its store cannot be read); "
                "2 usage or configuration error")
 
@@ -280,15 +288,8 @@ def cmd_site(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"error: --{name} got {v!r}; expected a date YYYY-MM-DD", file=sys.stderr)
             return 2
-    sites = _load_sites(args.config)
-    if sites is None:
-        return 2
-    if args.site is None and len(sites) != 1:
-        print(f"error: {args.config} has {len(sites)} sites {[s.name for s in sites]!r}; expected --site NAME", file=sys.stderr)
-        return 2
-    cfg = next((s for s in sites if args.site in (None, s.name)), None)
+    cfg = _one_site(args)
     if cfg is None:
-        print(f"error: no site named {args.site!r} in {args.config}", file=sys.stderr)
         return 2
     from sitewatch.io import cube as cube_io
     from sitewatch.io.store import redact

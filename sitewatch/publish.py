@@ -155,6 +155,21 @@ def quicklook_png(cube: xr.Dataset, scene_id: str, max_px: int = 512) -> bytes:
     return png_bytes(rgb, highlight=change, scale=1, composite="/".join(dict.fromkeys(names)))
 
 
+def shrink_png(data: bytes, max_px: int) -> bytes:
+    """``data`` (a PNG) scaled down so its longer side is at most ``max_px`` (nearest neighbour,
+    so outlines stay pure red); returned unchanged when already small enough."""
+    img = Image.open(io.BytesIO(data))
+    if max(img.size) <= max_px:
+        return data
+    info = PngImagePlugin.PngInfo()
+    for k, v in img.text.items():
+        info.add_text(k, v)
+    img.thumbnail((max_px, max_px), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True, pnginfo=info)
+    return buf.getvalue()
+
+
 def before_after_chips(cube: xr.Dataset, alert: Alert, min_clear: float = 0.9) -> tuple[bytes, bytes, str, str]:
     """PNG bytes (before, after) for ``alert`` from ``cube`` (committed, time-sorted) and the
     scene ids they show. The outline is the change mask in the after scene within the chip,

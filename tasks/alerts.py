@@ -99,7 +99,7 @@ def _quicklook(site, scenes: list[dict]) -> dict[str, Any] | None:
         with dask_client():
             cube = cube_io.open_cube(site.cube_url)
             png = publish.quicklook_png(cube, newest["scene_id"])
-            small = publish.quicklook_png(cube, newest["scene_id"], max_px=256)
+        small = publish.shrink_png(png, 256)  # the inline copy: no second read of the cube
         url = store.join(site.alerts_url, "quicklook", f"{newest['scene_id']}.png")
         store.write_bytes(url, png)
         return {"scene_id": newest["scene_id"], "url": url, "data_uri": "data:image/png;base64," + base64.b64encode(small).decode()}

@@ -400,23 +400,21 @@ def masks_np(
     return layers["cloud"], layers["shadow"]  # type: ignore[return-value]
 
 
+def _unpack(arrays: tuple[np.ndarray, ...], names: tuple[str, ...], has_baseline: bool):
+    """``(bands, valid, baseline, count)`` from the flat block inputs of :func:`masks`."""
+    nb = len(names)
+    baseline = dict(zip(names, arrays[nb + 1: 2 * nb + 1])) if has_baseline else None
+    return dict(zip(names, arrays[:nb])), arrays[nb], baseline, arrays[2 * nb + 1] if has_baseline else None
+
+
 def _block1(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool, params: MaskParams,
             norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
-    nb = len(names)
-    bands = dict(zip(names, arrays[:nb]))
-    valid = arrays[nb]
-    baseline = dict(zip(names, arrays[nb + 1: 2 * nb + 1])) if has_baseline else None
-    count = arrays[2 * nb + 1] if has_baseline else None
-    return _stage1(bands, valid, baseline, count, params, norm)
+    return _stage1(*_unpack(arrays, names, has_baseline), params, norm)
 
 
 def _score_block(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool, params: MaskParams,
                  norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
-    nb = len(names)
-    bands = dict(zip(names, arrays[:nb]))
-    baseline = dict(zip(names, arrays[nb + 1: 2 * nb + 1])) if has_baseline else None
-    count = arrays[2 * nb + 1] if has_baseline else None
-    return cloud_score_np(bands, arrays[nb], baseline, count, params, norm)
+    return cloud_score_np(*_unpack(arrays, names, has_baseline), params, norm)
 
 
 def masks(

@@ -162,6 +162,17 @@ def window(best: int, geom: Geometry, params: ShadowParams) -> tuple[int, ...]:
     return tuple(range(max(lo, best - tol), min(hi, best + tol) + 1))
 
 
+def _match(counts_for, geom: Geometry, params: ShadowParams) -> tuple[int | None, float]:
+    """The coarse pass over the whole range, then the fine pass around the best coarse lengths;
+    ``counts_for(lengths)`` gives the ``(len(lengths), 2)`` counts (numpy or summed over chunks)."""
+    coarse = _coarse_lengths(geom, params)
+    counts = counts_for(coarse)
+    if choose_length(coarse, counts, params)[0] is None:
+        return None, 0.0
+    fine = _fine_lengths(coarse, counts, geom, params)
+    return choose_length(fine, counts_for(fine), params)
+
+
 # ------------------------------------------------------------------------------------- numpy
 
 def match_np(cloud: np.ndarray, dark: np.ndarray, valid: np.ndarray, geom: Geometry,
@@ -173,12 +184,7 @@ def match_np(cloud: np.ndarray, dark: np.ndarray, valid: np.ndarray, geom: Geome
     open_ = np.asarray(valid, dtype=bool) & ~cloud
     dark = np.asarray(dark, dtype=bool) & open_
     padded = _pad(cloud, depth)
-    coarse = _coarse_lengths(geom, params)
-    counts = _counts_block(padded, dark, open_, depth, geom, coarse)
-    if choose_length(coarse, counts, params)[0] is None:
-        return None, 0.0
-    fine = _fine_lengths(coarse, counts, geom, params)
-    return choose_length(fine, _counts_block(padded, dark, open_, depth, geom, fine), params)
+    return _match(lambda lengths: _counts_block(padded, dark, open_, depth, geom, lengths), geom, params)
 
 
 def project_np(cloud: np.ndarray, candidate: np.ndarray, valid: np.ndarray, geom: Geometry,
@@ -219,12 +225,7 @@ def match(cloud: xr.DataArray, dark: xr.DataArray, valid: xr.DataArray, geom: Ge
     o = (valid.data.astype(bool) & ~c).rechunk(c.chunks)
     d = dark.data.astype(bool).rechunk(c.chunks) & o
     depth = _depth(geom, c.shape)
-    coarse = _coarse_lengths(geom, params)
-    counts = _counts_dask(c, d, o, depth, geom, coarse)
-    if choose_length(coarse, counts, params)[0] is None:
-        return None, 0.0
-    fine = _fine_lengths(coarse, counts, geom, params)
-    return choose_length(fine, _counts_dask(c, d, o, depth, geom, fine), params)
+    return _match(lambda lengths: _counts_dask(c, d, o, depth, geom, lengths), geom, params)
 
 
 def _project_block(cloud: np.ndarray, candidate: np.ndarray, valid: np.ndarray, depth: tuple[int, int], geom: Geometry,
