@@ -85,7 +85,93 @@ def main(argv: list[str]) -> int:
         # pytest 9: xdist 3.8 renames item._nodeid, pytest 9 reads item._id.)
         workers = max(2, min(4, (os.cpu_count() or 2) + 1))
         rest = ["-n", str(workers), "--dist", "worksteal", *rest]
-    return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env())
+    return run_tests([str(PY), "-m", "pytest", *rest])
+
+
+def _marked(token: str) -> list[int]:
+    """Processes whose environment carries this test run's token (pytest, its workers and
+    everything they started, including daemons that detached into their own session)."""
+    needle = f"SITEWATCH_TEST_RUN={token}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160]
+    except OSError:
+        return "?"
+
+
+def _kill(pids: list[int]) -> None:
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.2)
+
+
+def run_tests(cmd: list[str]) -> int:
+    """Run the suite with two guards, so that CI ends with a report and never waits silently:
+
+    * a wall-clock budget (``SITEWATCH_TEST_BUDGET_S``; 1680 s when ``CI`` is set, none
+      otherwise): when it is spent, every test process dumps its threads' stacks (SIGUSR1, see
+      tests/conftest.py), then all are killed and the run fails, saying so;
+    * no leftovers: processes the run started that outlive it (a server or worker a test did not
+      stop) are listed and killed, so they cannot hold the terminal or CI's output pipe open.
+    """
+    import secrets
+    import signal
+
+    if not Path("/proc/self/environ").exists():  # not Linux: no process accounting, plain run
+        return subprocess.call(cmd, cwd=ROOT, env=env())
+    token = secrets.token_hex(8)
+    e = env()
+    e["SITEWATCH_TEST_RUN"] = token
+    budget = float(e.get("SITEWATCH_TEST_BUDGET_S") or (1680 if e.get("CI") else 0)) or None
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=e)
+    try:
+        rc = proc.wait(timeout=budget)
+    except subprocess.TimeoutExpired:
+        say(f"the test run exceeded its budget of {budget:.0f} s (SITEWATCH_TEST_BUDGET_S): "
+            "stacks of every test process follow, then they are stopped")
+        for pid in _marked(token):  # pytest and its xdist workers (execnet's bootstrap line)
+            if " -m pytest" in _cmdline(pid) or "sys.stdin.readline()" in _cmdline(pid):
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill([proc.pid, *_marked(token)])
+        proc.wait()
+        rc = 1
+    except KeyboardInterrupt:
+        _kill([proc.pid])
+        rc = 130
+    left = _marked(token)
+    if left:
+        say(f"{len(left)} process(es) started by the tests outlived them; stopping them:")
+        for pid in left:
+            say(f"  {pid}: {_cmdline(pid)}")
+        _kill(left)
+    return rc
 
 
 if __name__ == "__main__":

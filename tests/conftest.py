@@ -7,8 +7,10 @@ optional: tests that need it skip when it is absent.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,16 @@ os.environ.setdefault("PREFECT_LOGGING_LOGGERS_DISTRIBUTED_LEVEL", "WARNING")
 os.environ.setdefault("SITEWATCH_DASK_THREADS", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
+_STACK_DUMP_FILE = []
+
+
+def pytest_configure(config):
+    """bootstrap.py sends SIGUSR1 when the run exceeds its time budget: every test process then
+    writes all its threads' stacks to the real stderr (a copy of fd 2 taken here, while pytest's
+    output capture is not active)."""
+    if hasattr(signal, "SIGUSR1") and not _STACK_DUMP_FILE:
+        _STACK_DUMP_FILE.append(os.fdopen(os.dup(2), "w"))
+        faulthandler.register(signal.SIGUSR1, file=_STACK_DUMP_FILE[0], all_threads=True)
 SHARED_DATA = Path(os.environ.get("SITEWATCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
