@@ -16,6 +16,7 @@ from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
 from sitewatch.io import discovery
+from sitewatch.io import objects_file
 from sitewatch.io import scenes as scene_io
 from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
 
@@ -37,7 +38,8 @@ class Pipeline:
         self.cube: xr.Dataset = cube  # the committed slots of the cube, loaded into memory
 
 
-def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None, bands=BANDS) -> Pipeline:
+def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None, bands=BANDS,
+         params: AnalysisParams = AnalysisParams()) -> Pipeline:
     """find -> extend -> read + write each scene -> analyse each slot in time order (the first
     ``n_dates`` scenes only, if given; the cube still gets a slot for every scene)."""
     grid = series.grid
@@ -47,7 +49,7 @@ def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = N
         slots = cube_io.extend(cube_url, grid, bands, [(r.scene_id, r.datetime) for r in refs], chunk=chunk)
         for r in use:
             cube_io.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, grid, bands, chunks=chunk))
-        results = [analyse_slot(cube_url, slots[r.scene_id], grid, bands, AnalysisParams()) for r in use]
+        results = [analyse_slot(cube_url, slots[r.scene_id], grid, bands, params) for r in use]
         cube = cube_io.open_cube(cube_url).compute()
     return Pipeline(series, refs, problems, cube_url, slots, results, cube)
 
@@ -71,7 +73,9 @@ def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
     write_synthetic_scenes(series, source)
     return {
         FULL_CHUNK: _run(series, source, str(root / f"cube{FULL_CHUNK}" / "cube.zarr"), FULL_CHUNK),
-        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE),
+        # the same dates chunked and lazy (dask) instead of in memory (numpy): same results
+        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE,
+                          params=AnalysisParams(eager_max_px=0)),
         # an RGB+NIR product (commercial 4-band): spectral masks without SWIR
         "rgbn": _run(series, source, str(root / "cube-rgbn" / "cube.zarr"), FULL_CHUNK, N_COMPARE,
                      bands=("blue", "green", "red", "nir")),
@@ -125,6 +129,10 @@ def test_slot_results_describe_their_slot(run, series):
 
 def test_first_slot_has_no_baseline(run):
     r0 = run.results[0]
+    assert r0.change_state == "not enough history"
+    fc = objects_file.read(r0.objects_url)
+    assert fc["sitewatch:change_state"] == "not enough history" and fc["features"] == []
+    assert fc["sitewatch:n_baseline_scenes"] == 0
     assert r0.n_baseline_scenes == 0
     assert r0.detections == []
     assert r0.normalisation is None
@@ -142,14 +150,15 @@ def test_later_slots_have_masks_and_scores(run, series):
         sc = series.scene(i)
         score = ds["change_score"].values[i]
         clear = ds["valid"].values[i] & ~ds["cloud"].values[i] & ~ds["shadow"].values[i]
-        if run.results[i].n_baseline_scenes < min_obs:
-            # too short a history for a score
-            assert not np.isfinite(score).any(), i
-        else:
-            # a score wherever the pixel is clear and was clear often enough before (nowhere
-            # outside the swath)
-            assert np.isfinite(score[clear]).mean() > 0.9, i
-            assert not np.isfinite(score[~clear]).any(), i
+        # a score exactly where the pixel is clear and was clear often enough in the baseline's
+        # scenes: min_obs times, or in every earlier scene while there are fewer (a short history
+        # degrades to a comparison with what there is; one earlier scene: bi-temporal)
+        hist = history_indices(ds, i, AnalysisParams().baseline.window)
+        assert run.results[i].n_baseline_scenes == len(hist)
+        before = ds["valid"].values[hist] & ~ds["cloud"].values[hist] & ~ds["shadow"].values[hist]
+        need = max(1, min(min_obs, int(before.any(axis=(1, 2)).sum())))
+        np.testing.assert_array_equal(np.isfinite(score), clear & (before.sum(axis=0) >= need), err_msg=str(i))
+        assert run.results[i].change_state == "ok", i
         assert not np.isfinite(score[~ds["valid"].values[i]]).any(), i
         # a changed pixel has a score
         assert np.isfinite(score[ds["change"].values[i]]).all(), i
@@ -254,7 +263,8 @@ def test_no_detections_before_any_event(run, series):
 
 # ---------------------------------------------------------------- chunk independence
 
-def test_results_independent_of_chunk_size(runs):
+def test_results_independent_of_chunk_size_and_of_eager_or_dask(runs):
+    """2 x 2 chunks analysed lazily on dask == one chunk analysed in memory with numpy."""
     small, full = runs[SMALL_CHUNK], runs[FULL_CHUNK]
     assert small.cube.sizes["time"] == N_COMPARE and len(small.results) == N_COMPARE
     a, b = small.cube, full.cube.isel(time=slice(0, N_COMPARE))
@@ -494,3 +504,118 @@ def test_saturated_pixels_are_flagged_and_kept_out_of_the_change(tmp_path):
     sat = (ds["mask_flags"].values & FLAG_SATURATED) > 0
     assert sat[30:34, 40:44].all() and sat.sum() == 16
     assert not ds["change"].values.any() and np.isnan(ds["change_score"].values[30:34, 40:44]).all()
+
+
+# ---------------------------------------------------------------- objects next to the cube, states
+
+def test_every_analysed_date_has_its_objects_file_next_to_the_cube(run, series):
+    site_root = run.cube_url.rsplit("/", 1)[0]
+    files = objects_file.list_dates(site_root)
+    assert files == sorted(r.objects_url for r in run.results)  # one per date, named by time
+    for r in run.results:
+        fc = objects_file.read(r.objects_url)
+        assert fc["sitewatch:scene_id"] == r.scene_id and fc["sitewatch:time"] == r.time
+        assert fc["sitewatch:change_state"] == r.change_state
+        assert len(fc["features"]) == len(r.detections)
+        for f, d in zip(fc["features"], r.detections):
+            p = f["properties"]
+            assert shape(f["geometry"]).equals(shape(d.polygon)) and f["geometry"]["type"] in ("Polygon", "MultiPolygon")
+            assert p["area_m2"] == pytest.approx(d.area_m2, abs=0.1) and p["area_px"] * series.grid.pixel_area_m2 == pytest.approx(d.area_m2)
+            assert p["centroid"] == [pytest.approx(d.lon, abs=1e-6), pytest.approx(d.lat, abs=1e-6)]
+            w, so, e, n = p["bbox"]
+            assert w <= d.lon <= e and so <= d.lat <= n
+            assert shape(f["geometry"]).representative_point().within(shape({"type": "Polygon", "coordinates": [[
+                [w, so], [e, so], [e, n], [w, n], [w, so]]]}).buffer(1e-9))
+            assert p["direction"] == d.direction and p["score_max"] >= p["score_mean"] > 0
+            assert p["vegetation"] in (None, "loss", "gain")
+
+
+def test_aircraft_on_bare_concrete_are_not_vegetation_change(run, series):
+    """Aircraft parking on an apron change brightness, not vegetation: their objects carry an
+    NDVI change below the vegetation threshold (and so no vegetation label)."""
+    dets = [d for r in run.results for d in r.detections if d.direction == "brighter" and d.delta_ndvi is not None]
+    assert dets, "expected brighter objects with an NDVI change"
+    aircraft = [e for e in series.events if e.kind == "aircraft_arrival"]
+    on_aircraft = [d for d in dets for e in aircraft if d.scene_id == series.scene_ids[e.date_index]
+                   and _overlaps(d.bbox_pixels, e.bbox)]
+    assert on_aircraft
+    assert all(d.vegetation is None for d in on_aircraft), [(d.delta_ndvi, d.vegetation) for d in on_aircraft]
+
+
+def test_vegetation_loss_is_labelled_and_a_short_history_degrades_to_bitemporal(tmp_path):
+    """A field cleared between dates (NIR falls, red and SWIR rise) is an object labelled
+    vegetation loss; with a single earlier clear scene the comparison is bi-temporal."""
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=64, height=64)
+    url = str(tmp_path / "site" / "cube.zarr")
+    times = [dt.datetime(2026, 3, d, 8, tzinfo=dt.timezone.utc) for d in (1, 11)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=40)
+    rng = np.random.default_rng(4)
+    field = {"blue": 500, "green": 800, "red": 600, "nir": 3500, "swir16": 1800, "swir22": 900}
+    soil = {"blue": 800, "green": 1100, "red": 2000, "nir": 1800, "swir16": 3000, "swir22": 2400}
+    for k in range(2):
+        data = {b: (("y", "x"), np.rint(field[b] + rng.normal(0, 20, grid.shape)).astype(np.uint16)) for b in BANDS}
+        if k == 1:  # cleared, across the 40 px chunk border
+            for b in BANDS:
+                data[b][1][30:46, 20:36] = soil[b]
+        data["valid"] = (("y", "x"), np.ones(grid.shape, bool))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    res = [analyse_slot(url, slots[f"S{k}"], grid, BANDS, AnalysisParams(min_object_area_m2=100.0)) for k in range(2)]
+    assert res[0].change_state == "not enough history" and res[0].detections == []
+    last = res[1]
+    assert last.change_state == "ok" and last.n_baseline_scenes == 1 and last.history_fraction == 1.0
+    assert len(last.detections) == 1, last.detections
+    d = last.detections[0]
+    assert d.area_m2 == pytest.approx(16 * 16 * 100)
+    assert d.vegetation == "loss" and d.delta_ndvi < -0.3, d
+    fc = objects_file.read(last.objects_url)
+    (f,) = fc["features"]
+    assert f["properties"]["vegetation"] == "loss" and f["properties"]["area_px"] == 256
+    assert f["properties"]["bbox_pixels"] == [30, 20, 46, 36]
+
+
+def test_all_cloud_or_no_history_dates_say_so_and_raise_nothing(tmp_path):
+    """A date whose every pixel is invalid: state "no clear pixels"; min_history not reached:
+    "not enough history", with no change computed even though a baseline exists."""
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=48, height=48)
+    url = str(tmp_path / "site" / "cube.zarr")
+    times = [dt.datetime(2026, 3, d, 8, tzinfo=dt.timezone.utc) for d in (1, 11, 21)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=48)
+    rng = np.random.default_rng(5)
+    land = rng.uniform(500, 3000, grid.shape)  # a textured surface, the same on every date
+    for k in range(3):
+        data = {b: (("y", "x"), np.rint(land + rng.normal(0, 20, grid.shape)).astype(np.uint16)) for b in BANDS}
+        if k == 2:  # a new bright-in-infrared roof
+            for b in ("nir", "swir16", "swir22"):
+                data[b][1][10:20, 10:20] += 5000
+        data["valid"] = (("y", "x"), np.full(grid.shape, k != 1))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    params = AnalysisParams(min_object_area_m2=0.0, min_history=3)
+    res = [analyse_slot(url, slots[f"S{k}"], grid, BANDS, params) for k in range(3)]
+    assert [r.change_state for r in res] == ["not enough history", "no clear pixels", "not enough history"]
+    assert res[2].n_baseline_scenes == 2 and all(r.detections == [] for r in res)
+    assert objects_file.read(res[1].objects_url)["sitewatch:history_fraction"] is None
+    ds = cube_io.open_cube(url)
+    assert np.isnan(ds["change_score"].values).all() and not ds["change"].values.any()
+    # the same dates with the default min_history: the bright square is found on the last date
+    url2 = str(tmp_path / "site2" / "cube.zarr")
+    import shutil
+    shutil.copytree(tmp_path / "site" / "cube.zarr", url2)
+    res2 = analyse_slot(url2, slots["S2"], grid, BANDS, AnalysisParams(min_object_area_m2=0.0))
+    assert res2.change_state == "ok" and [d.bbox_pixels for d in res2.detections] == [(10, 10, 20, 20)]
+
+
+def test_change_rejects_a_baseline_on_another_grid(run, series):
+    from sitewatch.kernels.baseline import robust_baseline
+    from sitewatch.kernels.change import change
+
+    ds = run.cube
+    bands = list(BANDS)
+    stack = ds[bands].isel(time=[1, 2, 3]).to_dataarray("band").transpose("band", "time", "y", "x")
+    clear = ds["valid"].isel(time=[1, 2, 3])
+    baseline = robust_baseline(stack, clear)
+    scene = ds[bands].isel(time=6)
+    shifted = baseline.assign_coords(x=baseline.x + series.grid.resolution)
+    with pytest.raises(ValueError, match="different grids: x coordinates"):
+        change(scene, ds["valid"].isel(time=6), shifted, bands)
+    with pytest.raises(ValueError, match="different grids: y sizes got 256 and 200"):
+        change(scene, ds["valid"].isel(time=6), baseline.isel(y=slice(0, 200)), bands)
