@@ -28,6 +28,7 @@ def iso(t: Any) -> str:
 
 
 REFLECTANCE = ("blue", "green", "red", "nir", "swir16", "swir22")
+UNION_READ_BYTES = 256 * 2**20  # read all open alerts' windows at once when they fit in this
 
 
 def _before_index(frac: np.ndarray, first: int, min_clear: float) -> int | None:
@@ -57,6 +58,7 @@ def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[s
     for pixels back to baseline. ``cube`` is the committed, time-sorted site cube
     (:func:`sitewatch.io.cube.open_cube`); ``min_clear`` picks the "before" scene. One read of
     the alert's window (all times) per alert."""
+    alerts = list(alerts)
     for v in ("valid", "cloud", "shadow", "scene_id"):
         if v not in cube.variables:
             raise ValueError(f"clear views: cube variables got {sorted(cube.variables)!r}; expected {v!r} among them")
@@ -69,6 +71,7 @@ def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[s
     if not idx:
         return out
     h, w = cube.sizes["y"], cube.sizes["x"]
+    boxes = {}
     for a in alerts:
         if not a.is_open:
             continue
@@ -76,8 +79,24 @@ def clear_views(cube: xr.Dataset, alerts: Iterable[Alert], scene_ids: Sequence[s
         r0, c0, r1, c1 = max(0, r0), max(0, c0), min(h, r1), min(w, c1)
         if r1 <= r0 or c1 <= c0:
             raise ValueError(f"alert {a.id!r}: bbox_pixels got {a.bbox_pixels!r}; expected a window inside the {h} x {w} site grid")
-        extra = [v for v in ("change",) if v in cube.data_vars]
-        win = cube[bands + ["valid", "cloud", "shadow"] + extra].isel(y=slice(r0, r1), x=slice(c0, c1)).compute()
+        boxes[a.id] = (r0, c0, r1, c1)
+    if not boxes:
+        return out
+    layers = cube[bands + ["valid", "cloud", "shadow"] + [v for v in ("change",) if v in cube.data_vars]]
+    # One read of the union of the alerts' windows (all times) when it is small enough, else one
+    # read per alert: many alerts on a small site must not read the same chunks again and again.
+    u0, v0 = min(b[0] for b in boxes.values()), min(b[1] for b in boxes.values())
+    u1, v1 = max(b[2] for b in boxes.values()), max(b[3] for b in boxes.values())
+    nbytes = (u1 - u0) * (v1 - v0) * cube.sizes["time"] * sum(layers[v].dtype.itemsize for v in layers.data_vars)
+    union = layers.isel(y=slice(u0, u1), x=slice(v0, v1)).compute() if len(boxes) > 1 and nbytes <= UNION_READ_BYTES else None
+    for a in alerts:
+        if a.id not in boxes:
+            continue
+        r0, c0, r1, c1 = boxes[a.id]
+        if union is not None:
+            win = union.isel(y=slice(r0 - u0, r1 - u0), x=slice(c0 - v0, c1 - v0))
+        else:
+            win = layers.isel(y=slice(r0, r1), x=slice(c0, c1)).compute()
         ok = win["valid"].values & ~win["cloud"].values & ~win["shadow"].values
         frac = ok.mean(axis=(1, 2))
         first = sids.index(a.first_scene) if a.first_scene in sids else None

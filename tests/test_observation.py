@@ -47,6 +47,18 @@ def test_clear_views_fractions(chunks):
     assert {v.scene_id for v in clear_views(_cube(chunks), alerts, scene_ids=["S2"])} == {"S2"}
 
 
+@pytest.mark.parametrize("chunks", [None, {"time": 1, "y": 7, "x": 13}])
+def test_clear_views_one_union_read_equals_one_read_per_alert(chunks, monkeypatch):
+    import sitewatch.observation as obs
+
+    alerts = iter([_alert("A", (10, 10, 20, 20)), _alert("B", (0, 30, 10, 40)), _alert("C", (35, 0, 40, 6))])
+    alerts = list(alerts)
+    union = clear_views(_cube(chunks), iter(alerts))  # any iterable, read once
+    monkeypatch.setattr(obs, "UNION_READ_BYTES", 0)  # too big: one read per alert
+    apart = clear_views(_cube(chunks), alerts)
+    assert union == apart and len(union) == 9
+
+
 def test_clear_views_bad_input():
     with pytest.raises(ValueError, match="expected 'shadow'"):
         clear_views(_cube().drop_vars("shadow"), [_alert("A", (0, 0, 2, 2))])
