@@ -5,14 +5,16 @@ Each site has a Prefect global concurrency limit ``sitewatch-site-<name>`` with 
 on first use. A run holds one slot from start to end; a second run waits for it (logging that it
 waits). The slot is a lease that Prefect renews while the run is alive; a run that dies (killed
 worker, lost machine) releases it when the lease expires (``SITEWATCH_SITE_LEASE_SECONDS``,
-default 300).
+default 300). A run that cannot get the slot within ``SITEWATCH_SITE_WAIT_SECONDS`` (default
+21600, 6 h) fails saying which slot it waited for, instead of waiting without end behind a
+stuck run.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 from prefect.client.orchestration import get_client
@@ -45,9 +47,15 @@ def site_concurrency(site_name: str) -> Iterator[None]:
     """Hold the site's slot for the duration of the block (waits while another run holds it)."""
     name = ensure_site_limit(site_name)
     lease = float(os.environ.get("SITEWATCH_SITE_LEASE_SECONDS", "300"))
+    wait = float(os.environ.get("SITEWATCH_SITE_WAIT_SECONDS", "21600"))
     log = get_run_logger()
     log.info("site %s: waiting for the site's run slot (%s) if another run holds it", site_name, name)
     t0 = time.monotonic()
-    with concurrency(name, occupy=1, strict=True, lease_duration=lease):
+    with ExitStack() as held:
+        try:
+            held.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=lease, timeout_seconds=wait))
+        except TimeoutError:
+            raise TimeoutError(f"site {site_name}: run slot {name} still held by another run after {wait:.0f} s "
+                               "(SITEWATCH_SITE_WAIT_SECONDS); is a run of this site stuck?") from None
         log.info("site %s: run slot %s acquired after %.1f s", site_name, name, time.monotonic() - t0)
         yield

@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,35 @@ def short_series():
     from sitewatch.synthetic import SyntheticSpec, generate_series
 
     return generate_series(SyntheticSpec(width=192, height=192, n_dates=12, seed=11, cloudy_fraction=0.0))
+
+
+@pytest.mark.slow
+def test_a_run_waiting_too_long_for_the_site_slot_fails_naming_it(prefect_server, monkeypatch):
+    """A stuck run holds the site's slot: the next run gives up after SITEWATCH_SITE_WAIT_SECONDS
+    with an error naming the slot, instead of waiting without end; the slot is then free again."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from tasks.concurrency import ensure_site_limit, limit_name, site_concurrency
+
+    @flow(name="slot-waiter")
+    def waiter() -> str:
+        with site_concurrency("stuck"):
+            return "ran"
+
+    name = ensure_site_limit("stuck")
+    monkeypatch.setenv("SITEWATCH_SITE_WAIT_SECONDS", "2")
+    with concurrency(name, occupy=1, strict=True):  # the stuck run
+        t0 = time.monotonic()
+        state = waiter(return_state=True)
+        waited = time.monotonic() - t0
+    assert state.is_failed() and waited < 60
+    with pytest.raises(TimeoutError, match="site stuck: run slot sitewatch-site-stuck still held by another run after 2 s"):
+        state.result()
+    assert waiter() == "ran"  # released: the next run gets it at once
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(limit_name("stuck")).active_slots == 0
 
 
 @pytest.mark.slow
