@@ -128,7 +128,8 @@ def _kill(pids: list[int]) -> None:
 def run_tests(cmd: list[str]) -> int:
     """Run the suite with two guards, so that CI ends with a report and never waits silently:
 
-    * a wall-clock budget (``SITEWATCH_TEST_BUDGET_S``; 1680 s when ``CI`` is set, none
+    * a wall-clock budget (``SITEWATCH_TEST_BUDGET_S``; 4800 s when ``CI`` is set, just under the
+      CI runner's own 90 min limit, none
       otherwise): when it is spent, every test process dumps its threads' stacks (SIGUSR1, see
       tests/conftest.py), then all are killed and the run fails, saying so;
     * no leftovers: processes the run started that outlive it (a server or worker a test did not
@@ -142,7 +143,7 @@ def run_tests(cmd: list[str]) -> int:
     token = secrets.token_hex(8)
     e = env()
     e["SITEWATCH_TEST_RUN"] = token
-    budget = float(e.get("SITEWATCH_TEST_BUDGET_S") or (1680 if e.get("CI") else 0)) or None
+    budget = float(e.get("SITEWATCH_TEST_BUDGET_S") or (4800 if e.get("CI") else 0)) or None
     proc = subprocess.Popen(cmd, cwd=ROOT, env=e)
     try:
         rc = proc.wait(timeout=budget)
