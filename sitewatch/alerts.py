@@ -172,8 +172,10 @@ def describe(det_or_alert: Detection | Alert) -> str:
     """Plain language: direction with its usual meanings, size and, for an alert, status."""
     what = {"brighter": "brighter than its usual look (e.g. something new, cleared or bare ground, vegetation loss)",
             "darker": "darker than its usual look (e.g. something removed, water, vegetation gain)"}
-    text = f"{det_or_alert.direction.capitalize()} change over {_size_text(det_or_alert.area_m2)}: " \
-           f"{what.get(det_or_alert.direction, det_or_alert.direction)}"
+    veg = getattr(det_or_alert, "vegetation", None)
+    meaning = f"vegetation {veg} (NDVI {'fell' if veg == 'loss' else 'rose'})" if veg in ("loss", "gain") else \
+        what.get(det_or_alert.direction, det_or_alert.direction)
+    text = f"{det_or_alert.direction.capitalize()} change over {_size_text(det_or_alert.area_m2)}: {meaning}"
     if isinstance(det_or_alert, Alert):
         a = det_or_alert
         seen = f"seen once on {a.first_seen}" if a.n_observations == 1 else \
@@ -317,7 +319,7 @@ def merge(site: str, existing: Sequence[Alert], detections: Iterable[Detection],
                 area_m2=det.area_m2, lon=det.lon, lat=det.lat, score_max=det.score_max, score_mean=det.score_mean,
                 direction=det.direction, bbox_pixels=det.bbox_pixels, n_observations=1,
                 geometry=det.polygon, scenes=(det.scene_id,), first_scene=det.scene_id,
-                mask_uncertainty=_det_uncertainty(det, None), last_observed=when,
+                mask_uncertainty=_det_uncertainty(det, None), last_observed=when, vegetation=det.vegetation,
             )
             a = _refresh(replace(a, cube=_cube_link(a, cube_url, when)), params)
             alerts[aid] = _event(a, "opened", when, True, scene_id=det.scene_id)
@@ -332,7 +334,7 @@ def merge(site: str, existing: Sequence[Alert], detections: Iterable[Detection],
             area_m2=max(match.area_m2, det.area_m2), score_max=max(match.score_max, det.score_max),
             bbox_pixels=(min(r0, d0), min(c0, e0), max(r1, d1), max(c1, e1)),
             scenes=tuple(match.scenes) + (det.scene_id,), mask_uncertainty=round(u, 4), misses=0,
-            last_observed=max(match.last_observed, when),
+            last_observed=max(match.last_observed, when), vegetation=det.vegetation or match.vegetation,
         )
         if upd.status in ("first", "provisional"):
             upd = replace(upd, status=status_for(n, params))

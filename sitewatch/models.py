@@ -172,6 +172,7 @@ class Alert:
     history: tuple[dict[str, Any], ...] = ()
     cube: dict[str, Any] = field(default_factory=dict)
     closed_reason: str = ""
+    vegetation: str | None = None  # "loss" | "gain" from its objects' NDVI change, None if neither
 
     @property
     def is_open(self) -> bool:

@@ -337,7 +337,7 @@ def stac_item(a: Alert) -> dict[str, Any]:
     props = {"datetime": None, "start_datetime": f"{a.first_seen}T00:00:00Z", "end_datetime": f"{a.last_seen}T23:59:59Z",
              "title": a.description}
     for k in ("site", "status", "confidence", "area_m2", "lon", "lat", "direction", "n_observations", "first_seen",
-              "last_seen", "update_seq", "closed_reason"):
+              "last_seen", "update_seq", "closed_reason", "vegetation"):
         props[f"sitewatch:{k}"] = getattr(a, k)
     props["sitewatch:cube"] = dict(a.cube)
     assets = {}

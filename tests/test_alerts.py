@@ -27,6 +27,22 @@ def _det(scene: str, date: str, bbox=(100, 150, 107, 157), direction: str = "bri
     )
 
 
+def test_vegetation_change_is_carried_into_the_alert_and_its_description():
+    from dataclasses import replace
+
+    d1 = replace(_det("S1", "2026-03-01", direction="brighter"), delta_ndvi=-0.42, vegetation="loss")
+    assert "vegetation loss (NDVI fell)" in describe(d1)
+    alerts, new, _ = merge("base", [], [d1])
+    (a,) = alerts
+    assert a.vegetation == "loss" and "Brighter change over 4900 m2: vegetation loss (NDVI fell)" in a.description
+    # a later support without a vegetation label keeps the alert's; the feed round-trips it
+    alerts, _, _ = merge("base", alerts, [_det("S2", "2026-03-11")])
+    assert alerts[0].n_observations == 2 and alerts[0].vegetation == "loss"
+    assert Alert.from_feature(alerts[0].to_feature()).vegetation == "loss"
+    assert Alert.from_feature({**a.to_feature(), "properties": {k: v for k, v in a.to_feature()["properties"].items()
+                                                                 if k != "vegetation"}}).vegetation is None  # older feeds
+
+
 def test_alert_id_is_deterministic():
     d = _det("S1", "2026-03-01", bbox=(100, 150, 107, 157))
     assert alert_id(SITE, d) == "base-20260301-r00103c00153"
