@@ -20,8 +20,10 @@ from shapely.ops import unary_union
 from pyproj import Transformer
 
 from .grid import SiteGrid
+from .io import baseline_state as state_io
 from .io import cube as cube_io
-from .kernels.baseline import BaselineParams, robust_baseline
+from .kernels.baseline import BaselineParams
+from .kernels.baseline_ring import build_state, empty_state, fold, state_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, objects
@@ -31,6 +33,9 @@ from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
 
 MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
+#: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
+#: ``BaselineParams.window`` of the most recent analysed scenes.
+REBUILD_SCENES_PER_WINDOW = 3
 
 
 @dataclass(frozen=True)
@@ -112,15 +117,70 @@ class SlotResult:
     mask_methods: tuple[str, ...] = ()  # the cloud/shadow mask methods that ran
     mask_notes: tuple[str, ...] = ()  # methods "auto" left out, and why
     shadow_length_px: int | None = None  # matched shadow projection (spectral rules), None if none
+    # where the baseline came from: "state" (the stored incremental state), "rebuilt" (from the
+    # cube's recent analysed scenes; baseline_note says why) or "none" (no earlier analysed scene)
+    baseline_source: str = "none"
+    baseline_note: str = ""
 
 
-def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
-    """Indices of the last ``window`` analysed scenes acquired before slot ``index``."""
+def analysed_earlier(cube: xr.Dataset, index: int) -> list[int]:
+    """Indices of every analysed scene acquired before slot ``index``, oldest first."""
     times = cube.time.values
     ok = cube["ingested"].values & cube["analysed"].values
     earlier = [i for i in range(len(times)) if ok[i] and times[i] < times[index] and i != index]
     earlier.sort(key=lambda i: times[i])
-    return earlier[-window:]
+    return earlier
+
+
+def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
+    """Indices of the last ``window`` analysed scenes acquired before slot ``index``."""
+    return analysed_earlier(cube, index)[-window:]
+
+
+@dataclass
+class _Baseline:
+    state: xr.Dataset  # the ring of the last W clear observations before this slot
+    folded: list[tuple[str, str]]  # slots folded into it, oldest first
+    n_before: int  # older analysed slots a rebuild left out
+    source: str  # "state" | "rebuilt" | "none"
+    note: str
+    writable: bool  # the stored state may be replaced after this slot
+
+
+def _baseline_state(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: AnalysisParams,
+                    storage_options: dict[str, Any] | None, use_state: bool) -> _Baseline:
+    """The baseline state before slot ``index``: the stored one when it folded exactly the
+    cube's analysed slots earlier than this one (same window, bands and grid), else rebuilt
+    from the cube's last ``REBUILD_SCENES_PER_WINDOW * window`` analysed scenes. A stored state
+    that folded this very slot is marked stale first (its masks are about to be rewritten)."""
+    window = params.baseline.window
+    earlier = analysed_earlier(cube, index)
+    keys = [state_io.slot_key(cube.time.values[i], cube.scene_id.values[i]) for i in earlier]
+    url = state_io.state_url(cube_url)
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    writable = use_state
+    try:
+        info = state_io.read_info(url, storage_options)
+        reason = state_io.mismatch(info, keys, window, bands, shape) if use_state else "stored state not used (asked)"
+    except state_io.StateError as exc:
+        info, reason, writable = None, f"{exc}; not replaced", False
+    this = state_io.slot_key(cube.time.values[index], cube.scene_id.values[index])
+    if info is not None and this in info.folded:
+        state_io.invalidate(url, f"slot {this[1]!r} ({this[0]}) re-analysed", storage_options)
+    if reason is None:
+        state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
+        return _Baseline(state, list(info.folded), info.n_before, "state", "", writable)  # type: ignore[union-attr]
+    hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]
+    if hist:
+        h = cube.isel(time=hist)
+        stack = h[list(bands)].to_dataarray("band").transpose("time", "band", "y", "x")
+        state = build_state(stack, h["valid"] & ~h["cloud"] & ~h["shadow"], params.baseline)
+        source = "rebuilt"
+        note = f"rebuilt from the cube's last {len(hist)} analysed scene(s): {reason}"
+    else:
+        state = empty_state(cube["valid"].isel(time=index, drop=True), bands, params.baseline)
+        source, note = "none", ""
+    return _Baseline(state, keys[len(earlier) - len(hist):], len(earlier) - len(hist), source, note, writable)
 
 
 def mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[tuple[str, ...], list[str]]:
@@ -230,9 +290,19 @@ def analyse_slot(
     bands: Sequence[str],
     params: AnalysisParams = AnalysisParams(),
     storage_options: dict[str, Any] | None = None,
+    use_state: bool = True,
 ) -> SlotResult:
     """Compute and write ``cloud``, ``shadow``, ``change_score``, ``change`` for slot ``index``
-    and return its change objects of at least ``min_object_area_m2``."""
+    and return its change objects of at least ``min_object_area_m2``.
+
+    The baseline is the median/MAD of each pixel's last ``params.baseline.window`` clear
+    observations in the analysed scenes acquired before this one. It comes from the site's
+    stored baseline state (:mod:`sitewatch.io.baseline_state`) when that state folded exactly
+    those scenes; otherwise (no state yet, a backfill of an older scene, another window, an
+    update cut short, or ``use_state=False``) it is rebuilt from the cube's last
+    ``REBUILD_SCENES_PER_WINDOW * window`` analysed scenes (``SlotResult.baseline_source`` /
+    ``baseline_note`` say which). After the slot's masks are committed, its clear pixels are
+    folded into the state, which is stored when this slot is the latest analysed one."""
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
     cube = xr.open_zarr(cube_url, mask_and_scale=False, **cube_io._zarr_kwargs(cube_url, storage_options))
     if not bool(cube["ingested"].values[index]):
@@ -242,13 +312,9 @@ def analyse_slot(
     methods, method_notes = mask_methods(cube, bands, params)
     qa_vars = [params.qa_band] if "provider" in methods else []
     scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
-    hist = history_indices(cube, index, params.baseline.window)
-    baseline = None
-    if hist:
-        h = cube.isel(time=hist)
-        stack = h[list(bands)].to_dataarray("band").transpose("band", "time", "y", "x")
-        clear_hist = h["valid"] & ~h["cloud"] & ~h["shadow"]
-        baseline = robust_baseline(stack, clear_hist).persist()
+    base = _baseline_state(cube, cube_url, index, bands, params, storage_options, use_state)
+    base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
+    baseline = state_baseline(base.state).persist() if base.folded else None
     scene = scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
@@ -288,6 +354,16 @@ def analyse_slot(
     derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
                           "mask_flags": m["flags"], "cloud_score": score_pct})
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
+    times, done = cube.time.values, cube["ingested"].values & cube["analysed"].values
+    latest = not any(done[j] and j != index and times[j] >= times[index] for j in range(len(times)))
+    if base.writable and latest:
+        # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
+        values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
+        new = fold(base.state, values, scene["valid"] & ~m["cloud"] & ~m["shadow"])
+        chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
+        this = state_io.slot_key(cube.time.values[index], scene_id)
+        state_io.write_state(state_io.state_url(cube_url), new, base.folded + [this], base.n_before,
+                             (int(chunks[-2]), int(chunks[-1])), storage_options)
     detections: list[Detection] = []
     if baseline is not None:
         near = dilate(m["cloud"] | m["shadow"], params.cloud_distance_px)
@@ -307,5 +383,6 @@ def analyse_slot(
             ))
     valid_fraction = float(cube["valid_fraction"].values[index])
     cube.close()
-    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(hist), detections, norm,
-                      mask_methods=methods, mask_notes=tuple(method_notes), shadow_length_px=shadow_length)
+    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(base.folded), detections, norm,
+                      mask_methods=methods, mask_notes=tuple(method_notes), shadow_length_px=shadow_length,
+                      baseline_source=base.source, baseline_note=base.note)

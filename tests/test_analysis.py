@@ -113,7 +113,10 @@ def test_slot_results_describe_their_slot(run, series):
         assert r.scene_id == sc.scene_id
         assert r.time == sc.datetime.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert r.valid_fraction == pytest.approx(sc.valid.mean(), abs=1e-6)
-        assert r.n_baseline_scenes == min(i, AnalysisParams().baseline.window)
+        # the stored baseline state folded every earlier scene (each pixel keeps its last W clear
+        # observations from them); it was created after slot 0 and used from slot 1 on
+        assert r.n_baseline_scenes == i
+        assert (r.baseline_source, r.baseline_note) == (("state", "") if i else ("none", ""))
         assert 0.0 <= r.cloud_fraction <= 1.0
         assert float(run.cube["cloud_fraction"].values[i]) == pytest.approx(r.cloud_fraction, abs=1e-6)
         if i > 0:  # per-band radiometric normalisation against the baseline
