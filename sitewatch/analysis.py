@@ -36,6 +36,9 @@ MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
 #: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
 #: ``BaselineParams.window`` of the most recent analysed scenes.
 REBUILD_SCENES_PER_WINDOW = 3
+#: The baseline state is held in memory (read or rebuilt once for the baseline and the fold) up to
+#: this size; a larger one (a long window on a large site) is read, or rebuilt, a second time instead.
+PERSIST_STATE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,8 @@ def analyse_slot(
     qa_vars = [params.qa_band] if "provider" in methods else []
     scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
     base = _baseline_state(cube, cube_url, index, bands, params, storage_options, use_state)
-    base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
+    if base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
+        base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
     baseline = state_baseline(base.state).persist() if base.folded else None
     scene = scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
