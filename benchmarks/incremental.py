@@ -31,7 +31,8 @@ import dask
 import numpy as np
 import xarray as xr
 
-from sitewatch.analysis import REBUILD_SCENES_PER_WINDOW, AnalysisParams, analyse_slot
+from sitewatch.analysis import AnalysisParams, analyse_slot
+from sitewatch.baseline_source import REBUILD_SCENES_PER_WINDOW
 from sitewatch.io import cube as cube_io
 from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
 

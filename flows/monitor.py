@@ -106,6 +106,7 @@ def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[d
     scenes = [
         {"scene_id": r.scene_id, "time": r.time, "valid_fraction": r.valid_fraction,
          "cloud_fraction": r.cloud_fraction, "n_detections": len(r.detections),
+         "change_state": r.change_state, "objects": r.objects_url,
          "mask_methods": list(r.mask_methods), "mask_notes": list(r.mask_notes)}
         for r in results
     ]

@@ -19,11 +19,12 @@ import shapely
 from shapely.ops import unary_union
 from pyproj import Transformer
 
+from .baseline_source import PERSIST_STATE_BYTES, REBUILD_SCENES_PER_WINDOW, analysed_earlier, fold_slot, slot_baseline
 from .grid import SiteGrid
-from .io import baseline_state as state_io
 from .io import cube as cube_io
+from .io import objects_file
 from .kernels.baseline import BaselineParams
-from .kernels.baseline_ring import build_state, empty_state, fold, state_baseline
+from .kernels.baseline_ring import state_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, objects
@@ -33,12 +34,6 @@ from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
 
 MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
-#: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
-#: ``BaselineParams.window`` of the most recent analysed scenes.
-REBUILD_SCENES_PER_WINDOW = 3
-#: The baseline state is held in memory (read or rebuilt once for the baseline and the fold) up to
-#: this size; a larger one (a long window on a large site) is read, or rebuilt, a second time instead.
-PERSIST_STATE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -62,8 +57,22 @@ class AnalysisParams:
     qa_kind: str | None = None
     qa: QAParams = field(default_factory=QAParams)
     s2cloudless: S2CloudlessParams = field(default_factory=S2CloudlessParams)
+    # Fewer earlier analysed scenes than this, or no clear pixel of the date with at least
+    # ``change.min_obs`` clear observations in its baseline: no change is computed for the date,
+    # its state is "not enough history" (objects file, run report) and it raises no alert.
+    min_history: int = 1
+    # An object's mean NDVI change (normalised scene minus baseline median) beyond +-ndvi_change
+    # is reported as vegetation gain/loss (needs red and nir).
+    ndvi_change: float = 0.1
+    # Sites of at most this many pixels are analysed in memory with the numpy kernels; larger
+    # ones as dask arrays chunk by chunk (0: always dask).
+    eager_max_px: int = 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.min_history < 1:
+            raise ValueError(f"min_history got {self.min_history!r}; expected >= 1 earlier scene")
+        if not 0 < self.ndvi_change < 2:
+            raise ValueError(f"ndvi_change got {self.ndvi_change!r}; expected in (0, 2)")
         if self.min_object_area_m2 < 0:
             raise ValueError(f"min_object_area_m2 got {self.min_object_area_m2!r}; expected >= 0")
         if self.mask_method not in MASK_METHODS:
@@ -94,6 +103,8 @@ class Detection:
     delta_brightness: float
     polygon: dict[str, Any]  # GeoJSON geometry in lon/lat
     near_cloud_px: int = 0  # pixels within cloud_distance_px of cloud or shadow: less certain
+    delta_ndvi: float | None = None  # mean NDVI of the object minus its baseline's (None: no red/nir)
+    vegetation: str | None = None  # "loss" | "gain" | None (|delta_ndvi| below AnalysisParams.ndvi_change)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -120,70 +131,18 @@ class SlotResult:
     mask_methods: tuple[str, ...] = ()  # the cloud/shadow mask methods that ran
     mask_notes: tuple[str, ...] = ()  # methods "auto" left out, and why
     shadow_length_px: int | None = None  # matched shadow projection (spectral rules), None if none
+    change_state: str = "ok"  # "ok" | "not enough history" (no change computed, no detections)
+    history_fraction: float | None = None  # share of the date's clear pixels with enough clear history
+    objects_url: str | None = None  # the date's change objects (GeoJSON) next to the cube
     # where the baseline came from: "state" (the stored incremental state), "rebuilt" (from the
     # cube's recent analysed scenes; baseline_note says why) or "none" (no earlier analysed scene)
     baseline_source: str = "none"
     baseline_note: str = ""
 
 
-def analysed_earlier(cube: xr.Dataset, index: int) -> list[int]:
-    """Indices of every analysed scene acquired before slot ``index``, oldest first."""
-    times = cube.time.values
-    ok = cube["ingested"].values & cube["analysed"].values
-    earlier = [i for i in range(len(times)) if ok[i] and times[i] < times[index] and i != index]
-    earlier.sort(key=lambda i: times[i])
-    return earlier
-
-
 def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
     """Indices of the last ``window`` analysed scenes acquired before slot ``index``."""
     return analysed_earlier(cube, index)[-window:]
-
-
-@dataclass
-class _Baseline:
-    state: xr.Dataset  # the ring of the last W clear observations before this slot
-    folded: list[tuple[str, str]]  # slots folded into it, oldest first
-    n_before: int  # older analysed slots a rebuild left out
-    source: str  # "state" | "rebuilt" | "none"
-    note: str
-    writable: bool  # the stored state may be replaced after this slot
-
-
-def _baseline_state(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: AnalysisParams,
-                    storage_options: dict[str, Any] | None, use_state: bool) -> _Baseline:
-    """The baseline state before slot ``index``: the stored one when it folded exactly the
-    cube's analysed slots earlier than this one (same window, bands and grid), else rebuilt
-    from the cube's last ``REBUILD_SCENES_PER_WINDOW * window`` analysed scenes. A stored state
-    that folded this very slot is marked stale first (its masks are about to be rewritten)."""
-    window = params.baseline.window
-    earlier = analysed_earlier(cube, index)
-    keys = [state_io.slot_key(cube.time.values[i], cube.scene_id.values[i]) for i in earlier]
-    url = state_io.state_url(cube_url)
-    shape = (cube.sizes["y"], cube.sizes["x"])
-    writable = use_state
-    try:
-        info = state_io.read_info(url, storage_options)
-        reason = state_io.mismatch(info, keys, window, bands, shape) if use_state else "stored state not used (asked)"
-    except state_io.StateError as exc:
-        info, reason, writable = None, f"{exc}; not replaced", False
-    this = state_io.slot_key(cube.time.values[index], cube.scene_id.values[index])
-    if info is not None and this in info.folded:
-        state_io.invalidate(url, f"slot {this[1]!r} ({this[0]}) re-analysed", storage_options)
-    if reason is None:
-        state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
-        return _Baseline(state, list(info.folded), info.n_before, "state", "", writable)  # type: ignore[union-attr]
-    hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]
-    if hist:
-        h = cube.isel(time=hist)
-        stack = h[list(bands)].to_dataarray("band").transpose("time", "band", "y", "x")
-        state = build_state(stack, h["valid"] & ~h["cloud"] & ~h["shadow"], params.baseline)
-        source = "rebuilt"
-        note = f"rebuilt from the cube's last {len(hist)} analysed scene(s): {reason}"
-    else:
-        state = empty_state(cube["valid"].isel(time=index, drop=True), bands, params.baseline)
-        source, note = "none", ""
-    return _Baseline(state, keys[len(earlier) - len(hist):], len(earlier) - len(hist), source, note, writable)
 
 
 def mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[tuple[str, ...], list[str]]:
@@ -286,6 +245,63 @@ def _polygon(labels: xr.DataArray, obj: ObjectStats, grid: SiteGrid, to_lonlat: 
     return mapping(shapely.transform(geom, lambda x, y: to_lonlat.transform(x, y), interleaved=False))
 
 
+def _change_state(clear: xr.DataArray, baseline: xr.Dataset | None, n_history: int,
+                  params: AnalysisParams) -> tuple[str, float | None]:
+    """The date's change state and the share of its clear pixels with at least ``min_obs``
+    clear observations in the baseline: "no clear pixels" (all cloud, shadow or nodata), "not
+    enough history" (fewer than ``min_history`` earlier scenes, or no clear pixel with enough
+    clear history) or "ok"."""
+    if baseline is None:
+        n_clear = int(clear.sum().compute())
+        return ("not enough history" if n_clear else "no clear pixels"), (0.0 if n_clear else None)
+    enough = clear & (baseline["count"] >= params.change.min_obs)
+    sums = xr.Dataset({"clear": clear.sum(), "enough": enough.sum()}).compute()
+    n_clear, n_enough = int(sums["clear"]), int(sums["enough"])
+    if n_clear == 0:
+        return "no clear pixels", None
+    frac = n_enough / n_clear
+    if n_history < params.min_history or n_enough == 0:
+        return "not enough history", frac
+    return "ok", frac
+
+
+def _ndvi_delta(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArray, obj: ObjectStats,
+                norm: dict[str, tuple[float, float]] | None) -> float | None:
+    """Mean over the object's pixels of NDVI (scene, normalised like the change score) minus the
+    baseline median's NDVI; None without red and nir."""
+    if "red" not in scene or "nir" not in scene or not {"red", "nir"} <= set(baseline["median"].band.values.tolist()):
+        return None
+    win = dict(y=slice(obj.row0, obj.row1), x=slice(obj.col0, obj.col1))
+    inside = labels.isel(win).values == obj.label
+
+    def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(red + nir > 0, (nir - red) / (nir + red), np.nan)
+
+    g = norm or {}
+    scaled = {b: scene[b].isel(win).values.astype(np.float64) * g.get(b, (1.0, 0.0))[0] + g.get(b, (1.0, 0.0))[1]
+              for b in ("red", "nir")}
+    med = baseline["median"].sel(band=["red", "nir"]).isel(win).values.astype(np.float64)
+    d = (ndvi(scaled["red"], scaled["nir"]) - ndvi(med[0], med[1]))[inside]
+    d = d[np.isfinite(d)]
+    return round(float(d.mean()), 4) if d.size else None
+
+
+def _object_record(d: Detection, grid: SiteGrid) -> dict[str, Any]:
+    """One object of the date's objects file: geometry plus its properties."""
+    r0, c0, r1, c1 = d.bbox_pixels
+    corners = [grid.pixel_to_lonlat(r, c) for r, c in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))]
+    lons, lats = [c[0] for c in corners], [c[1] for c in corners]
+    return {
+        "polygon": d.polygon, "area_m2": round(d.area_m2, 1), "area_px": int(round(d.area_m2 / grid.pixel_area_m2)),
+        "centroid": [round(d.lon, 7), round(d.lat, 7)],
+        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
+        "bbox_pixels": list(d.bbox_pixels), "score_mean": round(d.score_mean, 3), "score_max": round(d.score_max, 3),
+        "direction": d.direction, "delta_brightness": round(d.delta_brightness, 5),
+        "vegetation": d.vegetation, "delta_ndvi": d.delta_ndvi, "near_cloud_px": d.near_cloud_px,
+    }
+
+
 def analyse_slot(
     cube_url: str,
     index: int,
@@ -315,11 +331,26 @@ def analyse_slot(
     methods, method_notes = mask_methods(cube, bands, params)
     qa_vars = [params.qa_band] if "provider" in methods else []
     scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
-    base = _baseline_state(cube, cube_url, index, bands, params, storage_options, use_state)
-    if base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
+    base = slot_baseline(cube, cube_url, index, bands, params.baseline, storage_options, use_state)
+    # With little history the comparison degrades to what there is: a pixel needs
+    # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
+    # view: bi-temporal); the scenes are those folded into the baseline state.
+    vf, cf = cube["valid_fraction"].values, cube["cloud_fraction"].values
+    n_seen = sum(1 for i in base.indices if vf[i] > 0 and not (cf[i] >= 1.0))
+    params = replace(params, change=replace(params.change, min_obs=max(1, min(params.change.min_obs, n_seen))))
+    # A small site is read into memory and analysed with the numpy kernels (identical results,
+    # see the kernels' tests): for it, scheduling thousands of tiny dask tasks costs more than
+    # the work. Larger sites stay lazy and chunked on the Dask cluster.
+    eager = grid.width * grid.height <= params.eager_max_px
+    if eager:
+        base.state = base.state.load()
+    elif base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
         base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
-    baseline = state_baseline(base.state).persist() if base.folded else None
-    scene = scene.persist()  # read the scene once; every step below reuses it
+    baseline = None
+    if base.folded:
+        baseline = state_baseline(base.state)
+        baseline = baseline if eager else baseline.persist()
+    scene = scene.load() if eager else scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
     # per-method masks beside sitewatch's own rules: the scene's QA band, s2cloudless
@@ -347,29 +378,16 @@ def analyse_slot(
     m = m.persist()
     saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
-    if baseline is not None:
+    state, history_fraction = _change_state(clear, baseline, len(base.folded), params)
+    if state == "ok":
         ch, norm = change(scene, clear, baseline, bands, params.change, gain_offset=gain_offset)
         ch = ch.persist()
-    else:
+    else:  # nothing to compare: no change computed, no detections
         nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
         ch = xr.Dataset({"change_score": nan, "change": xr.zeros_like(scene["valid"]), "delta_brightness": nan})
         norm = None
-    score_pct = (m["cloud_score"] * 100).round().fillna(cube_io.SCORE_FILL).astype(np.uint8)
-    derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
-                          "mask_flags": m["flags"], "cloud_score": score_pct})
-    cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
-    times, done = cube.time.values, cube["ingested"].values & cube["analysed"].values
-    latest = not any(done[j] and j != index and times[j] >= times[index] for j in range(len(times)))
-    if base.writable and latest:
-        # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
-        values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
-        new = fold(base.state, values, scene["valid"] & ~m["cloud"] & ~m["shadow"])
-        chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
-        this = state_io.slot_key(cube.time.values[index], scene_id)
-        state_io.write_state(state_io.state_url(cube_url), new, base.folded + [this], base.n_before,
-                             (int(chunks[-2]), int(chunks[-1])), storage_options)
     detections: list[Detection] = []
-    if baseline is not None:
+    if state == "ok":
         near = dilate(m["cloud"] | m["shadow"], params.cloud_distance_px)
         labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px, flag=near)
         min_px = params.min_object_area_m2 / grid.pixel_area_m2
@@ -378,15 +396,33 @@ def analyse_slot(
             if o.area_px < min_px:
                 continue
             lon, lat = grid.pixel_to_lonlat(o.row, o.col)
+            dndvi = _ndvi_delta(scene, baseline, labels, o, norm_by_band)
+            veg = None if dndvi is None or abs(dndvi) < params.ndvi_change else ("gain" if dndvi > 0 else "loss")
             detections.append(Detection(
                 scene_id=scene_id, time=when, area_m2=o.area_px * grid.pixel_area_m2, lon=lon, lat=lat,
                 row=o.row, col=o.col, bbox_pixels=(o.row0, o.col0, o.row1, o.col1),
                 score_mean=o.score_mean, score_max=o.score_max,
                 direction="brighter" if o.delta_mean >= 0 else "darker", delta_brightness=o.delta_mean,
                 polygon=_polygon(labels, o, grid, to_lonlat), near_cloud_px=o.flagged_px,
+                delta_ndvi=dndvi, vegetation=veg,
             ))
+    # the date's objects file first, then the slot's layers and its "analysed" flag: an analysed
+    # date always has its objects file
+    site_root = cube_url.rstrip("/").rsplit("/", 1)[0]
+    obj_url = objects_file.objects_url(site_root, when, scene_id)
+    objects_file.write(obj_url, objects_file.feature_collection(
+        scene_id, when, [_object_record(d, grid) for d in detections], state, len(base.folded), history_fraction,
+        params.min_object_area_m2), storage_options)
+    score_pct = (m["cloud_score"] * 100).round().fillna(cube_io.SCORE_FILL).astype(np.uint8)
+    derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
+                          "mask_flags": m["flags"], "cloud_score": score_pct})
+    cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
+    # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
+    fold_slot(cube, cube_url, index, base, scene[list(bands)].to_dataarray("band").transpose("band", "y", "x"),
+              scene["valid"] & ~m["cloud"] & ~m["shadow"], storage_options)
     valid_fraction = float(cube["valid_fraction"].values[index])
     cube.close()
     return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(base.folded), detections, norm,
                       mask_methods=methods, mask_notes=tuple(method_notes), shadow_length_px=shadow_length,
+                      change_state=state, history_fraction=history_fraction, objects_url=obj_url,
                       baseline_source=base.source, baseline_note=base.note)

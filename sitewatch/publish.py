@@ -243,11 +243,13 @@ def markdown_report(site: str, alerts: Sequence[Alert], new_ids: Sequence[str], 
     if site_state:
         lines += [f"**Site observation:** {site_state.get('text', '')}", ""]
     if scenes:
-        lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | masks | alerts |", "|---|---|---|---|---|---|"]
+        lines += ["## Scenes analysed", "", "| scene | date | valid | cloud/shadow | masks | change objects |", "|---|---|---|---|---|---|"]
         for s in scenes:
             cloud = "not observed (no valid pixel)" if s["cloud_fraction"] != s["cloud_fraction"] else f"{s['cloud_fraction']:.0%}"
             masks = "+".join(s.get("mask_methods") or ()) or "-"
-            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {cloud} | {masks} | {s['n_detections']} |")
+            state = s.get("change_state") or "ok"  # "not enough history" / "no clear pixels": nothing compared
+            found = s["n_detections"] if state == "ok" else f"none ({state})"
+            lines.append(f"| {s['scene_id']} | {s['time'][:10]} | {s['valid_fraction']:.0%} | {cloud} | {masks} | {found} |")
         lines.append("")
         notes = sorted({n for s in scenes for n in s.get("mask_notes") or ()})
         if notes:  # mask methods that "auto" left out, and why

@@ -11,11 +11,12 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, shape
 
-from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, history_indices
+from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
 from sitewatch.io import discovery
+from sitewatch.io import objects_file
 from sitewatch.io import scenes as scene_io
 from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
 
@@ -37,7 +38,8 @@ class Pipeline:
         self.cube: xr.Dataset = cube  # the committed slots of the cube, loaded into memory
 
 
-def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None, bands=BANDS) -> Pipeline:
+def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = None, bands=BANDS,
+         params: AnalysisParams = AnalysisParams()) -> Pipeline:
     """find -> extend -> read + write each scene -> analyse each slot in time order (the first
     ``n_dates`` scenes only, if given; the cube still gets a slot for every scene)."""
     grid = series.grid
@@ -47,7 +49,7 @@ def _run(series, source: str, cube_url: str, chunk: int, n_dates: int | None = N
         slots = cube_io.extend(cube_url, grid, bands, [(r.scene_id, r.datetime) for r in refs], chunk=chunk)
         for r in use:
             cube_io.write_scene_slice(cube_url, slots[r.scene_id], scene_io.read_scene(r, grid, bands, chunks=chunk))
-        results = [analyse_slot(cube_url, slots[r.scene_id], grid, bands, AnalysisParams()) for r in use]
+        results = [analyse_slot(cube_url, slots[r.scene_id], grid, bands, params) for r in use]
         cube = cube_io.open_cube(cube_url).compute()
     return Pipeline(series, refs, problems, cube_url, slots, results, cube)
 
@@ -71,7 +73,9 @@ def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
     write_synthetic_scenes(series, source)
     return {
         FULL_CHUNK: _run(series, source, str(root / f"cube{FULL_CHUNK}" / "cube.zarr"), FULL_CHUNK),
-        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE),
+        # the same dates chunked and lazy (dask) instead of in memory (numpy): same results
+        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE,
+                          params=AnalysisParams(eager_max_px=0)),
         # an RGB+NIR product (commercial 4-band): spectral masks without SWIR
         "rgbn": _run(series, source, str(root / "cube-rgbn" / "cube.zarr"), FULL_CHUNK, N_COMPARE,
                      bands=("blue", "green", "red", "nir")),
@@ -128,6 +132,10 @@ def test_slot_results_describe_their_slot(run, series):
 
 def test_first_slot_has_no_baseline(run):
     r0 = run.results[0]
+    assert r0.change_state == "not enough history"
+    fc = objects_file.read(r0.objects_url)
+    assert fc["sitewatch:change_state"] == "not enough history" and fc["features"] == []
+    assert fc["sitewatch:n_baseline_scenes"] == 0
     assert r0.n_baseline_scenes == 0
     assert r0.detections == []
     assert r0.normalisation is None
@@ -145,14 +153,17 @@ def test_later_slots_have_masks_and_scores(run, series):
         sc = series.scene(i)
         score = ds["change_score"].values[i]
         clear = ds["valid"].values[i] & ~ds["cloud"].values[i] & ~ds["shadow"].values[i]
-        if run.results[i].n_baseline_scenes < min_obs:
-            # too short a history for a score
-            assert not np.isfinite(score).any(), i
-        else:
-            # a score wherever the pixel is clear and was clear often enough before (nowhere
-            # outside the swath)
-            assert np.isfinite(score[clear]).mean() > 0.9, i
-            assert not np.isfinite(score[~clear]).any(), i
+        # a score exactly where the pixel is clear and was clear often enough in the baseline's
+        # scenes (every earlier one: the state holds each pixel's last W clear observations from
+        # them): min_obs times, or in every earlier scene while there are fewer (a short history
+        # degrades to a comparison with what there is; one earlier scene: bi-temporal)
+        hist = analysed_earlier(ds, i)
+        assert min_obs <= AnalysisParams().baseline.window  # so "count >= need" is "clear >= need times"
+        assert run.results[i].n_baseline_scenes == len(hist)
+        before = ds["valid"].values[hist] & ~ds["cloud"].values[hist] & ~ds["shadow"].values[hist]
+        need = max(1, min(min_obs, int(before.any(axis=(1, 2)).sum())))
+        np.testing.assert_array_equal(np.isfinite(score), clear & (before.sum(axis=0) >= need), err_msg=str(i))
+        assert run.results[i].change_state == "ok", i
         assert not np.isfinite(score[~ds["valid"].values[i]]).any(), i
         # a changed pixel has a score
         assert np.isfinite(score[ds["change"].values[i]]).all(), i
@@ -257,7 +268,8 @@ def test_no_detections_before_any_event(run, series):
 
 # ---------------------------------------------------------------- chunk independence
 
-def test_results_independent_of_chunk_size(runs):
+def test_results_independent_of_chunk_size_and_of_eager_or_dask(runs):
+    """2 x 2 chunks analysed lazily on dask == one chunk analysed in memory with numpy."""
     small, full = runs[SMALL_CHUNK], runs[FULL_CHUNK]
     assert small.cube.sizes["time"] == N_COMPARE and len(small.results) == N_COMPARE
     a, b = small.cube, full.cube.isel(time=slice(0, N_COMPARE))
@@ -499,120 +511,116 @@ def test_saturated_pixels_are_flagged_and_kept_out_of_the_change(tmp_path):
     assert not ds["change"].values.any() and np.isnan(ds["change_score"].values[30:34, 40:44]).all()
 
 
-# ---------------------------------------------------------------- the incremental baseline state
+# ---------------------------------------------------------------- objects next to the cube, states
 
-def _noisy_cube(tmp_path, name: str, n: int, seed: int = 5):
-    """A 96 x 80 px cube (chunks 64: uneven) of ``n`` scenes two days apart: noisy land, a swath
-    edge moving across the scenes and a bright blob (a cloud to the spectral rules) here and there."""
-    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=96, height=80)
-    url = str(tmp_path / name / "cube.zarr")
-    times = [dt.datetime(2026, 1, 1, 8, tzinfo=dt.timezone.utc) + dt.timedelta(days=2 * k) for k in range(n)]
-    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=64)
-    rng = np.random.default_rng(seed)
-    land = {"blue": 600, "green": 900, "red": 800, "nir": 2500, "swir16": 1800, "swir22": 1200}
-    for k in range(n):
-        valid = np.ones(grid.shape, bool)
-        valid[:, : (7 * k) % 40] = False
-        data = {b: np.rint(land[b] * rng.uniform(0.9, 1.1) + rng.normal(0, 40, grid.shape)).astype(np.uint16) for b in BANDS}
-        if k % 3 == 2:
-            r, c = rng.integers(10, 60, 2)
+def test_every_analysed_date_has_its_objects_file_next_to_the_cube(run, series):
+    site_root = run.cube_url.rsplit("/", 1)[0]
+    files = objects_file.list_dates(site_root)
+    assert files == sorted(r.objects_url for r in run.results)  # one per date, named by time
+    for r in run.results:
+        fc = objects_file.read(r.objects_url)
+        assert fc["sitewatch:scene_id"] == r.scene_id and fc["sitewatch:time"] == r.time
+        assert fc["sitewatch:change_state"] == r.change_state
+        assert len(fc["features"]) == len(r.detections)
+        for f, d in zip(fc["features"], r.detections):
+            p = f["properties"]
+            assert shape(f["geometry"]).equals(shape(d.polygon)) and f["geometry"]["type"] in ("Polygon", "MultiPolygon")
+            assert p["area_m2"] == pytest.approx(d.area_m2, abs=0.1) and p["area_px"] * series.grid.pixel_area_m2 == pytest.approx(d.area_m2)
+            assert p["centroid"] == [pytest.approx(d.lon, abs=1e-6), pytest.approx(d.lat, abs=1e-6)]
+            w, so, e, n = p["bbox"]
+            assert w <= d.lon <= e and so <= d.lat <= n
+            assert shape(f["geometry"]).representative_point().within(shape({"type": "Polygon", "coordinates": [[
+                [w, so], [e, so], [e, n], [w, n], [w, so]]]}).buffer(1e-9))
+            assert p["direction"] == d.direction and p["score_max"] >= p["score_mean"] > 0
+            assert p["vegetation"] in (None, "loss", "gain")
+
+
+def test_aircraft_on_bare_concrete_are_not_vegetation_change(run, series):
+    """Aircraft parking on an apron change brightness, not vegetation: their objects carry an
+    NDVI change below the vegetation threshold (and so no vegetation label)."""
+    dets = [d for r in run.results for d in r.detections if d.direction == "brighter" and d.delta_ndvi is not None]
+    assert dets, "expected brighter objects with an NDVI change"
+    aircraft = [e for e in series.events if e.kind == "aircraft_arrival"]
+    on_aircraft = [d for d in dets for e in aircraft if d.scene_id == series.scene_ids[e.date_index]
+                   and _overlaps(d.bbox_pixels, e.bbox)]
+    assert on_aircraft
+    assert all(d.vegetation is None for d in on_aircraft), [(d.delta_ndvi, d.vegetation) for d in on_aircraft]
+
+
+def test_vegetation_loss_is_labelled_and_a_short_history_degrades_to_bitemporal(tmp_path):
+    """A field cleared between dates (NIR falls, red and SWIR rise) is an object labelled
+    vegetation loss; with a single earlier clear scene the comparison is bi-temporal."""
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=64, height=64)
+    url = str(tmp_path / "site" / "cube.zarr")
+    times = [dt.datetime(2026, 3, d, 8, tzinfo=dt.timezone.utc) for d in (1, 11)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=40)
+    rng = np.random.default_rng(4)
+    field = {"blue": 500, "green": 800, "red": 600, "nir": 3500, "swir16": 1800, "swir22": 900}
+    soil = {"blue": 800, "green": 1100, "red": 2000, "nir": 1800, "swir16": 3000, "swir22": 2400}
+    for k in range(2):
+        data = {b: (("y", "x"), np.rint(field[b] + rng.normal(0, 20, grid.shape)).astype(np.uint16)) for b in BANDS}
+        if k == 1:  # cleared, across the 40 px chunk border
             for b in BANDS:
-                data[b][r:r + 15, c:c + 20] = 6000
-        ds = xr.Dataset({b: (("y", "x"), np.where(valid, v, 0).astype(np.uint16)) for b, v in data.items()}, coords=grid.coords())
-        ds["valid"] = (("y", "x"), valid)
-        cube_io.write_scene_slice(url, slots[f"S{k}"], ds)
-    return grid, url, slots
+                data[b][1][30:46, 20:36] = soil[b]
+        data["valid"] = (("y", "x"), np.ones(grid.shape, bool))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    res = [analyse_slot(url, slots[f"S{k}"], grid, BANDS, AnalysisParams(min_object_area_m2=100.0)) for k in range(2)]
+    assert res[0].change_state == "not enough history" and res[0].detections == []
+    last = res[1]
+    assert last.change_state == "ok" and last.n_baseline_scenes == 1 and last.history_fraction == 1.0
+    assert len(last.detections) == 1, last.detections
+    d = last.detections[0]
+    assert d.area_m2 == pytest.approx(16 * 16 * 100)
+    assert d.vegetation == "loss" and d.delta_ndvi < -0.3, d
+    fc = objects_file.read(last.objects_url)
+    (f,) = fc["features"]
+    assert f["properties"]["vegetation"] == "loss" and f["properties"]["area_px"] == 256
+    assert f["properties"]["bbox_pixels"] == [30, 20, 46, 36]
 
 
-def _derived(url):
-    ds = cube_io.open_cube(url).compute()
-    return {v: ds[v].values for v in ("cloud", "shadow", "change_score", "change")}
-
-
-def _state_equals_the_cube(url, window):
-    """The stored state equals one built from the cube's analysed scenes it says it folded."""
-    from sitewatch.io import baseline_state as st
-    from sitewatch.kernels.baseline import BaselineParams
-    from sitewatch.kernels.baseline_ring import build_state
-
-    info = st.read_info(st.state_url(url))
+def test_all_cloud_or_no_history_dates_say_so_and_raise_nothing(tmp_path):
+    """A date whose every pixel is invalid: state "no clear pixels"; min_history not reached:
+    "not enough history", with no change computed even though a baseline exists."""
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=48, height=48)
+    url = str(tmp_path / "site" / "cube.zarr")
+    times = [dt.datetime(2026, 3, d, 8, tzinfo=dt.timezone.utc) for d in (1, 11, 21)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=48)
+    rng = np.random.default_rng(5)
+    land = rng.uniform(500, 3000, grid.shape)  # a textured surface, the same on every date
+    for k in range(3):
+        data = {b: (("y", "x"), np.rint(land + rng.normal(0, 20, grid.shape)).astype(np.uint16)) for b in BANDS}
+        if k == 2:  # a new bright-in-infrared roof
+            for b in ("nir", "swir16", "swir22"):
+                data[b][1][10:20, 10:20] += 5000
+        data["valid"] = (("y", "x"), np.full(grid.shape, k != 1))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    params = AnalysisParams(min_object_area_m2=0.0, min_history=3)
+    res = [analyse_slot(url, slots[f"S{k}"], grid, BANDS, params) for k in range(3)]
+    assert [r.change_state for r in res] == ["not enough history", "no clear pixels", "not enough history"]
+    assert res[2].n_baseline_scenes == 2 and all(r.detections == [] for r in res)
+    assert objects_file.read(res[1].objects_url)["sitewatch:history_fraction"] is None
     ds = cube_io.open_cube(url)
-    keys = [st.slot_key(t, s) for t, s in zip(ds.time.values, ds.scene_id.values)]
-    idx = [keys.index(k) for k in info.folded]
-    h = ds.isel(time=idx)
-    built = build_state(h[list(BANDS)].to_dataarray("band").transpose("time", "band", "y", "x"),
-                        h["valid"] & ~h["cloud"] & ~h["shadow"], BaselineParams(window=window)).compute()
-    stored = st.open_state(st.state_url(url), info, ds.y, ds.x).compute()
-    np.testing.assert_array_equal(stored["ring"].values, built["ring"].values)
-    np.testing.assert_array_equal(stored["n_obs"].values, built["n_obs"].values)
-    return info
+    assert np.isnan(ds["change_score"].values).all() and not ds["change"].values.any()
+    # the same dates with the default min_history: the bright square is found on the last date
+    url2 = str(tmp_path / "site2" / "cube.zarr")
+    import shutil
+    shutil.copytree(tmp_path / "site" / "cube.zarr", url2)
+    res2 = analyse_slot(url2, slots["S2"], grid, BANDS, AnalysisParams(min_object_area_m2=0.0))
+    assert res2.change_state == "ok" and [d.bbox_pixels for d in res2.detections] == [(10, 10, 20, 20)]
 
 
-def test_incremental_state_gives_what_rebuilding_from_the_cube_gives(tmp_path):
-    """Slot by slot with the stored state (each scene folded in after its masks) and with the
-    baseline rebuilt from the cube every time (use_state=False) give identical layers while the
-    history fits in the rebuild's 3 W scenes; the state run reads the state from slot 1 on."""
-    from sitewatch.io import baseline_state as st
-    from sitewatch.kernels.baseline import BaselineParams
+def test_change_rejects_a_baseline_on_another_grid(run, series):
+    from sitewatch.kernels.baseline import robust_baseline
+    from sitewatch.kernels.change import change
 
-    params = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0)
-    n = 8
-    with dask.config.set(scheduler="synchronous"):
-        grid, url_a, slots = _noisy_cube(tmp_path, "a", n)
-        _, url_b, _ = _noisy_cube(tmp_path, "b", n)
-        res_a = [analyse_slot(url_a, slots[f"S{k}"], grid, BANDS, params) for k in range(n)]
-        res_b = [analyse_slot(url_b, slots[f"S{k}"], grid, BANDS, params, use_state=False) for k in range(n)]
-    assert [r.baseline_source for r in res_a] == ["none"] + ["state"] * (n - 1)
-    assert [r.baseline_source for r in res_b] == ["none"] + ["rebuilt"] * (n - 1)
-    assert "not used (asked)" in res_b[1].baseline_note
-    assert [r.n_baseline_scenes for r in res_a] == [r.n_baseline_scenes for r in res_b] == list(range(n))
-    a, b = _derived(url_a), _derived(url_b)
-    assert np.isfinite(a["change_score"][1:]).any() and a["cloud"].any()
-    for v in a:
-        np.testing.assert_array_equal(a[v], b[v], err_msg=v)
-    info = _state_equals_the_cube(url_a, 3)
-    assert len(info.folded) == n and info.n_before == 0
-    assert not cube_io.store.exists(st.state_url(url_b))  # use_state=False stores none
-
-
-def test_state_is_rebuilt_after_a_backfill_a_cut_short_update_a_reanalysis_and_a_window_change(tmp_path):
-    import zarr
-
-    from sitewatch.io import baseline_state as st
-    from sitewatch.kernels.baseline import BaselineParams
-
-    p3 = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0)
-    n = 11
-    with dask.config.set(scheduler="synchronous"):
-        grid, url, slots = _noisy_cube(tmp_path, "c", n)
-        surl = st.state_url(url)
-
-        def go(k, params=p3):
-            return analyse_slot(url, slots[f"S{k}"], grid, BANDS, params)
-
-        for k in (0, 1, 3, 4):  # scene 2 arrives late
-            go(k)
-        assert [k for _, k in st.read_info(surl).folded] == ["S0", "S1", "S3", "S4"]
-        r2 = go(2)  # backfill: the state holds later scenes; rebuilt, and the stored state left alone
-        assert r2.baseline_source == "rebuilt" and "no longer analysed earlier" in r2.baseline_note
-        assert [k for _, k in st.read_info(surl).folded] == ["S0", "S1", "S3", "S4"]
-        r5 = go(5)  # the state lacks the backfilled scene: rebuilt (bounded: the last 3 W = 9 scenes), then stored
-        assert r5.baseline_source == "rebuilt" and "+1 analysed earlier slot(s)" in r5.baseline_note
-        assert _state_equals_the_cube(url, 3).status == "ready"
-        assert go(6).baseline_source == "state"
-        # a writer that died between the marker and the record left "updating"
-        zarr.open_group(surl, mode="r+").attrs.update({"status": "updating"})
-        r7 = go(7)
-        assert r7.baseline_source == "rebuilt" and "cut short" in r7.baseline_note
-        assert go(8).baseline_source == "state"
-        # re-analysing a folded scene marks the state stale before its masks change
-        r6 = go(6)
-        assert r6.baseline_source == "rebuilt" and st.read_info(surl).status == "stale"
-        r9 = go(9)
-        assert r9.baseline_source == "rebuilt" and "stale" in r9.baseline_note and "S6" in r9.baseline_note
-        info = _state_equals_the_cube(url, 3)
-        assert (len(info.folded), info.n_before) == (10, 0)  # 3 W = 9: all 9 earlier scenes, then S9
-        r10 = go(10, AnalysisParams(baseline=BaselineParams(window=4), min_object_area_m2=0.0))
-        assert r10.baseline_source == "rebuilt" and "window changed (3 -> 4)" in r10.baseline_note
-        info = _state_equals_the_cube(url, 4)
-        assert (info.window, len(info.folded), info.n_before) == (4, 11, 0)
+    ds = run.cube
+    bands = list(BANDS)
+    stack = ds[bands].isel(time=[1, 2, 3]).to_dataarray("band").transpose("band", "time", "y", "x")
+    clear = ds["valid"].isel(time=[1, 2, 3])
+    baseline = robust_baseline(stack, clear)
+    scene = ds[bands].isel(time=6)
+    shifted = baseline.assign_coords(x=baseline.x + series.grid.resolution)
+    with pytest.raises(ValueError, match="different grids: x coordinates"):
+        change(scene, ds["valid"].isel(time=6), shifted, bands)
+    with pytest.raises(ValueError, match="different grids: y sizes got 256 and 200"):
+        change(scene, ds["valid"].isel(time=6), baseline.isel(y=slice(0, 200)), bands)

@@ -258,6 +258,19 @@ def test_markdown_report_scene_without_valid_pixels_is_not_observed():
     assert "| S0 | 2026-03-11 | 0% | not observed (no valid pixel) | - | 0 |" in md and "nan" not in md
 
 
+def test_markdown_report_says_when_no_change_was_computed():
+    scenes = [{"scene_id": "S0", "time": "2026-03-01T08:30:00Z", "valid_fraction": 1.0, "cloud_fraction": 0.0, "n_detections": 0,
+               "change_state": "not enough history"},
+              {"scene_id": "S1", "time": "2026-03-11T08:30:00Z", "valid_fraction": 1.0, "cloud_fraction": 1.0, "n_detections": 0,
+               "change_state": "no clear pixels"},
+              {"scene_id": "S2", "time": "2026-03-21T08:30:00Z", "valid_fraction": 1.0, "cloud_fraction": 0.1, "n_detections": 3,
+               "change_state": "ok"}]
+    md = publish.markdown_report("base", [], [], [], scenes)
+    assert "| S0 | 2026-03-01 | 100% | 0% | - | none (not enough history) |" in md
+    assert "| S1 | 2026-03-11 | 100% | 100% | - | none (no clear pixels) |" in md
+    assert "| S2 | 2026-03-21 | 100% | 10% | - | 3 |" in md
+
+
 def test_markdown_report_no_new_scenes():
     md = publish.markdown_report("base", [_alert(0)], [], [], [])
     assert "No new scenes" in md

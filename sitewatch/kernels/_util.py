@@ -32,3 +32,16 @@ def require_2d_same_shape(what: str, **arrays: np.ndarray) -> tuple[int, int]:
     if shape is None:
         raise ValueError(f"{what}: got no input arrays; expected at least one")
     return shape
+
+
+def require_same_grid(a: Any, b: Any, what: str, names: tuple[str, str] = ("scene", "baseline")) -> None:
+    """``a`` and ``b`` (DataArrays or Datasets) on the same ``y``/``x`` grid: equal sizes and,
+    where both carry them, equal coordinates; else a ValueError naming the difference."""
+    for d in ("y", "x"):
+        na, nb = a.sizes.get(d), b.sizes.get(d)
+        if na != nb:
+            raise ValueError(f"{what}: {names[0]} and {names[1]} on different grids: {d} sizes got {na} and {nb}; expected equal")
+        if d in a.coords and d in b.coords and not np.array_equal(a[d].values, b[d].values):
+            ca, cb = a[d].values, b[d].values
+            raise ValueError(f"{what}: {names[0]} and {names[1]} on different grids: {d} coordinates got "
+                             f"{ca[0]!r}..{ca[-1]!r} and {cb[0]!r}..{cb[-1]!r}; expected equal")

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from ._util import is_dask
+from ._util import is_dask, require_same_grid
 
 VISIBLE = ("blue", "green", "red")
 
@@ -206,6 +206,7 @@ def fit_gain_offset(
     lacking = [b for b in bands if b not in scene.data_vars]
     if lacking:
         raise ValueError(f"scene lacks band(s) {lacking!r} for normalisation; expected {list(bands)!r}")
+    require_same_grid(scene, baseline, "normalisation")
     values = _stack(scene, bands)
     median = baseline["median"].sel(band=list(bands))
     use = use & (baseline["count"] >= min_obs)
@@ -244,6 +245,8 @@ def change(
     lacking = [b for b in bands if b not in scene.data_vars]
     if lacking:
         raise ValueError(f"scene lacks band(s) {lacking!r} for change; expected {list(bands)!r}")
+    require_same_grid(scene, baseline, "change")
+    require_same_grid(scene, clear, "change", ("scene", "clear mask"))
     values = _stack(scene, bands)
     median = baseline["median"].sel(band=list(bands))
     mad = baseline["mad"].sel(band=list(bands))
