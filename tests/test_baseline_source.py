@@ -4,6 +4,7 @@ the cube, through analyse_slot on small cubes written directly (no COG, no STAC)
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import dask
 import numpy as np
@@ -64,16 +65,18 @@ def _state_equals_the_cube(url, window):
 
 
 def test_incremental_state_gives_what_rebuilding_from_the_cube_gives(tmp_path):
-    """Slot by slot with the stored state (each scene folded in after its masks) and with the
-    baseline rebuilt from the cube every time (use_state=False) give identical layers while the
-    history fits in the rebuild's 3 W scenes; the state run reads the state from slot 1 on."""
+    """Slot by slot with the stored state (each scene folded in after its masks; in memory) and
+    with the baseline rebuilt from the cube every time (use_state=False; dask, uneven chunks) give
+    identical layers while the history fits in the rebuild's 3 W scenes; the state run reads the
+    state from slot 1 on."""
     params = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0)
     n = 8
     with dask.config.set(scheduler="synchronous"):
         grid, url_a, slots = _noisy_cube(tmp_path, "a", n)
         _, url_b, _ = _noisy_cube(tmp_path, "b", n)
         res_a = [analyse_slot(url_a, slots[f"S{k}"], grid, BANDS, params) for k in range(n)]
-        res_b = [analyse_slot(url_b, slots[f"S{k}"], grid, BANDS, params, use_state=False) for k in range(n)]
+        lazy = replace(params, eager_max_px=0)  # cube b: chunk by chunk with dask (uneven chunks), cube a in memory
+        res_b = [analyse_slot(url_b, slots[f"S{k}"], grid, BANDS, lazy, use_state=False) for k in range(n)]
     assert [r.baseline_source for r in res_a] == ["none"] + ["state"] * (n - 1)
     assert [r.baseline_source for r in res_b] == ["none"] + ["rebuilt"] * (n - 1)
     assert "not used (asked)" in res_b[1].baseline_note
@@ -91,7 +94,8 @@ def test_incremental_state_gives_what_rebuilding_from_the_cube_gives(tmp_path):
 
 
 def test_state_is_rebuilt_after_a_backfill_a_cut_short_update_a_reanalysis_and_a_window_change(tmp_path):
-    p3 = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0)
+    # dask arrays chunk by chunk (eager_max_px=0): the state read lazily, folded and written per chunk
+    p3 = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0, eager_max_px=0)
     n = 11
     with dask.config.set(scheduler="synchronous"):
         grid, url, slots = _noisy_cube(tmp_path, "c", n)
@@ -122,7 +126,7 @@ def test_state_is_rebuilt_after_a_backfill_a_cut_short_update_a_reanalysis_and_a
         assert r9.baseline_source == "rebuilt" and "stale" in r9.baseline_note and "S6" in r9.baseline_note
         info = _state_equals_the_cube(url, 3)
         assert (len(info.folded), info.n_before) == (10, 0)  # 3 W = 9: all 9 earlier scenes, then S9
-        r10 = go(10, AnalysisParams(baseline=BaselineParams(window=4), min_object_area_m2=0.0))
+        r10 = go(10, replace(p3, baseline=BaselineParams(window=4)))
         assert r10.baseline_source == "rebuilt" and "window changed (3 -> 4)" in r10.baseline_note
         info = _state_equals_the_cube(url, 4)
         assert (info.window, len(info.folded), info.n_before) == (4, 11, 0)

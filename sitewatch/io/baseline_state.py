@@ -5,7 +5,8 @@
 (:mod:`sitewatch.kernels.baseline_ring`):
 
 * ``ring`` ``(k, band, y, x)`` uint16 (0 = empty), chunked ``(k, bands, cy, cx)`` with the
-  cube's ``(cy, cx)`` chunks in y/x, so a fold rewrites every spatial chunk once;
+  cube's ``(cy, cx)`` chunks in y/x, so a fold rewrites every spatial chunk once (Blosc LZ4 with
+  bit shuffling: :data:`COMPRESSORS`);
 * ``n_obs`` ``(y, x)`` uint32, chunked ``(cy, cx)``;
 * group attributes: ``title``, ``sitewatch_baseline_state_version``, ``window``, ``bands``,
   ``shape``, ``folded`` (the slots folded in, oldest first, as ``[time, scene_id]`` pairs with
@@ -34,6 +35,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 
 from ..kernels.baseline_ring import N_OBS_DTYPE, RING_DTYPE
 from . import store
@@ -41,6 +43,9 @@ from . import store
 STATE_TITLE = "sitewatch baseline state"
 STATE_VERSION = 1
 STATUSES = ("ready", "updating", "stale")
+#: The state is rewritten whole at every fold: LZ4 with bit shuffling compresses band counts about
+#: as well as Zarr's default Zstandard (a little better) at several times its speed.
+COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),)
 
 Key = tuple[str, str]  # (acquisition time, ISO 8601 UTC ms; scene id)
 
@@ -163,8 +168,9 @@ def _create(url: str, window: int, bands: Sequence[str], shape: tuple[int, int],
         "title": STATE_TITLE, "sitewatch_baseline_state_version": STATE_VERSION, "status": "updating",
         "window": int(window), "bands": list(bands), "shape": list(shape), "chunks": [cy, cx], "folded": [], "n_before": 0})
     g.create_array("ring", shape=(window, len(bands), *shape), chunks=(window, len(bands), cy, cx), dtype=RING_DTYPE,
-                   fill_value=0, dimension_names=("k", "band", "y", "x"))
-    g.create_array("n_obs", shape=shape, chunks=(cy, cx), dtype=N_OBS_DTYPE, fill_value=0, dimension_names=("y", "x"))
+                   fill_value=0, dimension_names=("k", "band", "y", "x"), compressors=COMPRESSORS)
+    g.create_array("n_obs", shape=shape, chunks=(cy, cx), dtype=N_OBS_DTYPE, fill_value=0, dimension_names=("y", "x"),
+                   compressors=COMPRESSORS)
     return g
 
 
