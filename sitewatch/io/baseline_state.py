@@ -204,7 +204,7 @@ def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: in
     for var, name, zchunks in ((ring, "ring", (window, len(bands), cy, cx)), (n_obs, "n_obs", (cy, cx))):
         data = var.data
         if not isinstance(data, da.Array):
-            data = da.from_array(np.asarray(data), chunks=zchunks)
+            data = da.from_array(np.asarray(data), chunks=zchunks, name=False)  # no hashing of the values
         elif not all(_aligned(c, z) for c, z in zip(data.chunks, zchunks)):
             data = data.rechunk(zchunks)
         sources.append(data)
