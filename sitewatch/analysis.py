@@ -19,10 +19,12 @@ import shapely
 from shapely.ops import unary_union
 from pyproj import Transformer
 
+from .baseline_source import PERSIST_STATE_BYTES, REBUILD_SCENES_PER_WINDOW, analysed_earlier, fold_slot, slot_baseline
 from .grid import SiteGrid
 from .io import cube as cube_io
 from .io import objects_file
-from .kernels.baseline import BaselineParams, robust_baseline
+from .kernels.baseline import BaselineParams
+from .kernels.baseline_ring import state_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, objects
@@ -132,15 +134,15 @@ class SlotResult:
     change_state: str = "ok"  # "ok" | "not enough history" (no change computed, no detections)
     history_fraction: float | None = None  # share of the date's clear pixels with enough clear history
     objects_url: str | None = None  # the date's change objects (GeoJSON) next to the cube
+    # where the baseline came from: "state" (the stored incremental state), "rebuilt" (from the
+    # cube's recent analysed scenes; baseline_note says why) or "none" (no earlier analysed scene)
+    baseline_source: str = "none"
+    baseline_note: str = ""
 
 
 def history_indices(cube: xr.Dataset, index: int, window: int) -> list[int]:
     """Indices of the last ``window`` analysed scenes acquired before slot ``index``."""
-    times = cube.time.values
-    ok = cube["ingested"].values & cube["analysed"].values
-    earlier = [i for i in range(len(times)) if ok[i] and times[i] < times[index] and i != index]
-    earlier.sort(key=lambda i: times[i])
-    return earlier[-window:]
+    return analysed_earlier(cube, index)[-window:]
 
 
 def mask_methods(cube: xr.Dataset, bands: Sequence[str], params: AnalysisParams) -> tuple[tuple[str, ...], list[str]]:
@@ -307,9 +309,19 @@ def analyse_slot(
     bands: Sequence[str],
     params: AnalysisParams = AnalysisParams(),
     storage_options: dict[str, Any] | None = None,
+    use_state: bool = True,
 ) -> SlotResult:
     """Compute and write ``cloud``, ``shadow``, ``change_score``, ``change`` for slot ``index``
-    and return its change objects of at least ``min_object_area_m2``."""
+    and return its change objects of at least ``min_object_area_m2``.
+
+    The baseline is the median/MAD of each pixel's last ``params.baseline.window`` clear
+    observations in the analysed scenes acquired before this one. It comes from the site's
+    stored baseline state (:mod:`sitewatch.io.baseline_state`) when that state folded exactly
+    those scenes; otherwise (no state yet, a backfill of an older scene, another window, an
+    update cut short, or ``use_state=False``) it is rebuilt from the cube's last
+    ``REBUILD_SCENES_PER_WINDOW * window`` analysed scenes (``SlotResult.baseline_source`` /
+    ``baseline_note`` say which). After the slot's masks are committed, its clear pixels are
+    folded into the state, which is stored when this slot is the latest analysed one."""
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
     cube = xr.open_zarr(cube_url, mask_and_scale=False, **cube_io._zarr_kwargs(cube_url, storage_options))
     if not bool(cube["ingested"].values[index]):
@@ -319,25 +331,25 @@ def analyse_slot(
     methods, method_notes = mask_methods(cube, bands, params)
     qa_vars = [params.qa_band] if "provider" in methods else []
     scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
-    hist = history_indices(cube, index, params.baseline.window)
+    base = slot_baseline(cube, cube_url, index, bands, params.baseline, storage_options, use_state)
     # With little history the comparison degrades to what there is: a pixel needs
     # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
-    # view: bi-temporal).
+    # view: bi-temporal); the scenes are those folded into the baseline state.
     vf, cf = cube["valid_fraction"].values, cube["cloud_fraction"].values
-    n_seen = sum(1 for i in hist if vf[i] > 0 and not (cf[i] >= 1.0))
+    n_seen = sum(1 for i in base.indices if vf[i] > 0 and not (cf[i] >= 1.0))
     params = replace(params, change=replace(params.change, min_obs=max(1, min(params.change.min_obs, n_seen))))
     # A small site is read into memory and analysed with the numpy kernels (identical results,
     # see the kernels' tests): for it, scheduling thousands of tiny dask tasks costs more than
     # the work. Larger sites stay lazy and chunked on the Dask cluster.
     eager = grid.width * grid.height <= params.eager_max_px
+    if eager:
+        base.state = base.state.load()
+    elif base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
+        base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
     baseline = None
-    if hist:
-        h = cube.isel(time=hist)
-        stack = h[list(bands)].to_dataarray("band").transpose("band", "time", "y", "x")
-        clear_hist = h["valid"] & ~h["cloud"] & ~h["shadow"]
-        if eager:
-            stack, clear_hist = stack.load(), clear_hist.load()
-        baseline = robust_baseline(stack, clear_hist).persist()
+    if base.folded:
+        baseline = state_baseline(base.state)
+        baseline = baseline if eager else baseline.persist()
     scene = scene.load() if eager else scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
@@ -366,7 +378,7 @@ def analyse_slot(
     m = m.persist()
     saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
-    state, history_fraction = _change_state(clear, baseline, len(hist), params)
+    state, history_fraction = _change_state(clear, baseline, len(base.folded), params)
     if state == "ok":
         ch, norm = change(scene, clear, baseline, bands, params.change, gain_offset=gain_offset)
         ch = ch.persist()
@@ -399,14 +411,18 @@ def analyse_slot(
     site_root = cube_url.rstrip("/").rsplit("/", 1)[0]
     obj_url = objects_file.objects_url(site_root, when, scene_id)
     objects_file.write(obj_url, objects_file.feature_collection(
-        scene_id, when, [_object_record(d, grid) for d in detections], state, len(hist), history_fraction,
+        scene_id, when, [_object_record(d, grid) for d in detections], state, len(base.folded), history_fraction,
         params.min_object_area_m2), storage_options)
     score_pct = (m["cloud_score"] * 100).round().fillna(cube_io.SCORE_FILL).astype(np.uint8)
     derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
                           "mask_flags": m["flags"], "cloud_score": score_pct})
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
+    # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
+    fold_slot(cube, cube_url, index, base, scene[list(bands)].to_dataarray("band").transpose("band", "y", "x"),
+              scene["valid"] & ~m["cloud"] & ~m["shadow"], storage_options)
     valid_fraction = float(cube["valid_fraction"].values[index])
     cube.close()
-    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(hist), detections, norm,
+    return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(base.folded), detections, norm,
                       mask_methods=methods, mask_notes=tuple(method_notes), shadow_length_px=shadow_length,
-                      change_state=state, history_fraction=history_fraction, objects_url=obj_url)
+                      change_state=state, history_fraction=history_fraction, objects_url=obj_url,
+                      baseline_source=base.source, baseline_note=base.note)

@@ -33,13 +33,15 @@ def analyse_scene(cfg: SiteConfig, index: int) -> SlotResult:
         res = analyse_slot(site.cube_url, index, site.grid, cfg.bands, analysis_params(cfg))
     log = get_run_logger()
     log.info(
-        "analysed %s (%s): %.0f%% cloud/shadow (masks: %s%s), baseline of %d scene(s), %s",
+        "analysed %s (%s): %.0f%% cloud/shadow (masks: %s%s), baseline from %d scene(s) (%s), %s",
         res.scene_id, res.time[:10], 100 * res.cloud_fraction, "+".join(res.mask_methods) or "none",
         f", shadows projected {res.shadow_length_px} px from their clouds" if res.shadow_length_px is not None else "",
-        res.n_baseline_scenes,
+        res.n_baseline_scenes, {"state": "stored state", "rebuilt": "rebuilt from the cube"}.get(res.baseline_source, "none"),
         f"{len(res.detections)} change object(s) >= {cfg.min_alert_area_m2:.0f} m2" if res.change_state == "ok"
         else f"no change computed: {res.change_state}",
     )
+    if res.baseline_source == "rebuilt":
+        log.info("site %s, scene %s: baseline %s", cfg.name, res.scene_id, res.baseline_note)
     for note in res.mask_notes:
         log.info("site %s, scene %s: %s", cfg.name, res.scene_id, note)
     return res

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, shape
 
-from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, history_indices
+from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
@@ -117,7 +117,10 @@ def test_slot_results_describe_their_slot(run, series):
         assert r.scene_id == sc.scene_id
         assert r.time == sc.datetime.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert r.valid_fraction == pytest.approx(sc.valid.mean(), abs=1e-6)
-        assert r.n_baseline_scenes == min(i, AnalysisParams().baseline.window)
+        # the stored baseline state folded every earlier scene (each pixel keeps its last W clear
+        # observations from them); it was created after slot 0 and used from slot 1 on
+        assert r.n_baseline_scenes == i
+        assert (r.baseline_source, r.baseline_note) == (("state", "") if i else ("none", ""))
         assert 0.0 <= r.cloud_fraction <= 1.0
         assert float(run.cube["cloud_fraction"].values[i]) == pytest.approx(r.cloud_fraction, abs=1e-6)
         if i > 0:  # per-band radiometric normalisation against the baseline
@@ -151,9 +154,11 @@ def test_later_slots_have_masks_and_scores(run, series):
         score = ds["change_score"].values[i]
         clear = ds["valid"].values[i] & ~ds["cloud"].values[i] & ~ds["shadow"].values[i]
         # a score exactly where the pixel is clear and was clear often enough in the baseline's
-        # scenes: min_obs times, or in every earlier scene while there are fewer (a short history
+        # scenes (every earlier one: the state holds each pixel's last W clear observations from
+        # them): min_obs times, or in every earlier scene while there are fewer (a short history
         # degrades to a comparison with what there is; one earlier scene: bi-temporal)
-        hist = history_indices(ds, i, AnalysisParams().baseline.window)
+        hist = analysed_earlier(ds, i)
+        assert min_obs <= AnalysisParams().baseline.window  # so "count >= need" is "clear >= need times"
         assert run.results[i].n_baseline_scenes == len(hist)
         before = ds["valid"].values[hist] & ~ds["cloud"].values[hist] & ~ds["shadow"].values[hist]
         need = max(1, min(min_obs, int(before.any(axis=(1, 2)).sum())))

@@ -19,13 +19,17 @@ from ._util import is_dask
 
 @dataclass(frozen=True)
 class BaselineParams:
-    """``window``: how many most recent earlier scenes form the baseline."""
+    """``window``: how many of each pixel's most recent clear observations (in the scenes
+    analysed before the one at hand) form the baseline. :func:`robust_baseline` itself takes
+    whatever stack it is given; the analysis keeps the last ``window`` per pixel in the site's
+    baseline state (:mod:`sitewatch.kernels.baseline_ring`, :mod:`sitewatch.io.baseline_state`).
+    Before November 2026 it was the clear observations among the last ``window`` scenes."""
 
     window: int = 8
 
     def __post_init__(self) -> None:
         if self.window < 1:
-            raise ValueError(f"baseline window got {self.window!r}; expected >= 1 scene")
+            raise ValueError(f"baseline window got {self.window!r}; expected >= 1 observation")
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

@@ -1,0 +1,103 @@
+"""Where the baseline of one cube slot comes from: the site's stored baseline state, or a
+rebuild from the cube; and the fold of the slot into the state once its masks are committed.
+
+The baseline of a slot is the median/MAD of each pixel's last ``BaselineParams.window`` (W) clear
+observations in the scenes analysed before it. The stored state
+(:mod:`sitewatch.io.baseline_state`) is used when it folded exactly the cube's analysed slots
+earlier than this one (same window, bands and grid, status ready); otherwise it is rebuilt from
+the cube's last ``REBUILD_SCENES_PER_WINDOW * W`` analysed scenes, and :class:`SlotBaseline`
+says why. Prefect-free, like :mod:`sitewatch.analysis` which uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import xarray as xr
+
+from .io import baseline_state as state_io
+from .kernels.baseline import BaselineParams
+from .kernels.baseline_ring import build_state, empty_state, fold
+
+#: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
+#: ``BaselineParams.window`` of the most recent analysed scenes.
+REBUILD_SCENES_PER_WINDOW = 3
+#: The baseline state is held in memory (read or rebuilt once for the baseline and the fold) up to
+#: this size; a larger one (a long window on a large site) is read, or rebuilt, a second time instead.
+PERSIST_STATE_BYTES = 512 * 2**20
+
+
+def analysed_earlier(cube: xr.Dataset, index: int) -> list[int]:
+    """Indices of every analysed scene acquired before slot ``index``, oldest first."""
+    times = cube.time.values
+    ok = cube["ingested"].values & cube["analysed"].values
+    earlier = [i for i in range(len(times)) if ok[i] and times[i] < times[index] and i != index]
+    earlier.sort(key=lambda i: times[i])
+    return earlier
+
+
+@dataclass
+class SlotBaseline:
+    """The baseline state before one slot, and where it came from."""
+
+    state: xr.Dataset  # ring (k, band, y, x) and n_obs (y, x): the last W clear observations
+    folded: list[tuple[str, str]]  # slots folded into it (time, scene id), oldest first
+    indices: list[int]  # their cube slots
+    n_before: int  # older analysed slots a rebuild left out
+    source: str  # "state" | "rebuilt" | "none" (no earlier analysed scene)
+    note: str  # why it was rebuilt
+    writable: bool  # the stored state may be replaced after this slot
+
+
+def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
+                  storage_options: dict[str, Any] | None = None, use_state: bool = True) -> SlotBaseline:
+    """The baseline state before slot ``index`` of ``cube`` (opened lazily with raw counts). A
+    stored state that folded this very slot is marked stale first (the slot's masks are about
+    to be rewritten); ``use_state=False`` always rebuilds and never stores."""
+    window = params.window
+    earlier = analysed_earlier(cube, index)
+    keys = [state_io.slot_key(cube.time.values[i], cube.scene_id.values[i]) for i in earlier]
+    url = state_io.state_url(cube_url)
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    writable = use_state
+    try:
+        info = state_io.read_info(url, storage_options)
+        reason = state_io.mismatch(info, keys, window, bands, shape) if use_state else "stored state not used (asked)"
+    except state_io.StateError as exc:
+        info, reason, writable = None, f"{exc}; not replaced", False
+    this = state_io.slot_key(cube.time.values[index], cube.scene_id.values[index])
+    if info is not None and this in info.folded:
+        state_io.invalidate(url, f"slot {this[1]!r} ({this[0]}) re-analysed", storage_options)
+    if reason is None:
+        state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
+        return SlotBaseline(state, list(info.folded), earlier[info.n_before:], info.n_before, "state", "", writable)  # type: ignore[union-attr]
+    hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]
+    if hist:
+        h = cube.isel(time=hist)
+        stack = h[list(bands)].to_dataarray("band").transpose("time", "band", "y", "x")
+        state = build_state(stack, h["valid"] & ~h["cloud"] & ~h["shadow"], params)
+        source, note = "rebuilt", f"rebuilt from the cube's last {len(hist)} analysed scene(s): {reason}"
+    else:
+        state = empty_state(cube["valid"].isel(time=index, drop=True), bands, params)
+        source, note = "none", ""
+    n_before = len(earlier) - len(hist)
+    return SlotBaseline(state, keys[n_before:], earlier[n_before:], n_before, source, note, writable)
+
+
+def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, values: xr.DataArray, clear: xr.DataArray,
+              storage_options: dict[str, Any] | None = None) -> bool:
+    """After slot ``index``'s masks are committed: fold its ``clear`` (``y, x``) ``values``
+    (``band, y, x`` uint16) into ``base.state`` and store the result, if the stored state may be
+    replaced and no other analysed slot is as recent (a backfilled older slot leaves the stored
+    state alone: later slots then rebuild). ``cube`` is the view opened before the slot's commit.
+    Returns whether the state was stored."""
+    times, done = cube.time.values, cube["ingested"].values & cube["analysed"].values
+    latest = not any(done[j] and j != index and times[j] >= times[index] for j in range(len(times)))
+    if not (base.writable and latest):
+        return False
+    chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
+    this = state_io.slot_key(times[index], cube.scene_id.values[index])
+    state_io.write_state(state_io.state_url(cube_url), fold(base.state, values, clear), base.folded + [this],
+                         base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options)
+    return True
