@@ -51,6 +51,17 @@ def _median_sorted(a, k):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _median_mad(buf, k):  # pragma: no cover - compiled
+    """Median and median absolute deviation of ``buf[:k]`` (reorders ``buf``: a scratch buffer)."""
+    _insertion_sort(buf, k)
+    med = _median_sorted(buf, k)
+    for i in range(k):
+        buf[i] = abs(buf[i] - med)
+    _insertion_sort(buf, k)
+    return med, _median_sorted(buf, k)
+
+
+@numba.njit(nogil=True, cache=True)
 def _baseline_loop(values, clear, median, mad, count):  # pragma: no cover - compiled
     n_pix, n_t, n_b = values.shape
     buf = np.empty(n_t, dtype=np.float32)
@@ -70,13 +81,7 @@ def _baseline_loop(values, clear, median, mad, count):  # pragma: no cover - com
                 if clear[p, t]:
                     buf[j] = values[p, t, b]
                     j += 1
-            _insertion_sort(buf, k)
-            med = _median_sorted(buf, k)
-            for i in range(k):
-                buf[i] = abs(buf[i] - med)
-            _insertion_sort(buf, k)
-            median[p, b] = med
-            mad[p, b] = _median_sorted(buf, k)
+            median[p, b], mad[p, b] = _median_mad(buf, k)
 
 
 def baseline_np(values: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

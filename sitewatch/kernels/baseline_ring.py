@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from ._util import is_dask
-from .baseline import BaselineParams, _insertion_sort, _median_sorted
+from .baseline import BaselineParams, _median_mad
 
 RING_DTYPE = np.uint16
 N_OBS_DTYPE = np.uint32
@@ -68,13 +68,7 @@ def _state_baseline_loop(ring, n_obs, median, mad, count):  # pragma: no cover -
                 continue
             for i in range(c):
                 buf[i] = np.float32(ring[p, i, b])
-            _insertion_sort(buf, c)
-            med = _median_sorted(buf, c)
-            for i in range(c):
-                buf[i] = abs(buf[i] - med)
-            _insertion_sort(buf, c)
-            median[p, b] = med
-            mad[p, b] = _median_sorted(buf, c)
+            median[p, b], mad[p, b] = _median_mad(buf, c)
 
 
 def _check_state(ring: np.ndarray, n_obs: np.ndarray) -> tuple[int, int]:
