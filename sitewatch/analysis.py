@@ -19,7 +19,7 @@ import shapely
 from shapely.ops import unary_union
 from pyproj import Transformer
 
-from .baseline_source import PERSIST_STATE_BYTES, REBUILD_SCENES_PER_WINDOW, analysed_earlier, fold_slot, slot_baseline
+from .baseline_source import PERSIST_STATE_BYTES, analysed_earlier, fold_slot, slot_baseline
 from .grid import SiteGrid
 from .io import cube as cube_io
 from .io import objects_file
