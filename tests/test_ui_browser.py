@@ -168,7 +168,8 @@ def test_prefect_ui_shows_the_deployment_run_its_state_and_artifacts(tmp_path, b
 
 def _look_at_the_ui(browser, tmp_path: Path, ui: str, run_id, run_name: str, report_id, scene_ids: list[str]) -> None:
     browser.get(f"{ui}/runs/flow-run/{run_id}")
-    body = _wait_text(browser, [run_name, "Completed"])
+    # the flow's name loads after the run's own fields: wait for it too instead of reading early
+    body = _wait_text(browser, [run_name, "Completed", "monitor-site"])
     assert "monitor-site" in body
     _shot(browser, tmp_path, "ui-flow-run")
 
