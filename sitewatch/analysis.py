@@ -19,7 +19,7 @@ import shapely
 from shapely.ops import unary_union
 from pyproj import Transformer
 
-from .baseline_source import PERSIST_STATE_BYTES, analysed_earlier, fold_slot, slot_baseline
+from .baseline_source import PERSIST_STATE_BYTES, analysed_earlier, fold_clear, fold_slot, n_seen, slot_baseline
 from .grid import SiteGrid
 from .io import cube as cube_io
 from .io import objects_file
@@ -29,6 +29,7 @@ from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, objects
 from .kernels.qa import QAParams, decode as decode_qa
+from .kernels.register import fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
@@ -333,17 +334,17 @@ def analyse_slot(
     methods, method_notes = mask_methods(cube, bands, params)
     qa_vars = [params.qa_band] if "provider" in methods else []
     scene = cube[list(bands) + ["valid"] + qa_vars].isel(time=index, drop=True)
-    base = slot_baseline(cube, cube_url, index, bands, params.baseline, storage_options, use_state)
-    # With little history the comparison degrades to what there is: a pixel needs
-    # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
-    # view: bi-temporal); the scenes are those folded into the baseline state.
-    vf, cf = cube["valid_fraction"].values, cube["cloud_fraction"].values
-    n_seen = sum(1 for i in base.indices if vf[i] > 0 and not (cf[i] >= 1.0))
-    params = replace(params, change=replace(params.change, min_obs=max(1, min(params.change.min_obs, n_seen))))
     # A small site is read into memory and analysed with the numpy kernels (identical results,
     # see the kernels' tests): for it, scheduling thousands of tiny dask tasks costs more than
     # the work. Larger sites stay lazy and chunked on the Dask cluster.
     eager = grid.width * grid.height <= params.eager_max_px
+    register_min_obs = params.change.min_obs if params.change.coregister else None
+    base = slot_baseline(cube, cube_url, index, bands, params.baseline, storage_options, use_state,
+                         register_min_obs=register_min_obs, in_memory=eager)
+    # With little history the comparison degrades to what there is: a pixel needs
+    # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
+    # view: bi-temporal); the scenes are those folded into the baseline state.
+    params = replace(params, change=replace(params.change, min_obs=max(1, min(params.change.min_obs, n_seen(cube, base.indices)))))
     if eager:
         base.state = base.state.load()
     elif base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
@@ -381,8 +382,17 @@ def analyse_slot(
     saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
     state, history_fraction = _change_state(clear, baseline, len(base.folded), params)
+    values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
+    folded_clear = fold_clear(scene["valid"], m["cloud"], m["shadow"], values)
+    registration = None
+    if baseline is not None and params.change.coregister:
+        # one fit (sub-pixel shift, per-band gain/offset) against the baseline median serves the
+        # change score and the fold of this scene into the baseline state
+        median = baseline["median"].sel(band=list(bands)).transpose("band", "y", "x")
+        registration = fit_registration(values, median, folded_clear & (baseline["count"] >= params.change.min_obs))
     if state == "ok":
-        ch, norm = change(scene, clear, baseline, bands, params.change, gain_offset=gain_offset)
+        ch, norm = change(scene, clear, baseline, bands, params.change,
+                          gain_offset=None if params.change.coregister else gain_offset, registration=registration)
         ch = ch.persist()
     else:  # nothing to compare: no change computed, no detections
         nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
@@ -420,8 +430,7 @@ def analyse_slot(
                           "mask_flags": m["flags"], "cloud_score": score_pct})
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
     # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
-    fold_slot(cube, cube_url, index, base, scene[list(bands)].to_dataarray("band").transpose("band", "y", "x"),
-              scene["valid"] & ~m["cloud"] & ~m["shadow"], storage_options)
+    fold_slot(cube, cube_url, index, base, values, folded_clear, storage_options, registration)
     valid_fraction = float(cube["valid_fraction"].values[index])
     cube.close()
     return SlotResult(scene_id, index, when, cloud_fraction, valid_fraction, len(base.folded), detections, norm,

@@ -6,7 +6,11 @@ observations in the scenes analysed before it. The stored state
 (:mod:`sitewatch.io.baseline_state`) is used when it folded exactly the cube's analysed slots
 earlier than this one (same window, bands and grid, status ready); otherwise it is rebuilt from
 the cube's last ``REBUILD_SCENES_PER_WINDOW * W`` analysed scenes, and :class:`SlotBaseline`
-says why. Prefect-free, like :mod:`sitewatch.analysis` which uses it.
+says why. With co-registration (the default), every date is registered to the state before it
+is folded (:func:`~sitewatch.kernels.register.fold_registered`), in the analysis and in a
+rebuild alike, so a state rebuilt from the cube equals the one folded scene after scene (while
+the history fits in the rebuild's scenes). A date's fit uses its clear pixels
+(:func:`fold_clear`) with ``min(min_obs, earlier scenes seen)`` observations (:func:`n_seen`). Prefect-free, like :mod:`sitewatch.analysis` which uses it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import xarray as xr
 from .io import baseline_state as state_io
 from .kernels.baseline import BaselineParams
 from .kernels.baseline_ring import build_state, empty_state, fold
+from .kernels.register import Registration, aligned_observation, fold_registered
 
 #: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
 #: ``BaselineParams.window`` of the most recent analysed scenes.
@@ -37,6 +42,20 @@ def analysed_earlier(cube: xr.Dataset, index: int) -> list[int]:
     return earlier
 
 
+def n_seen(cube: xr.Dataset, indices: Sequence[int]) -> int:
+    """How many of the slots ``indices`` had any clear pixel (valid, and not all cloud)."""
+    vf, cf = cube["valid_fraction"].values, cube["cloud_fraction"].values
+    return sum(1 for i in indices if vf[i] > 0 and not (cf[i] >= 1.0))
+
+
+def fold_clear(valid: xr.DataArray, cloud: xr.DataArray, shadow: xr.DataArray, values: xr.DataArray,
+               saturation_dn: int = 65535) -> xr.DataArray:
+    """The pixels of one date that are folded into the baseline state: valid, not cloud or
+    shadow as committed, and no band (``values`` ``(band, y, x)``) saturated. Computable from the
+    cube alone, so a rebuild folds exactly what the analysis folded."""
+    return valid & ~cloud & ~shadow & ~(values >= saturation_dn).any("band")
+
+
 @dataclass
 class SlotBaseline:
     """The baseline state before one slot, and where it came from."""
@@ -48,13 +67,19 @@ class SlotBaseline:
     source: str  # "state" | "rebuilt" | "none" (no earlier analysed scene)
     note: str  # why it was rebuilt
     writable: bool  # the stored state may be replaced after this slot
+    alignment: str = "none"  # "registered" (dates co-registered before folding) or "none"
 
 
 def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
-                  storage_options: dict[str, Any] | None = None, use_state: bool = True) -> SlotBaseline:
+                  storage_options: dict[str, Any] | None = None, use_state: bool = True,
+                  register_min_obs: int | None = None, in_memory: bool = False) -> SlotBaseline:
     """The baseline state before slot ``index`` of ``cube`` (opened lazily with raw counts). A
     stored state that folded this very slot is marked stale first (the slot's masks are about
-    to be rewritten); ``use_state=False`` always rebuilds and never stores."""
+    to be rewritten); ``use_state=False`` always rebuilds and never stores.
+    ``register_min_obs``: the dates are co-registered before they are folded, each fit on pixels
+    with ``min(register_min_obs, earlier scenes seen)`` observations (``None``: folded as
+    stored). ``in_memory``: a rebuild runs on numpy arrays (a small site) instead of dask."""
+    alignment = "none" if register_min_obs is None else "registered"
     window = params.window
     earlier = analysed_earlier(cube, index)
     keys = [state_io.slot_key(cube.time.values[i], cube.scene_id.values[i]) for i in earlier]
@@ -63,7 +88,8 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
     writable = use_state
     try:
         info = state_io.read_info(url, storage_options)
-        reason = state_io.mismatch(info, keys, window, bands, shape) if use_state else "stored state not used (asked)"
+        reason = (state_io.mismatch(info, keys, window, bands, shape, alignment) if use_state
+                  else "stored state not used (asked)")
     except state_io.StateError as exc:
         info, reason, writable = None, f"{exc}; not replaced", False
     this = state_io.slot_key(cube.time.values[index], cube.scene_id.values[index])
@@ -71,24 +97,50 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
         state_io.invalidate(url, f"slot {this[1]!r} ({this[0]}) re-analysed", storage_options)
     if reason is None:
         state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
-        return SlotBaseline(state, list(info.folded), earlier[info.n_before:], info.n_before, "state", "", writable)  # type: ignore[union-attr]
+        return SlotBaseline(state, list(info.folded), earlier[info.n_before:], info.n_before, "state", "", writable,  # type: ignore[union-attr]
+                            alignment)
     hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]
     if hist:
         h = cube.isel(time=hist)
         stack = h[list(bands)].to_dataarray("band").transpose("time", "band", "y", "x")
-        state = build_state(stack, h["valid"] & ~h["cloud"] & ~h["shadow"], params)
+        clear = fold_clear(h["valid"], h["cloud"], h["shadow"], stack)
+        if register_min_obs is None:
+            state = build_state(stack, clear, params)
+        else:
+            state = _rebuild_registered(cube, hist, stack, clear, params, register_min_obs, in_memory)
         source, note = "rebuilt", f"rebuilt from the cube's last {len(hist)} analysed scene(s): {reason}"
     else:
         state = empty_state(cube["valid"].isel(time=index, drop=True), bands, params)
         source, note = "none", ""
     n_before = len(earlier) - len(hist)
-    return SlotBaseline(state, keys[n_before:], earlier[n_before:], n_before, source, note, writable)
+    return SlotBaseline(state, keys[n_before:], earlier[n_before:], n_before, source, note, writable, alignment)
+
+
+def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, clear: xr.DataArray,
+                        params: BaselineParams, min_obs: int, in_memory: bool) -> xr.Dataset:
+    """The state after folding the history slots ``hist`` date by date, each registered to the
+    state so far, as the analysis folded them (one fit and fold per date: the state is held in
+    memory, or persisted on the cluster, between dates)."""
+    state = empty_state(stack.isel(time=0, band=0, drop=True), list(stack["band"].values), params)
+    if in_memory:
+        state = state.load()
+    for t in range(len(hist)):
+        x = stack.isel(time=t, drop=True)
+        c = clear.isel(time=t, drop=True)
+        if in_memory:
+            x, c = x.load(), c.load()
+        k = max(1, min(min_obs, n_seen(cube, hist[:t])))
+        state, _ = fold_registered(state, x, c, k)
+        state = state.compute() if in_memory else state.persist()
+    return state
 
 
 def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, values: xr.DataArray, clear: xr.DataArray,
-              storage_options: dict[str, Any] | None = None) -> bool:
-    """After slot ``index``'s masks are committed: fold its ``clear`` (``y, x``) ``values``
-    (``band, y, x`` uint16) into ``base.state`` and store the result, if the stored state may be
+              storage_options: dict[str, Any] | None = None, registration: Registration | None = None) -> bool:
+    """After slot ``index``'s masks are committed: fold its ``clear`` (``y, x``, see
+    :func:`fold_clear`) ``values`` (``band, y, x`` uint16), moved by ``registration`` (the
+    slot's fit against ``base``; required when ``base.alignment`` is "registered", where
+    ``None`` means no earlier observation to register to), into ``base.state`` and store the result, if the stored state may be
     replaced and no other analysed slot is as recent (a backfilled older slot leaves the stored
     state alone: later slots then rebuild). ``cube`` is the view opened before the slot's commit.
     Returns whether the state was stored."""
@@ -98,6 +150,8 @@ def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, v
         return False
     chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
     this = state_io.slot_key(times[index], cube.scene_id.values[index])
+    if registration is not None:
+        values, clear = aligned_observation(values, clear, registration)
     state_io.write_state(state_io.state_url(cube_url), fold(base.state, values, clear), base.folded + [this],
-                         base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options)
+                         base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options, base.alignment)
     return True

@@ -123,9 +123,10 @@ def test_slot_results_describe_their_slot(run, series):
         assert (r.baseline_source, r.baseline_note) == (("state", "") if i else ("none", ""))
         assert 0.0 <= r.cloud_fraction <= 1.0
         assert float(run.cube["cloud_fraction"].values[i]) == pytest.approx(r.cloud_fraction, abs=1e-6)
-        if i > 0:  # per-band radiometric normalisation against the baseline
+        if i > 0:  # per-band radiometric normalisation (and, by default, the sub-pixel shift) against the baseline
             assert r.normalisation is not None
-            assert set(r.normalisation) == {"gain", "offset"}
+            assert set(r.normalisation) == {"gain", "offset", "shift_px"}
+            assert len(r.normalisation["shift_px"]) == 2 and all(abs(v) <= 1 for v in r.normalisation["shift_px"])
             assert len(r.normalisation["gain"]) == len(r.normalisation["offset"]) == len(BANDS)
             assert all(0.5 < g < 2.0 for g in r.normalisation["gain"])
 
@@ -162,7 +163,14 @@ def test_later_slots_have_masks_and_scores(run, series):
         assert run.results[i].n_baseline_scenes == len(hist)
         before = ds["valid"].values[hist] & ~ds["cloud"].values[hist] & ~ds["shadow"].values[hist]
         need = max(1, min(min_obs, int(before.any(axis=(1, 2)).sum())))
-        np.testing.assert_array_equal(np.isfinite(score), clear & (before.sum(axis=0) >= need), err_msg=str(i))
+        expected = clear & (before.sum(axis=0) >= need)
+        # Co-registration: each earlier scene was folded moved onto the baseline by its sub-pixel
+        # shift (a pixel kept only where its whole bilinear support was clear) and the baseline is
+        # moved by this scene's shift, so a pixel next to a cloud or swath edge, or next to pixels
+        # with less history, may lose its score; never is a pixel scored that is not clear.
+        finite = np.isfinite(score)
+        assert not (finite & ~clear).any(), i
+        assert (expected & ~finite).sum() <= 0.03 * expected.sum() + 10, (i, int((expected & ~finite).sum()), int(expected.sum()))
         assert run.results[i].change_state == "ok", i
         assert not np.isfinite(score[~ds["valid"].values[i]]).any(), i
         # a changed pixel has a score

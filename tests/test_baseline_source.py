@@ -12,13 +12,13 @@ import xarray as xr
 import zarr
 
 from sitewatch.analysis import AnalysisParams, analyse_slot
-from sitewatch.baseline_source import analysed_earlier
+from sitewatch.baseline_source import analysed_earlier, fold_clear
 from sitewatch.grid import SiteGrid
 from sitewatch.io import baseline_state as st
 from sitewatch.io import cube as cube_io
 from sitewatch.io import store
 from sitewatch.kernels.baseline import BaselineParams
-from sitewatch.kernels.baseline_ring import build_state
+from sitewatch.kernels.register import build_registered_state
 from sitewatch.synthetic import BANDS
 
 def _noisy_cube(tmp_path, name: str, n: int, seed: int = 5):
@@ -49,15 +49,21 @@ def _derived(url):
     return {v: ds[v].values for v in ("cloud", "shadow", "change_score", "change")}
 
 
-def _state_equals_the_cube(url, window):
-    """The stored state equals one built from the cube's analysed scenes it says it folded."""
+def _state_equals_the_cube(url, window, min_obs=3):
+    """The stored state equals one built from the cube's analysed scenes it says it folded: each
+    date registered to the state so far before it is folded (the default co-registration), its
+    fit on pixels with min(min_obs, earlier scenes with a clear pixel) observations."""
     info = st.read_info(st.state_url(url))
     ds = cube_io.open_cube(url)
     keys = [st.slot_key(t, s) for t, s in zip(ds.time.values, ds.scene_id.values)]
     idx = [keys.index(k) for k in info.folded]
     h = ds.isel(time=idx)
-    built = build_state(h[list(BANDS)].to_dataarray("band").transpose("time", "band", "y", "x"),
-                        h["valid"] & ~h["cloud"] & ~h["shadow"], BaselineParams(window=window)).compute()
+    stack = h[list(BANDS)].to_dataarray("band").transpose("time", "band", "y", "x")
+    seen = [sum(1 for j in idx[:t] if ds["valid_fraction"].values[j] > 0 and ds["cloud_fraction"].values[j] < 1)
+            for t in range(len(idx))]
+    built, fits = build_registered_state(stack, fold_clear(h["valid"], h["cloud"], h["shadow"], stack), window,
+                                         [max(1, min(min_obs, n)) for n in seen])
+    assert info.alignment == "registered" and any(f.dy or f.dx for f in fits[1:])
     stored = st.open_state(st.state_url(url), info, ds.y, ds.x).compute()
     np.testing.assert_array_equal(stored["ring"].values, built["ring"].values)
     np.testing.assert_array_equal(stored["n_obs"].values, built["n_obs"].values)

@@ -57,9 +57,11 @@ def _roundtrip(url, storage_options=None):
     assert g["ring"].chunks == (4, 3, 32, 32) and tuple(g["ring"].metadata.dimension_names) == ("k", "band", "y", "x")
     # an update in place keeps the arrays and records the new fold
     newer = _state(seed=1)
-    st.write_state(url, newer, KEYS[1:7], 1, CHUNKS, storage_options)
+    assert info.alignment == "none"
+    st.write_state(url, newer, KEYS[1:7], 1, CHUNKS, storage_options, alignment="registered")
     info = st.read_info(url, storage_options)
     assert info.folded == tuple(KEYS[1:7]) and info.n_before == 1 and info.status == "ready"
+    assert info.alignment == "registered"
     xr.testing.assert_identical(st.open_state(url, info, state.y, state.x, storage_options).compute(), newer)
     # another window replaces the group
     st.write_state(url, _state(window=2), KEYS[:2], 0, CHUNKS, storage_options)
@@ -88,6 +90,11 @@ def test_mismatch_names_the_reason():
     assert "window changed (4 -> 5)" in st.mismatch(info, KEYS[:5], 5, BANDS, (H, W))
     assert "bands changed" in st.mismatch(info, KEYS[:5], 4, BANDS[:2], (H, W))
     assert "grid shape changed" in st.mismatch(info, KEYS[:5], 4, BANDS, (H, W + 1))
+    # a state folded as stored cannot serve an analysis that co-registers dates before folding them, nor the reverse
+    assert "alignment of the folded dates changed ('none' -> 'registered')" in st.mismatch(info, KEYS[:5], 4, BANDS, (H, W), "registered")
+    reg = st.StateInfo("ready", 4, tuple(BANDS), (H, W), CHUNKS, tuple(KEYS[2:5]), 2, alignment="registered")
+    assert st.mismatch(reg, KEYS[:5], 4, BANDS, (H, W), "registered") is None
+    assert "alignment" in st.mismatch(reg, KEYS[:5], 4, BANDS, (H, W))
     backfill = sorted(KEYS[:5] + [st.slot_key(np.datetime64("2026-01-01T20:00"), "OLD")])
     assert "+1 analysed earlier slot(s) (e.g. a backfill)" in st.mismatch(info, backfill, 4, BANDS, (H, W))
     assert "no longer analysed earlier" in st.mismatch(info, KEYS[:4], 4, BANDS, (H, W))  # a later slot's state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import dask
 import dask.array as da
@@ -21,6 +22,10 @@ from sitewatch.kernels.change import (
 )
 
 BANDS = ["blue", "green", "red", "nir"]
+# The gain/offset pathway and plain threshold these tests were written for (ChangeParams defaults
+# before issue 6's quality work): no co-registration, no hysteresis, floor_rel 0.08, threshold 5.
+# The default pathway (co-registration + hysteresis) is tested in tests/test_register.py.
+LEGACY = ChangeParams(threshold=5.0, floor_rel=0.08, grow_threshold=None, coregister=False)
 
 
 @pytest.fixture(autouse=True)
@@ -142,14 +147,14 @@ def test_change_score_np_hand_computed():
     median = np.array([[1000, 2000]], np.float32)
     mad = np.array([[100, 500]], np.float32)
     # band 0: scale = max(148.26, 120 + 80) = 200 -> z = 2; band 1: scale = 741.3 -> z = 0
-    s = change_score_np(values, np.array([True]), median, mad, np.array([5]), np.ones(2), np.zeros(2))
+    s = change_score_np(values, np.array([True]), median, mad, np.array([5]), np.ones(2), np.zeros(2), LEGACY)
     assert s.dtype == np.float32
     np.testing.assert_allclose(s, [np.sqrt(2.0)], rtol=1e-6)
     # gain/offset are applied before the difference: 0.5 * 1400 + 300 = 1000 -> z = 0
     s = change_score_np(values, np.array([True]), median, mad, np.array([5]), np.array([0.5, 1.0]), np.array([300.0, 0.0]))
     np.testing.assert_allclose(s, [0.0], atol=1e-7)
     # MAD floor: MAD 0 -> scale = floor_abs * 1e4 + floor_rel * median = 200
-    s = change_score_np(values, np.array([True]), median, np.zeros_like(mad), np.array([5]), np.ones(2), np.zeros(2))
+    s = change_score_np(values, np.array([True]), median, np.zeros_like(mad), np.array([5]), np.ones(2), np.zeros(2), LEGACY)
     np.testing.assert_allclose(s, [np.sqrt(2.0)], rtol=1e-6)
     s = change_score_np(values, np.array([True]), median, np.zeros_like(mad), np.array([5]), np.ones(2), np.zeros(2),
                         ChangeParams(floor_abs=0.004, floor_rel=0.0))
@@ -162,21 +167,21 @@ def test_departure_scores_like_arrival():
     zero = np.zeros((1, 1), np.float32)
     one, five = np.array([True]), np.array([5])
     g, o = np.ones(1), np.zeros(1)
-    leaving = change_score_np(np.array([[2700]], np.uint16), one, np.array([[5400]], np.float32), zero, five, g, o)
-    arriving = change_score_np(np.array([[5400]], np.uint16), one, np.array([[2700]], np.float32), zero, five, g, o)
+    leaving = change_score_np(np.array([[2700]], np.uint16), one, np.array([[5400]], np.float32), zero, five, g, o, LEGACY)
+    arriving = change_score_np(np.array([[5400]], np.uint16), one, np.array([[2700]], np.float32), zero, five, g, o, LEGACY)
     # scale = floor_abs * 1e4 + floor_rel * min(5400, 2700) = 120 + 216 = 336
     np.testing.assert_allclose(arriving, [2700 / 336], rtol=1e-6)
     np.testing.assert_allclose(leaving, arriving, rtol=1e-6)
-    assert leaving[0] > ChangeParams().threshold  # a floor from the median alone would give 4.9
+    assert leaving[0] > LEGACY.threshold  # a floor from the median alone would give 4.9
     # the floor uses the normalised value: 5400 DN at gain 0.5 is 2700 against the median 5400
     norm = change_score_np(np.array([[5400]], np.uint16), one, np.array([[5400]], np.float32), zero, five,
-                           np.array([0.5]), o)
+                           np.array([0.5]), o, LEGACY)
     np.testing.assert_allclose(norm, leaving, rtol=1e-6)
     # several bands, the same symmetry per band
     lo, hi = np.array([[900, 2700, 3000]], np.uint16), np.array([[1800, 5400, 3000]], np.uint16)
     z3, g3, o3 = np.zeros((1, 3), np.float32), np.ones(3), np.zeros(3)
-    a = change_score_np(hi, one, lo.astype(np.float32), z3, five, g3, o3)
-    b = change_score_np(lo, one, hi.astype(np.float32), z3, five, g3, o3)
+    a = change_score_np(hi, one, lo.astype(np.float32), z3, five, g3, o3, LEGACY)
+    b = change_score_np(lo, one, hi.astype(np.float32), z3, five, g3, o3, LEGACY)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(a, [np.sqrt(((900 / 192) ** 2 + (2700 / 336) ** 2) / 3)], rtol=1e-6)
 
@@ -187,7 +192,7 @@ def test_change_score_np_nan_where_not_clear_or_few_obs():
     mad = np.full((4, 3), 10, np.float32)
     clear = np.array([True, False, True, True])
     count = np.array([3, 5, 2, 10])
-    s = change_score_np(values, clear, median, mad, count, np.ones(3), np.zeros(3))
+    s = change_score_np(values, clear, median, mad, count, np.ones(3), np.zeros(3), LEGACY)
     assert np.isnan(s[1]) and np.isnan(s[2])
     # scale = max(14.826, 120 + 72) = 192; z = 100 / 192 in every band
     np.testing.assert_allclose(s[[0, 3]], [100 / 192, 100 / 192], rtol=1e-6)
@@ -212,7 +217,7 @@ def test_identity_when_scene_equals_baseline():
     median, mad, count = _baseline(h, w, seed=7)
     values = np.nan_to_num(median, nan=1234).astype(np.uint16)
     clear = _clear(h, w, seed=8)
-    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS)
+    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS, LEGACY)
     assert norm["gain"] == [1.0] * 4
     assert norm["offset"] == [0.0] * 4
     ok = clear.values & (count >= 3)
@@ -230,7 +235,7 @@ def test_recovers_known_gain_and_offset():
     # scene = (median - offset) / gain, rounded to DN: normalising it must undo the transform
     values = _noisy_scene(median, sigma=0.0, gain=gains[:, None, None], offset=offsets[:, None, None])
     clear = _clear(h, w, seed=10)
-    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS)
+    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS, LEGACY)
     np.testing.assert_allclose(norm["gain"], gains, rtol=1e-4)
     np.testing.assert_allclose(norm["offset"], offsets, rtol=0, atol=0.5)
     ok = clear.values & (count >= 3)
@@ -248,7 +253,7 @@ def test_changed_patch_scores_above_threshold_noise_below():
     values[:, 50:60, 70:85] += 3000  # new bright object
     values[:, 90:95, 10:20] = 300  # ... dark now: z ~ 2700 / (120 + 0.08 * 300) = 18.75
     clear = _clear(h, w, seed=13, p=1.0)
-    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS)
+    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS, LEGACY)
     score, changed = out["change_score"].values, out["change"].values
     bright = np.zeros((h, w), bool)
     bright[50:60, 70:85] = True
@@ -265,7 +270,7 @@ def test_changed_patch_scores_above_threshold_noise_below():
     assert out["change_score"].dims == ("y", "x")
     # threshold is honoured
     out_hi, _ = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS,
-                       ChangeParams(threshold=float(np.nanmax(score)) + 1))
+                       replace(LEGACY, threshold=float(np.nanmax(score)) + 1))
     assert not out_hi["change"].values.any()
 
 
@@ -274,12 +279,12 @@ def test_numpy_kernel_equals_xarray_eager():
     median, mad, count = _baseline(h, w, seed=14)
     values = _noisy_scene(median, seed=15, sigma=80.0, gain=1.1, offset=-40.0)
     clear = _clear(h, w, seed=16)
-    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS)
+    out, norm = change(_scene_from(values, h, w), clear, _baseline_ds(median, mad, count), BANDS, LEGACY)
     use = clear.values & (count >= 3)
     gain, offset = gain_offset_from_sums(normalisation_sums_np(values, median, use))
     assert norm == {"gain": gain.tolist(), "offset": offset.tolist()}
     ref = change_score_np(np.moveaxis(values, 0, -1), clear.values, np.moveaxis(median, 0, -1),
-                          np.moveaxis(mad, 0, -1), count, gain, offset)
+                          np.moveaxis(mad, 0, -1), count, gain, offset, LEGACY)
     assert np.array_equal(out["change_score"].values, ref, equal_nan=True)
     ref_d = delta_np(np.moveaxis(values, 0, -1), np.moveaxis(median, 0, -1), gain, offset, [0, 1, 2])
     assert np.array_equal(out["delta_brightness"].values, ref_d, equal_nan=True)
@@ -292,7 +297,7 @@ def test_delta_uses_all_bands_when_no_visible_band():
     names = ["nir"]
     scene = xr.Dataset({"nir": (("y", "x"), values[3])})
     bl = _baseline_ds(median, mad, count)
-    out, norm = change(scene, _clear(h, w).drop_vars(["y", "x"]), bl.drop_vars(["y", "x"]), names)
+    out, norm = change(scene, _clear(h, w).drop_vars(["y", "x"]), bl.drop_vars(["y", "x"]), names, LEGACY)
     ref = delta_np(values[3][..., None], median[3][..., None], np.array(norm["gain"]), np.array(norm["offset"]), [0])
     assert np.array_equal(out["delta_brightness"].values, ref, equal_nan=True)
 
@@ -320,8 +325,8 @@ def _big_case():
 def test_dask_uneven_chunks_identical_to_numpy(scene_chunks, baseline_chunks):
     values, clear, median, mad, count = _big_case()
     scene, bl = _scene_from(values, H, W), _baseline_ds(median, mad, count)
-    eager, norm_e = change(scene, clear, bl, BANDS)
-    lazy, norm_l = change(scene.chunk(scene_chunks), clear.chunk(scene_chunks), bl.chunk(baseline_chunks), BANDS)
+    eager, norm_e = change(scene, clear, bl, BANDS, LEGACY)
+    lazy, norm_l = change(scene.chunk(scene_chunks), clear.chunk(scene_chunks), bl.chunk(baseline_chunks), BANDS, LEGACY)
     assert norm_l == norm_e  # exact integer sums: identical fit whatever the chunking
     for v in ("change_score", "change", "delta_brightness"):
         assert isinstance(lazy[v].data, da.Array), v
@@ -334,9 +339,9 @@ def test_dask_uneven_chunks_identical_to_numpy(scene_chunks, baseline_chunks):
 def test_dask_scene_with_numpy_baseline_and_clear():
     values, clear, median, mad, count = _big_case()
     scene, bl = _scene_from(values, H, W), _baseline_ds(median, mad, count)
-    eager, norm_e = change(scene, clear, bl, BANDS)
+    eager, norm_e = change(scene, clear, bl, BANDS, LEGACY)
     with dask.config.set(scheduler="threads"):
-        lazy, norm_l = change(scene.chunk({"y": (100, 37, 163), "x": (90, 120, 90)}), clear, bl, BANDS)
+        lazy, norm_l = change(scene.chunk({"y": (100, 37, 163), "x": (90, 120, 90)}), clear, bl, BANDS, LEGACY)
         lazy = lazy.compute()
     assert norm_l == norm_e
     for v in ("change_score", "change", "delta_brightness"):
@@ -378,23 +383,23 @@ def test_change_with_given_gain_offset_equals_fitted():
     fit = fit_gain_offset(scene, clear, bl, BANDS, ChangeParams().min_obs)
     chunks = {"y": (100, 37, 163), "x": (90, 120, 90)}
     for sc, cl, b in ((scene, clear, bl), (scene.chunk(chunks), clear.chunk(chunks), bl.chunk({"y": 64}))):
-        ref, norm_ref = change(sc, cl, b, BANDS)
-        got, norm_got = change(sc, cl, b, BANDS, gain_offset=fit)
+        ref, norm_ref = change(sc, cl, b, BANDS, LEGACY)
+        got, norm_got = change(sc, cl, b, BANDS, LEGACY, gain_offset=fit)
         assert norm_got == norm_ref == {"gain": fit[0].tolist(), "offset": fit[1].tolist()}
         for v in ("change_score", "change", "delta_brightness"):
             assert np.array_equal(got[v].values, ref[v].values, equal_nan=True), v
     # plain lists work; another fit gives other scores, exactly those of the kernel with it
     other = ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
-    out, norm = change(scene, clear, bl, BANDS, gain_offset=other)
+    out, norm = change(scene, clear, bl, BANDS, LEGACY, gain_offset=other)
     assert norm == {"gain": other[0], "offset": other[1]}
     mv = lambda a: np.moveaxis(a, 0, -1)  # noqa: E731
-    expected = change_score_np(mv(values), clear.values, mv(median), mv(mad), count, np.ones(4), np.zeros(4))
+    expected = change_score_np(mv(values), clear.values, mv(median), mv(mad), count, np.ones(4), np.zeros(4), LEGACY)
     assert np.array_equal(out["change_score"].values, expected, equal_nan=True)
     assert not np.array_equal(out["change_score"].values, ref["change_score"].values, equal_nan=True)
     with pytest.raises(ValueError, match="gain_offset"):
-        change(scene, clear, bl, BANDS, gain_offset=(fit[0][:3], fit[1]))
+        change(scene, clear, bl, BANDS, LEGACY, gain_offset=(fit[0][:3], fit[1]))
     with pytest.raises(ValueError, match="gain_offset"):
-        change(scene, clear, bl, BANDS, gain_offset=(fit[0], np.zeros((4, 1))))
+        change(scene, clear, bl, BANDS, LEGACY, gain_offset=(fit[0], np.zeros((4, 1))))
 
 
 def test_change_with_given_gain_offset_on_dask_computes_nothing():
@@ -406,11 +411,11 @@ def test_change_with_given_gain_offset_on_dask_computes_nothing():
         raise AssertionError("computed")
 
     with dask.config.set(scheduler=refuse):
-        out, _ = change(scene, clear.chunk({"y": 100}), bl, BANDS, gain_offset=fit)
+        out, _ = change(scene, clear.chunk({"y": 100}), bl, BANDS, LEGACY, gain_offset=fit)
         with pytest.raises(AssertionError, match="computed"):  # the fit itself must compute
-            change(scene, clear.chunk({"y": 100}), bl, BANDS)
+            change(scene, clear.chunk({"y": 100}), bl, BANDS, LEGACY)
     assert all(isinstance(out[v].data, da.Array) for v in out.data_vars)
-    ref, _ = change(scene, clear, bl, BANDS)
+    ref, _ = change(scene, clear, bl, BANDS, LEGACY)
     assert np.array_equal(out["change_score"].values, ref["change_score"].values, equal_nan=True)
 
 
@@ -435,8 +440,8 @@ def test_inputs_not_mutated():
     np.testing.assert_array_equal(offset, o0)
     scene, bl = _scene_from(values, h, w), _baseline_ds(median, mad, count)
     s0, b0, c0 = scene.copy(deep=True), bl.copy(deep=True), clear.copy(deep=True)
-    change(scene, clear, bl, BANDS)
-    out, _ = change(scene.chunk({"y": 17}), clear.chunk({"x": 13}), bl.chunk({"y": 23}), BANDS)
+    change(scene, clear, bl, BANDS, LEGACY)
+    out, _ = change(scene.chunk({"y": 17}), clear.chunk({"x": 13}), bl.chunk({"y": 23}), BANDS, LEGACY)
     out.compute()
     xr.testing.assert_identical(scene, s0)
     xr.testing.assert_identical(bl, b0)
@@ -479,7 +484,7 @@ def test_change_missing_band():
     median, mad, count = _baseline(h, w, seed=25)
     scene = _scene_from(_noisy_scene(median), h, w).drop_vars("red")
     with pytest.raises(ValueError, match="red"):
-        change(scene, _clear(h, w), _baseline_ds(median, mad, count), BANDS)
+        change(scene, _clear(h, w), _baseline_ds(median, mad, count), BANDS, LEGACY)
 
 
 # ---------------------------------------------------------------- misregistration tolerance
@@ -503,8 +508,8 @@ def _edge_case():
 
 def test_shift_tolerance_removes_misregistration_edges_keeps_change():
     scene, clear, base = _edge_case()
-    plain, _ = change(scene, clear, base, BANDS, ChangeParams(threshold=3.0))
-    tol, _ = change(scene, clear, base, BANDS, ChangeParams(threshold=3.0, shift_tolerance_px=0.5))
+    plain, _ = change(scene, clear, base, BANDS, replace(LEGACY, threshold=3.0))
+    tol, _ = change(scene, clear, base, BANDS, replace(LEGACY, threshold=3.0, shift_tolerance_px=0.5))
     assert plain["change"].values[:, 33:38].sum() >= 60  # the edge lights up without tolerance
     assert tol["change"].values[:, 30:40].sum() == 0
     assert tol["change"].values[20:24, 10:14].all() and tol["change"].values.sum() == 16
@@ -513,7 +518,7 @@ def test_shift_tolerance_removes_misregistration_edges_keeps_change():
 
 def test_shift_tolerance_numpy_and_dask_uneven_chunks_identical():
     scene, clear, base = _edge_case()
-    p = ChangeParams(shift_tolerance_px=0.5)
+    p = replace(LEGACY, shift_tolerance_px=0.5)
     e, _ = change(scene, clear, base, BANDS, p)
     d, _ = change(scene.chunk({"y": (25, 35), "x": (30, 1, 39)}), clear.chunk({"y": 17}), base.chunk({"x": 33}), BANDS, p)
     assert d["change_score"].chunks is not None

@@ -11,8 +11,10 @@
 * group attributes: ``title``, ``sitewatch_baseline_state_version``, ``window``, ``bands``,
   ``shape``, ``folded`` (the slots folded in, oldest first, as ``[time, scene_id]`` pairs with
   the time in ISO 8601 UTC milliseconds), ``n_before`` (analysed slots older than the first
-  folded one that the last rebuild left out: a rebuild reads a bounded history) and ``status``,
-  the consistency marker.
+  folded one that the last rebuild left out: a rebuild reads a bounded history), ``alignment``
+  (``"registered"``: every date was co-registered to the state before it was folded, see
+  :func:`sitewatch.kernels.register.fold_registered`; ``"none"``: folded as stored) and
+  ``status``, the consistency marker.
 
 Update protocol (one writer per site, as for the cube; every object write is atomic):
 
@@ -66,6 +68,7 @@ class StateInfo:
     folded: tuple[Key, ...]
     n_before: int
     note: str = ""
+    alignment: str = "none"  # "registered": each date folded after co-registration to the state
 
 
 def state_url(cube_url: str) -> str:
@@ -109,16 +112,18 @@ def read_info(url: str, storage_options: dict[str, Any] | None = None) -> StateI
             shape=tuple(attrs["shape"]), chunks=tuple(attrs["chunks"]),  # type: ignore[arg-type]
             folded=tuple((str(t), str(s)) for t, s in attrs.get("folded", [])),
             n_before=int(attrs.get("n_before", 0)), note=str(attrs.get("note", "")),
+            alignment=str(attrs.get("alignment", "none")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         return StateInfo("stale", 0, (), (0, 0), (0, 0), (), 0, note=f"attributes incomplete ({exc!r})")
 
 
 def mismatch(info: StateInfo | None, earlier: Sequence[Key], window: int, bands: Sequence[str],
-             shape: tuple[int, int]) -> str | None:
+             shape: tuple[int, int], alignment: str = "none") -> str | None:
     """Why the state cannot serve as the baseline of a slot whose earlier analysed slots are
     ``earlier`` (oldest first), or ``None`` when it can: status ready, same window, bands and
-    grid, and it folded exactly those slots (all of them, or the most recent ones after
+    grid, the same ``alignment`` of the folded dates, and it folded exactly those slots (all of
+    them, or the most recent ones after
     ``n_before`` older ones that its last rebuild left out)."""
     if info is None:
         return "no baseline state yet"
@@ -131,6 +136,8 @@ def mismatch(info: StateInfo | None, earlier: Sequence[Key], window: int, bands:
         return f"bands changed ({list(info.bands)!r} -> {list(bands)!r})"
     if tuple(info.shape) != tuple(shape):
         return f"grid shape changed ({tuple(info.shape)!r} -> {tuple(shape)!r})"
+    if info.alignment != alignment:
+        return f"alignment of the folded dates changed ({info.alignment!r} -> {alignment!r})"
     earlier = [tuple(k) for k in earlier]
     n = len(info.folded)
     if len(earlier) != info.n_before + n or (n and earlier[-n:] != list(info.folded)):
@@ -179,7 +186,7 @@ def _aligned(dask_chunks: tuple[int, ...], zarr_chunk: int) -> bool:
 
 
 def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: int, chunks: tuple[int, int],
-                storage_options: dict[str, Any] | None = None) -> None:
+                storage_options: dict[str, Any] | None = None, alignment: str = "none") -> None:
     """Store ``state`` (``ring`` ``(k, band, y, x)``, ``n_obs`` ``(y, x)``, lazy or not) as having
     folded ``folded`` (oldest first) after ``n_before`` left-out older slots, by the update
     protocol of the module docstring. ``chunks``: the cube's ``(cy, cx)``."""
@@ -210,7 +217,8 @@ def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: in
         sources.append(data)
         targets.append(g[name])
     da.store(sources, targets, lock=False)  # 2. chunk-aligned writes
-    g.attrs.update({"status": "ready", "folded": [list(k) for k in folded], "n_before": int(n_before), "note": ""})  # 3.
+    g.attrs.update({"status": "ready", "folded": [list(k) for k in folded], "n_before": int(n_before), "note": "",
+                    "alignment": alignment})  # 3.
 
 
 def invalidate(url: str, note: str, storage_options: dict[str, Any] | None = None) -> bool:

@@ -1,6 +1,12 @@
 """Change score of one scene against the site's clear-sky baseline.
 
-1. **Radiometric normalisation**: per band, a gain and offset that match the scene's mean and
+1. **Co-registration and radiometric normalisation** (default, ``coregister=True``): per band a
+   gain and offset, and one sub-pixel shift for all bands, fitted by least squares over jointly
+   clear pixels (:mod:`.register`, exact integer sums); the baseline median and MAD are moved by
+   the shift (bilinear, ``map_overlap``) and the scene is normalised by the gain/offset. The
+   baseline should itself be built from co-registered dates (:func:`change_baseline`), so its
+   MAD measures noise and real variability, not per-date radiometry and misregistration.
+   With ``coregister=False``: per band, a gain and offset that match the scene's mean and
    standard deviation over jointly clear pixels to the baseline median's (absorbs per-date
    gain/offset differences and uniform haze). The sums are exact integers (values are uint16
    and medians half-integers), so the fit is identical whatever the chunking.
@@ -8,7 +14,9 @@
    ``floor = floor_abs + floor_rel * min(median, value)`` guarding against a too-small MAD from few
    observations.
 3. **Score**: the root-mean-square of the band z-scores; NaN where the pixel is not clear or has
-   fewer than ``min_obs`` clear observations in the baseline. ``change = score > threshold``.
+   fewer than ``min_obs`` clear observations in the baseline. ``change``: hysteresis -- the
+   8-connected regions of ``score > grow_threshold`` that hold a pixel with ``score >
+   threshold`` (``grow_threshold=None``: ``change = score > threshold``).
 4. **Misregistration tolerance** (opt-in, ``shift_tolerance_px = t > 0``): the score is the
    minimum over the baseline (median and MAD) resampled bilinearly at the 9 shifts
    ``{-t, 0, t}^2`` px, so a scene misregistered by up to ``t`` px against the baseline does not
@@ -23,7 +31,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
@@ -35,13 +43,25 @@ VISIBLE = ("blue", "green", "red")
 
 @dataclass(frozen=True)
 class ChangeParams:
-    threshold: float = 5.0
+    """``threshold``: score above which a pixel seeds a change; ``grow_threshold`` (None: no
+    hysteresis, ``change = score > threshold``): score above which a pixel joins a change region
+    that holds a seed (8-connected). ``coregister``: fit a sub-pixel shift together with the
+    gain/offset and compare against the baseline moved by it (see :mod:`.register`); use it
+    with a baseline of co-registered dates (:func:`change_baseline`; the analysis folds every
+    scene into its baseline state registered, :func:`~sitewatch.kernels.register.fold_registered`).
+    Defaults tuned on benchmark seeds 71-74 (benchmarks/change.py ``--seeds 71 72 73 74``)."""
+
+    threshold: float = 6.5
     floor_abs: float = 0.012
-    floor_rel: float = 0.08
+    floor_rel: float = 0.04
     min_obs: int = 3
     shift_tolerance_px: float = 0.0
+    grow_threshold: float | None = 5.0
+    coregister: bool = True
 
     def __post_init__(self) -> None:
+        if self.grow_threshold is not None and not 0 < self.grow_threshold <= self.threshold:
+            raise ValueError(f"change grow_threshold got {self.grow_threshold!r}; expected None or in (0, threshold={self.threshold!r}]")
         if not 0.0 <= self.shift_tolerance_px <= 1.0:
             raise ValueError(f"change shift_tolerance_px got {self.shift_tolerance_px!r}; expected in [0, 1] px")
         if not self.threshold > 0:
@@ -229,6 +249,27 @@ def fit_gain_offset(
     return gain_offset_from_sums(sums)
 
 
+def change_baseline(stack: xr.DataArray, clear: xr.DataArray, params: ChangeParams = ChangeParams()) -> xr.Dataset:
+    """The baseline :func:`change` expects with ``params`` from a history ``stack`` (``time,
+    band, y, x`` uint16, oldest first) and its ``clear`` masks: with ``params.coregister``, the
+    median/MAD of the baseline state the analysis builds scene after scene, each date registered
+    to the state so far before it is folded
+    (:func:`~sitewatch.kernels.register.build_registered_state`; a date's fit uses pixels with
+    ``min(min_obs, earlier dates with a clear pixel)`` observations, as the analysis does), else
+    :func:`~sitewatch.kernels.baseline.robust_baseline` of the history as stored."""
+    from .baseline import robust_baseline
+    from .baseline_ring import state_baseline
+    from .register import build_registered_state
+
+    if not params.coregister:
+        return robust_baseline(stack, clear)
+    clear = clear.transpose("time", "y", "x")
+    seen = np.cumsum([0] + [int(v) for v in np.asarray(clear.any(("y", "x")).values)][:-1])
+    ks = [max(1, min(params.min_obs, int(n))) for n in seen]
+    state, _ = build_registered_state(stack, clear, stack.sizes["time"], ks)
+    return state_baseline(state)
+
+
 def change(
     scene: xr.Dataset,
     clear: xr.DataArray,
@@ -236,12 +277,16 @@ def change(
     bands: Sequence[str],
     params: ChangeParams = ChangeParams(),
     gain_offset: tuple[Sequence[float], Sequence[float]] | None = None,
+    registration: Any = None,
 ) -> tuple[xr.Dataset, dict[str, list[float]]]:
     """``change_score``, ``change`` and ``delta_brightness`` (``(y, x)``) for ``scene`` against
     ``baseline`` (``median``/``mad`` over ``band``, ``count``), plus the fitted normalisation
     ``{"gain": [...], "offset": [...]}``. Lazy on dask inputs except for the normalisation sums,
     which are computed (a small reduction) to fix the gain and offset; pass ``gain_offset`` to
-    reuse a fit (see :func:`fit_gain_offset`)."""
+    reuse a fit (see :func:`fit_gain_offset`). With ``params.coregister`` the shift, gain and
+    offset are fitted on ``clear`` pixels with ``min_obs`` observations, or taken from
+    ``registration`` (a :class:`~sitewatch.kernels.register.Registration`, e.g. the fit the
+    analysis also folds the scene with); the normalisation then also holds ``shift_px``."""
     lacking = [b for b in bands if b not in scene.data_vars]
     if lacking:
         raise ValueError(f"scene lacks band(s) {lacking!r} for change; expected {list(bands)!r}")
@@ -251,7 +296,30 @@ def change(
     median = baseline["median"].sel(band=list(bands))
     mad = baseline["mad"].sel(band=list(bands))
     count = baseline["count"]
-    if gain_offset is None:
+    shift_px = None
+    if params.coregister:
+        if gain_offset is not None:
+            raise ValueError("change gain_offset got a fit with coregister=True; expected None (the registration fits its own gain/offset)")
+        from .register import fit_registration, shift
+
+        reg = registration
+        if reg is None:
+            ok = clear.astype(bool) & (count >= params.min_obs)
+            reg = fit_registration(values.transpose("band", "y", "x"), median.transpose("band", "y", "x"), ok.transpose("y", "x"))
+        elif len(reg.gain) != len(bands):
+            raise ValueError(f"change registration got {len(reg.gain)} band gain(s); expected {len(bands)} ({list(bands)!r})")
+        gain = 1.0 / np.asarray(reg.gain, np.float64)
+        offset = -np.asarray(reg.offset, np.float64) / np.asarray(reg.gain, np.float64)
+        shift_px = [reg.dy, reg.dx]
+        if reg.dy or reg.dx:
+            fin = (median.notnull().all("band") & (count >= params.min_obs)).transpose("y", "x")
+            moved_ok = shift(fin.astype(np.float32), reg.dy, reg.dx) > np.float32(0.999)
+            median = shift(median.transpose("band", "y", "x"), reg.dy, reg.dx).where(moved_ok)
+            mad = shift(mad.transpose("band", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
+            count = xr.where(moved_ok, count.transpose("y", "x").astype(np.int16).clip(min=params.min_obs), 0).astype(np.int16)
+    elif registration is not None:
+        raise ValueError("change registration got a fit with coregister=False; expected None")
+    elif gain_offset is None:
         gain, offset = fit_gain_offset(scene, clear, baseline, bands, params.min_obs)
     else:
         gain, offset = (np.asarray(v, np.float64) for v in gain_offset)
@@ -272,9 +340,19 @@ def change(
         kwargs={"gain": gain, "offset": offset, "which": vis_idx},
         input_core_dims=[["band"], ["band"]], output_core_dims=[[]], dask="parallelized", output_dtypes=[np.float32],
     )
+    score = score.transpose("y", "x")
+    if params.grow_threshold is None:
+        changed = score > params.threshold
+    else:
+        from .objects import hysteresis
+
+        changed = hysteresis(score, params.grow_threshold, params.threshold)
     out = xr.Dataset({
-        "change_score": score.transpose("y", "x").assign_attrs(long_name="change score against the clear-sky baseline"),
-        "change": (score > params.threshold).transpose("y", "x").assign_attrs(long_name="changed pixel"),
+        "change_score": score.assign_attrs(long_name="change score against the clear-sky baseline"),
+        "change": changed.transpose("y", "x").assign_attrs(long_name="changed pixel"),
         "delta_brightness": delta.transpose("y", "x").assign_attrs(long_name="visible brightness minus baseline", units="1"),
     })
-    return out, {"gain": gain.tolist(), "offset": offset.tolist()}
+    norm = {"gain": np.asarray(gain, np.float64).tolist(), "offset": np.asarray(offset, np.float64).tolist()}
+    if shift_px is not None:
+        norm["shift_px"] = shift_px
+    return out, norm

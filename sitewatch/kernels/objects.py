@@ -191,3 +191,46 @@ def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_p
         if is_dask(labels):
             labels = labels.persist()
     return labels, object_stats(labels, score, delta, flag)
+
+
+def _seeded_labels_np(labels: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    lab = np.asarray(labels)
+    return np.unique(lab[np.asarray(seed, bool) & (lab > 0)]).astype(np.int64)
+
+
+def hysteresis_np(score: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Pixels above ``low`` whose 8-connected region of ``score > low`` holds a pixel above
+    ``high`` (NaN counts as below both)."""
+    s = np.nan_to_num(np.asarray(score, np.float32), nan=-np.inf)
+    labels, n = label_np(s > low)
+    if n == 0:
+        return np.zeros(s.shape, bool)
+    keep = np.zeros(n + 1, bool)
+    keep[_seeded_labels_np(labels, s > high)] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def hysteresis(score: xr.DataArray, low: float, high: float) -> xr.DataArray:
+    """:func:`hysteresis_np` on ``score`` (``(y, x)``): grow at ``low``, seed at ``high``. On
+    dask the regions are labelled across chunks (``dask_image``), so the result equals the
+    whole-array one whatever the chunking; the score is computed (persisted) first, as the
+    labelling needs it and rebuilding its graph per block pair would be slow."""
+    if not low <= high:
+        raise ValueError(f"hysteresis thresholds got low {low!r}, high {high!r}; expected low <= high")
+    if score.dims != ("y", "x"):
+        raise ValueError(f"hysteresis score dims got {score.dims!r}; expected ('y', 'x')")
+    if not is_dask(score):
+        return score.copy(data=hysteresis_np(score.values, low, high)).rename("change")
+    s = score.fillna(-np.inf).persist()
+    labels, n = label(s > low)
+    if n == 0:
+        return xr.zeros_like(score, dtype=bool).rename("change")
+    lb, sb = labels.data.to_delayed().ravel(), (s > high).data.rechunk(labels.data.chunks).to_delayed().ravel()
+    seeds = dask.compute(*[dask.delayed(_seeded_labels_np)(a, b) for a, b in zip(lb, sb)])
+    keep = np.zeros(n + 1, bool)
+    for k in seeds:
+        keep[k] = True
+    keep[0] = False
+    data = labels.data.map_blocks(lambda b: keep[b], dtype=bool)
+    return score.copy(data=data).rename("change")

@@ -1,0 +1,372 @@
+"""Co-registration and radiometric normalisation of one date against a baseline median.
+
+A date is often misregistered against the site's history by a fraction of a pixel, and its
+radiometry differs by a per-band gain and offset. Both are fitted at once, per date, by least
+squares on the linearised model (Lucas-Kanade, one step)::
+
+    x_b(p) ~= a_b * m_b(p + s) + c_b ~= a_b * m_b(p) + c_b + (a_b s) . grad m_b(p)
+
+over pixels where ``use`` (clear, enough baseline observations, all four neighbours with a
+median): per band a gain ``a_b`` (ratio of standard deviations, symmetric in scene and
+baseline), then by least squares an offset ``c_b`` per band and one sub-pixel shift ``s =
+(dy, dx)`` shared by all bands. The normal equations are built from **exact integer sums** (values are
+uint16 counts, ``2 * median`` is rounded to an integer and the gradients are central
+differences of it), so the fit is identical whatever the chunking. ``s`` is clamped to
+``[-1, 1]`` px (bilinear resampling reaches one neighbour).
+
+:func:`fold_registered`: the baseline state (:mod:`.baseline_ring`) folds each date after
+registering it to the state's median and moving it onto it (shift removed, gain/offset
+inverted), so the baseline's MAD measures sensor noise and real variability rather than per-date
+radiometry and geometry; :func:`build_registered_state` does that date after date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from ._util import is_dask
+
+MIN_PIXELS = 100
+# Below this fraction of the site's pixels (e.g. a mostly cloudy date, where the few "clear"
+# pixels are largely cloud edges and haze), the shift/gain/offset least-squares fit is not
+# trusted: the fit falls back to matching mean and standard deviation with no shift.
+MIN_FRACTION = 0.05
+# The fit keeps pixels whose scene-minus-median difference is, in every band, within
+# max(TRIM_MADS robust standard deviations, TRIM_MIN counts) of that difference's median
+# (exact, from an integer histogram clipped at +-HIST_HALF / 2 counts): a large real change
+# (a cleared field, a new roof) or a missed cloud would otherwise inflate the gain.
+TRIM_MADS = 5.0
+TRIM_MIN = 50
+HIST_HALF = 8192
+
+
+@dataclass(frozen=True)
+class Registration:
+    """``x ~= gain * median(p + (dy, dx)) + offset`` per band (``gain``/``offset`` per band)."""
+
+    gain: tuple[float, ...]
+    offset: tuple[float, ...]
+    dy: float
+    dx: float
+    pixels: int
+
+    @classmethod
+    def identity(cls, nb: int) -> "Registration":
+        return cls((1.0,) * nb, (0.0,) * nb, 0.0, 0.0, 0)
+
+
+def _doubled_difference(values: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """``rint(2 x) - rint(2 m)`` per band (int64; exact, as counts are integers and medians halves)."""
+    return np.rint(2.0 * values.astype(np.float64)).astype(np.int64) - \
+        np.rint(2.0 * np.nan_to_num(median.astype(np.float64), nan=0.0)).astype(np.int64)
+
+
+def difference_hist_np(block: np.ndarray, nb: int) -> np.ndarray:
+    """Histogram ``(nb, 2 * HIST_HALF)`` int64 of the doubled scene-minus-median difference
+    (:func:`_doubled_difference`, clipped to ``[-HIST_HALF, HIST_HALF - 1]``) over the pixels of
+    ``block`` (``(2 * nb + 1, y, x)`` as :func:`registration_sums_np` takes it, unpadded) where
+    ``use`` and a median in every band."""
+    if block.ndim != 3 or block.shape[0] != 2 * nb + 1:
+        raise ValueError(f"registration block got shape {block.shape!r}; expected ({2 * nb + 1}, y, x)")
+    ok = (block[2 * nb] > 0.5) & np.isfinite(block[nb:2 * nb]).all(axis=0)
+    out = np.zeros((nb, 2 * HIST_HALF), np.int64)
+    if ok.any():
+        d = np.clip(_doubled_difference(block[:nb][:, ok], block[nb:2 * nb][:, ok]), -HIST_HALF, HIST_HALF - 1) + HIST_HALF
+        for b in range(nb):
+            out[b] = np.bincount(d[b], minlength=2 * HIST_HALF)
+    return out
+
+
+def inlier_band(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per band, the centre and half-width (doubled counts) of the scene-minus-median
+    differences kept by the fit: median +- max(TRIM_MADS x 1.4826 x MAD, TRIM_MIN) of the
+    histogram :func:`difference_hist_np`; None with fewer than MIN_PIXELS pixels."""
+    hist = np.asarray(hist, np.int64)
+    n = int(hist[0].sum())
+    if n < MIN_PIXELS:
+        return None
+    levels = np.arange(-HIST_HALF, HIST_HALF)
+    centre, tol = np.zeros(hist.shape[0], np.int64), np.zeros(hist.shape[0], np.int64)
+    for b, h in enumerate(hist):
+        c = np.cumsum(h)
+        centre[b] = levels[int(np.searchsorted(c, (n + 1) // 2))]
+        dev = np.abs(levels - centre[b])
+        hd = np.bincount(dev, weights=h, minlength=2 * HIST_HALF + 1).astype(np.int64)
+        mad = int(np.searchsorted(np.cumsum(hd), (n + 1) // 2))
+        tol[b] = int(np.ceil(max(TRIM_MADS * 1.4826 * mad, 2 * TRIM_MIN)))
+    return centre, tol
+
+
+def registration_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None = None,
+                         tol: np.ndarray | None = None) -> np.ndarray:
+    """Exact int64 sums ``(nb, 5, 5)`` of the products of ``[M2, 1, Gy, Gx, x]`` per band.
+
+    ``padded`` is ``(2 * nb + 1, y + 2, x + 2)`` float32, padded by one pixel on y and x:
+    values (nb bands, integer counts), median (nb, NaN where none) and use (0/1). ``M2 =
+    rint(2 * median)``, ``Gy``/``Gx`` its central differences. A pixel counts where ``use`` and
+    the median of it and its four neighbours is finite in every band, and, given ``centre`` and
+    ``tol`` (per band, doubled counts, :func:`inlier_band`), its doubled difference is within
+    ``tol`` of ``centre`` in every band (real change and missed cloud stay out of the fit)."""
+    if padded.ndim != 3 or padded.shape[0] != 2 * nb + 1:
+        raise ValueError(f"registration block got shape {padded.shape!r}; expected ({2 * nb + 1}, y + 2, x + 2)")
+    med = padded[nb:2 * nb]
+    fin = np.isfinite(med).all(axis=0)
+    ok = (padded[2 * nb, 1:-1, 1:-1] > 0.5) & fin[1:-1, 1:-1] & fin[2:, 1:-1] & fin[:-2, 1:-1] & fin[1:-1, 2:] & fin[1:-1, :-2]
+    if centre is not None and ok.any():
+        d = _doubled_difference(padded[:nb, 1:-1, 1:-1], med[:, 1:-1, 1:-1])
+        ok &= (np.abs(d - np.asarray(centre, np.int64)[:, None, None]) <= np.asarray(tol, np.int64)[:, None, None]).all(axis=0)
+    out = np.zeros((nb, 5, 5), np.int64)
+    if not ok.any():
+        return out
+    m2 = np.rint(2.0 * np.nan_to_num(med.astype(np.float64), nan=0.0)).astype(np.int64)
+    for b in range(nb):
+        f = [m2[b, 1:-1, 1:-1][ok], None, (m2[b, 2:, 1:-1] - m2[b, :-2, 1:-1])[ok], (m2[b, 1:-1, 2:] - m2[b, 1:-1, :-2])[ok],
+             np.rint(padded[b, 1:-1, 1:-1][ok].astype(np.float64)).astype(np.int64)]
+        n = int(ok.sum())
+        for r in range(5):
+            for c in range(r, 5):
+                if r == 1:
+                    v = n if c == 1 else int(f[c].sum())
+                else:
+                    v = int(f[r].sum()) if c == 1 else int((f[r] * f[c]).sum())
+                out[b, r, c] = v
+                out[b, c, r] = v
+    return out
+
+
+def _mean_std_match(sums: np.ndarray, min_pixels: int) -> Registration:
+    """Gain/offset matching mean and standard deviation (no shift), from the same sums."""
+    from .change import gain_offset_from_sums
+
+    nb = sums.shape[0]
+    ns = np.array([[int(sums[b, 1, 1]), int(sums[b, 1, 4]), int(sums[b, 4, 4]), int(sums[b, 0, 1]), int(sums[b, 0, 0])]
+                   for b in range(nb)], dtype=object)
+    g, o = gain_offset_from_sums(ns, min_pixels)  # x * g + o ~= median
+    return Registration(tuple(float(1.0 / v) for v in g), tuple(float(-oo / v) for v, oo in zip(g, o)), 0.0, 0.0, int(sums[0, 1, 1]))
+
+
+def registration_from_sums(sums: np.ndarray, min_pixels: int = MIN_PIXELS, min_shift_pixels: int = 0,
+                           gain_sums: np.ndarray | None = None) -> Registration:
+    """Solve the joint normal equations (per-band gain/offset, one shared shift); identity when
+    fewer than ``min_pixels`` pixels or the system is singular; with fewer than
+    ``min_shift_pixels`` pixels, a mean/standard-deviation match without shift instead.
+    ``gain_sums`` (default ``sums``): the sums over the inlier pixels (:func:`inlier_band`), from
+    which the gains (and the mean/standard-deviation match) are taken; the offsets and the
+    shift are fitted over all pixels of ``sums``, whose sharp edges carry the shift."""
+    sums = np.asarray(sums)
+    gsums = sums if gain_sums is None else np.asarray(gain_sums)
+    nb = sums.shape[0]
+    n_px = int(sums[0, 1, 1])
+    if n_px < min_pixels or int(gsums[0, 1, 1]) < min_pixels:
+        return Registration.identity(nb)
+    if n_px < min_shift_pixels:
+        return _mean_std_match(gsums, min_pixels)
+    # Gain per band from the ratio of standard deviations (as the mean/std match: symmetric in
+    # scene and baseline, so a weak scene-baseline correlation -- seasonal change, a small site --
+    # does not shrink it the way a least-squares slope would); then offsets and the shared shift
+    # by least squares on x - gain * m with features [1, gain * Gy / 4, gain * Gx / 4].
+    gain = np.ones(nb)
+    for b in range(nb):
+        n, sm, smm, sx, sxx = (int(gsums[b, 1, 1]), int(gsums[b, 0, 1]), int(gsums[b, 0, 0]), int(gsums[b, 1, 4]), int(gsums[b, 4, 4]))
+        vm, vx = (n * smm - sm * sm) / (4 * n * n), (n * sxx - sx * sx) / (n * n)
+        if vm > 0 and vx > 0:
+            gain[b] = np.sqrt(vx / vm)
+    n = nb + 2
+    a = np.zeros((n, n))
+    y = np.zeros(n)
+    for b in range(nb):
+        g = gain[b]
+        S = np.asarray(sums[b], np.float64)
+        # F = [1, g Gy / 4, g Gx / 4]; target r = x - g M2 / 2 (M2 index 0, 1 index 1, Gy 2, Gx 3, x 4)
+        w = np.array([1.0, g / 4, g / 4])
+        cols = [1, 2, 3]
+        F = S[np.ix_(cols, cols)] * w[:, None] * w[None, :]
+        t = (S[cols, 4] - g / 2 * S[cols, 0]) * w
+        idx = [b, n - 2, n - 1]
+        a[np.ix_(idx, idx)] += F
+        y[idx] += t
+    d = np.sqrt(np.maximum(np.diag(a), 1e-12))
+    try:
+        th = np.linalg.solve(a / d[:, None] / d[None, :], y / d) / d
+    except np.linalg.LinAlgError:
+        return Registration.identity(nb)
+    if not np.all(np.isfinite(th)):
+        return Registration.identity(nb)
+    dy = float(np.clip(th[-2], -1.0, 1.0))
+    dx = float(np.clip(th[-1], -1.0, 1.0))
+    return Registration(tuple(float(g) for g in gain), tuple(float(c) for c in th[:nb]), dy, dx, n_px)
+
+
+def _padded_blocks(stacked: xr.DataArray):
+    """Delayed blocks of ``stacked`` (``(k, y, x)``) padded by 1 px (edge) on y and x."""
+    import dask.array
+
+    data = stacked.data.rechunk({0: -1})
+    ov = dask.array.overlap.overlap(data, depth={0: 0, 1: 1, 2: 1}, boundary={0: "none", 1: "nearest", 2: "nearest"})
+    return ov.to_delayed()
+
+
+def fit_registration(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray, min_pixels: int = MIN_PIXELS,
+                     min_fraction: float = MIN_FRACTION) -> Registration:
+    """Fit ``values ~= gain * median(p + s) + offset`` (``(band, y, x)`` each, ``use`` ``(y, x)``
+    bool) on the ``use`` pixels whose difference from the median is not an outlier
+    (:func:`inlier_band`); exact, so identical on numpy and on any dask chunking (computes two
+    small reductions: the difference histogram, then the fit's sums).
+    With fewer usable pixels than ``min_fraction`` of the grid: gain/offset by mean/standard
+    deviation matching and no shift."""
+    for name, da_ in (("values", values), ("median", median)):
+        if da_.dims != ("band", "y", "x"):
+            raise ValueError(f"registration {name} dims got {da_.dims!r}; expected ('band', 'y', 'x')")
+    if use.dims != ("y", "x"):
+        raise ValueError(f"registration use dims got {use.dims!r}; expected ('y', 'x')")
+    nb = values.sizes["band"]
+    if median.sizes["band"] != nb:
+        raise ValueError(f"registration median bands got {median.sizes['band']!r}; expected {nb}")
+    parts = [values.astype(np.float32).drop_vars("band", errors="ignore"), median.astype(np.float32).drop_vars("band", errors="ignore"),
+             use.astype(np.float32).expand_dims(band=1)]
+    stacked = xr.concat(parts, dim="band", coords="minimal", compat="override", join="override")
+    if any(is_dask(p) for p in parts):
+        import dask
+
+        if not is_dask(stacked):
+            stacked = stacked.chunk()
+        data = stacked.data.rechunk({0: -1})
+        hists = dask.compute(*[dask.delayed(difference_hist_np)(b, nb) for b in data.to_delayed().ravel()])
+        band = inlier_band(np.sum(hists, axis=0))
+        centre, tol = band if band is not None else (None, None)
+        blocks = _padded_blocks(stacked)
+        tasks = [dask.delayed(_both_sums)(blocks[0, i, j], nb, centre, tol)
+                 for i in range(blocks.shape[1]) for j in range(blocks.shape[2])]
+        sums = np.zeros((2, nb, 5, 5), object)
+        for s in dask.compute(*tasks):
+            sums = sums + s.astype(object)  # Python ints: no overflow when merging blocks
+    else:
+        a = np.asarray(stacked.values)
+        band = inlier_band(difference_hist_np(a, nb))
+        centre, tol = band if band is not None else (None, None)
+        sums = _both_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol).astype(object)
+    return registration_from_sums(sums[0], min_pixels, int(np.ceil(min_fraction * use.sizes["y"] * use.sizes["x"])),
+                                  gain_sums=sums[1])
+
+
+def _both_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> np.ndarray:
+    """``(2, nb, 5, 5)``: the sums over all usable pixels, and over the inliers."""
+    whole = registration_sums_np(padded, nb)
+    return np.stack([whole, whole if centre is None else registration_sums_np(padded, nb, centre, tol)])
+
+
+def shift_np(padded: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Bilinear resampling of ``padded`` (``(..., y + 2, x + 2)``, padded by 1 px) at ``p + (dy,
+    dx)`` (|d| <= 1), cropped to ``(..., y, x)``; float32."""
+    if abs(dy) > 1 or abs(dx) > 1:
+        raise ValueError(f"shift got {(dy, dx)!r}; expected |dy|, |dx| <= 1 px")
+    a = np.asarray(padded, np.float32)
+    h, w = a.shape[-2] - 2, a.shape[-1] - 2
+    out = np.zeros(a.shape[:-2] + (h, w), np.float32)
+    for oy, wy in ((0, 1 - abs(dy)), (int(np.sign(dy)), abs(dy))):
+        for ox, wx in ((0, 1 - abs(dx)), (int(np.sign(dx)), abs(dx))):
+            if wy * wx == 0:
+                continue
+            out += np.float32(wy * wx) * a[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+    return out
+
+
+def shift(arr: xr.DataArray, dy: float, dx: float) -> xr.DataArray:
+    """``arr`` (dims ending in ``y, x``) resampled bilinearly at ``p + (dy, dx)``, float32;
+    edges padded by repetition (``map_overlap`` depth 1, boundary nearest, on dask)."""
+    if arr.dims[-2:] != ("y", "x"):
+        raise ValueError(f"shift dims got {arr.dims!r}; expected (..., 'y', 'x')")
+    if abs(dy) > 1 or abs(dx) > 1:
+        raise ValueError(f"shift got {(dy, dx)!r}; expected |dy|, |dx| <= 1 px")
+    if dy == 0 and dx == 0:
+        return arr.astype(np.float32)
+    nd = arr.ndim
+    if is_dask(arr):
+        depth = {k: (1 if k >= nd - 2 else 0) for k in range(nd)}
+        bnd = {k: ("nearest" if k >= nd - 2 else "none") for k in range(nd)}
+        data = arr.data.astype(np.float32).map_overlap(lambda b: shift_np(b, dy, dx), depth=depth, boundary=bnd, trim=False,
+                                                         dtype=np.float32)
+    else:
+        pad = [(0, 0)] * (nd - 2) + [(1, 1), (1, 1)]
+        data = shift_np(np.pad(np.asarray(arr.values, np.float32), pad, mode="edge"), dy, dx)
+    return arr.copy(data=data)
+
+
+def apply_inverse(values: xr.DataArray, reg: Registration) -> xr.DataArray:
+    """``values`` (``(band, y, x)``) moved onto the median's grid and radiometry:
+    ``(values(p - s) - offset) / gain``."""
+    g = xr.DataArray(np.asarray(reg.gain, np.float32), dims="band")
+    o = xr.DataArray(np.asarray(reg.offset, np.float32), dims="band")
+    moved = shift(values, -reg.dy, -reg.dx)
+    return ((moved - o) / g).astype(np.float32)
+
+
+def is_identity(reg: Registration) -> bool:
+    return reg.dy == 0 and reg.dx == 0 and all(g == 1 for g in reg.gain) and all(o == 0 for o in reg.offset)
+
+
+def aligned_observation(values: xr.DataArray, clear: xr.DataArray, reg: Registration) -> tuple[xr.DataArray, xr.DataArray]:
+    """One date's ``values`` (``(band, y, x)`` uint16 counts) and ``clear`` mask (``(y, x)``)
+    moved onto the baseline's grid and radiometry by ``reg`` (:func:`apply_inverse`), as the
+    baseline state stores observations: counts rounded and kept in ``1 .. 65534`` (0 is an empty
+    ring slot, 65535 saturated), and a pixel stays clear only where the whole bilinear support of
+    its moved value was clear. The identity registration returns the inputs."""
+    if is_identity(reg):
+        return values, clear
+    moved = apply_inverse(values.transpose("band", "y", "x"), reg)
+    counts = moved.round().clip(1, 65534).astype(np.uint16)
+    moved_clear = clear.astype(bool)
+    if reg.dy or reg.dx:
+        moved_clear = shift(clear.astype(np.float32), -reg.dy, -reg.dx) > np.float32(0.999)
+    return counts, moved_clear
+
+
+def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, min_count: int,
+                    reg: Registration | None = None) -> tuple[xr.Dataset, Registration]:
+    """Fold one date into the baseline state (:mod:`.baseline_ring`) after registering it to the
+    state's median: the fit (:func:`fit_registration`) uses the date's ``clear`` pixels with at
+    least ``min_count`` observations in the state (or pass ``reg``, the fit already made), and
+    the date is folded as :func:`aligned_observation` moves it. The state's observations are
+    then all on one grid and radiometry, so its MAD measures noise and real variability rather
+    than per-date gain/offset and sub-pixel misregistration. Returns the new state and the fit.
+    An empty state (the first date) gives the identity."""
+    from .baseline_ring import fold, state_baseline
+
+    if min_count < 1:
+        raise ValueError(f"fold_registered min_count got {min_count!r}; expected >= 1")
+    values = values.transpose("band", "y", "x")
+    if reg is None:
+        base = state_baseline(state)
+        reg = fit_registration(values, base["median"].sel(band=list(values["band"].values)), clear & (base["count"] >= min_count))
+    moved, moved_clear = aligned_observation(values, clear, reg)
+    return fold(state, moved, moved_clear), reg
+
+
+def build_registered_state(stack: xr.DataArray, clear: xr.DataArray, window: int,
+                           min_counts: Sequence[int] | None = None) -> tuple[xr.Dataset, list[Registration]]:
+    """The baseline state after folding ``stack`` (``time, band, y, x`` uint16, oldest first)
+    date by date with :func:`fold_registered`, as the analysis does scene after scene.
+    ``min_counts[t]`` is the observation count a pixel needs in the state to take part in date
+    ``t``'s fit (default: ``min(3, t)``). On dask the state is persisted after every date (each
+    fit is a reduction over the state so far)."""
+    from .baseline import BaselineParams
+    from .baseline_ring import empty_state
+
+    stack = stack.transpose("time", "band", "y", "x")
+    clear = clear.transpose("time", "y", "x")
+    n = stack.sizes["time"]
+    ks = [max(1, min(3, t)) for t in range(n)] if min_counts is None else list(min_counts)
+    if len(ks) != n:
+        raise ValueError(f"build_registered_state min_counts got {len(ks)} value(s); expected one per date ({n})")
+    state = empty_state(stack.isel(time=0, band=0, drop=True), list(stack["band"].values), BaselineParams(window=window))
+    lazy = is_dask(stack) or is_dask(clear)
+    fits = []
+    for t in range(n):
+        state, reg = fold_registered(state, stack.isel(time=t, drop=True), clear.isel(time=t, drop=True).astype(bool), ks[t])
+        state = state.persist() if lazy else state.compute()
+        fits.append(reg)
+    return state, fits
