@@ -170,7 +170,8 @@ class SiteConfig(BaseModel):
     min_alert_area_m2: float = Field(1000.0, ge=0, description="Smallest change object that raises an alert")
     chunk_size: int = Field(1024, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube and the Dask arrays (default 1024: about 1M pixels per chunk)")
     baseline_window: int = Field(8, ge=1, le=100, description="Clear observations per pixel in the clear-sky baseline (the last W in earlier scenes)")
-    change_threshold: float = Field(5.0, gt=0, description="Change score above which a pixel counts as changed")
+    change_threshold: float = Field(7.0, gt=0, description="Change score above which a pixel starts a change region; its "
+                                    "neighbours join it above min(5.0, this) (hysteresis)")
     discovery: Literal["auto", "stac-static", "stac-api", "layout"] = Field(
         "auto", description="How scenes are found in 'source': STAC items/catalog/ItemCollection in a store, a STAC API, "
         "or a plain folder layout without STAC (auto: STAC API for http(s) URLs, else static STAC, else layout)")

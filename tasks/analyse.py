@@ -18,7 +18,8 @@ def analysis_params(cfg: SiteConfig) -> AnalysisParams:
     profile = cfg.profile()
     return AnalysisParams(
         baseline=BaselineParams(window=cfg.baseline_window),
-        change=ChangeParams(threshold=cfg.change_threshold),
+        change=ChangeParams(threshold=cfg.change_threshold,
+                            grow_threshold=min(ChangeParams().grow_threshold or cfg.change_threshold, cfg.change_threshold)),
         min_object_area_m2=cfg.min_alert_area_m2,
         mask_method=cfg.mask_method,
         qa_band=profile.qa_band,

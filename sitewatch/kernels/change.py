@@ -51,7 +51,7 @@ class ChangeParams:
     scene into its baseline state registered, :func:`~sitewatch.kernels.register.fold_registered`).
     Defaults tuned on benchmark seeds 71-74 (benchmarks/change.py ``--seeds 71 72 73 74``)."""
 
-    threshold: float = 6.5
+    threshold: float = 7.0
     floor_abs: float = 0.012
     floor_rel: float = 0.04
     min_obs: int = 3
@@ -329,10 +329,19 @@ def change(
     if params.shift_tolerance_px > 0:
         score = tolerant_score(values, clear, median, mad, count, gain, offset, params)
     else:
+        s_median, s_mad, s_gain, s_offset = median, mad, gain, offset
+        if params.coregister:
+            # scored in the scene's own radiometry: the baseline is moved into it (the state's
+            # radiometry is that of its first date, an arbitrary reference), so the noise floor
+            # (floor_abs, in reflectance) applies to what was observed
+            g = xr.DataArray(np.asarray(gain, np.float32), dims="band")
+            o = xr.DataArray(np.asarray(offset, np.float32), dims="band")
+            s_median, s_mad = (median - o) / g, mad / g
+            s_gain, s_offset = np.ones(len(bands)), np.zeros(len(bands))
         core = [["band"], [], ["band"], ["band"], []]
         score = xr.apply_ufunc(
-            change_score_np, values, clear, median, mad, count,
-            kwargs={"gain": gain, "offset": offset, "params": params},
+            change_score_np, values, clear, s_median, s_mad, count,
+            kwargs={"gain": s_gain, "offset": s_offset, "params": params},
             input_core_dims=core, output_core_dims=[[]], dask="parallelized", output_dtypes=[np.float32],
         )
     delta = xr.apply_ufunc(

@@ -138,6 +138,50 @@ def registration_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None 
     return out
 
 
+def _exact_sum(a: np.ndarray) -> int:
+    """Exact sum of a non-negative int64 array as a Python int (summed in row blocks that cannot
+    overflow int64)."""
+    a = a.reshape(-1)
+    if a.size == 0:
+        return 0
+    top = int(a.max())
+    step = max(1, (2**62) // max(top, 1))
+    return sum(int(a[k:k + step].sum()) for k in range(0, a.size, step))
+
+
+def box_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None = None, tol: np.ndarray | None = None) -> np.ndarray:
+    """Exact sums ``(nb, 5)`` (Python ints, object array) ``[n, sum Bx, sum Bx^2, sum Bm,
+    sum Bm^2]`` of the 3 x 3 box sums ``Bx`` of the values and ``Bm`` of ``M2 = rint(2 * median)``
+    over the pixels whose whole 3 x 3 neighbourhood is usable (``use``, a median in every band)
+    and, given ``centre``/``tol``, made of inliers (as :func:`registration_sums_np`). The gain is the ratio of the standard deviations of these
+    local means: neither the noise nor the smoothing of a baseline whose dates were resampled
+    by sub-pixel shifts biases it (a plain pixel ratio would be inflated by that smoothing)."""
+    if padded.ndim != 3 or padded.shape[0] != 2 * nb + 1:
+        raise ValueError(f"registration block got shape {padded.shape!r}; expected ({2 * nb + 1}, y + 2, x + 2)")
+    h, w = padded.shape[1] - 2, padded.shape[2] - 2
+    med = padded[nb:2 * nb]
+    good = (padded[2 * nb] > 0.5) & np.isfinite(med).all(axis=0)
+    if centre is not None and good.any():
+        d = _doubled_difference(padded[:nb], med)
+        good &= (np.abs(d - np.asarray(centre, np.int64)[:, None, None]) <= np.asarray(tol, np.int64)[:, None, None]).all(axis=0)
+    ok = np.ones((h, w), bool)
+    for dy in range(3):
+        for dx in range(3):
+            ok &= good[dy:dy + h, dx:dx + w]
+    out = np.zeros((nb, 5), object)
+    out[:] = 0
+    if not ok.any():
+        return out
+    xi = np.rint(padded[:nb].astype(np.float64)).astype(np.int64)
+    m2 = np.rint(2.0 * np.nan_to_num(med.astype(np.float64), nan=0.0)).astype(np.int64)
+    n = int(ok.sum())
+    for b in range(nb):
+        bx = sum(xi[b, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))[ok]
+        bm = sum(m2[b, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))[ok]
+        out[b] = [n, _exact_sum(bx), _exact_sum(bx * bx), _exact_sum(bm), _exact_sum(bm * bm)]
+    return out
+
+
 def _mean_std_match(sums: np.ndarray, min_pixels: int) -> Registration:
     """Gain/offset matching mean and standard deviation (no shift), from the same sums."""
     from .change import gain_offset_from_sums
@@ -150,13 +194,15 @@ def _mean_std_match(sums: np.ndarray, min_pixels: int) -> Registration:
 
 
 def registration_from_sums(sums: np.ndarray, min_pixels: int = MIN_PIXELS, min_shift_pixels: int = 0,
-                           gain_sums: np.ndarray | None = None) -> Registration:
+                           gain_sums: np.ndarray | None = None, box_sums: np.ndarray | None = None) -> Registration:
     """Solve the joint normal equations (per-band gain/offset, one shared shift); identity when
     fewer than ``min_pixels`` pixels or the system is singular; with fewer than
     ``min_shift_pixels`` pixels, a mean/standard-deviation match without shift instead.
     ``gain_sums`` (default ``sums``): the sums over the inlier pixels (:func:`inlier_band`), from
     which the gains (and the mean/standard-deviation match) are taken; the offsets and the
-    shift are fitted over all pixels of ``sums``, whose sharp edges carry the shift."""
+    shift are fitted over all pixels of ``sums``, whose sharp edges carry the shift. With
+    ``box_sums`` (:func:`box_sums_np`) over at least ``min_pixels`` pixels, the gains are the
+    ratios of the standard deviations of 3 x 3 local means instead."""
     sums = np.asarray(sums)
     gsums = sums if gain_sums is None else np.asarray(gain_sums)
     nb = sums.shape[0]
@@ -170,8 +216,12 @@ def registration_from_sums(sums: np.ndarray, min_pixels: int = MIN_PIXELS, min_s
     # does not shrink it the way a least-squares slope would); then offsets and the shared shift
     # by least squares on x - gain * m with features [1, gain * Gy / 4, gain * Gx / 4].
     gain = np.ones(nb)
+    use_box = box_sums is not None and int(box_sums[0][0]) >= min_pixels
     for b in range(nb):
-        n, sm, smm, sx, sxx = (int(gsums[b, 1, 1]), int(gsums[b, 0, 1]), int(gsums[b, 0, 0]), int(gsums[b, 1, 4]), int(gsums[b, 4, 4]))
+        if use_box:
+            n, sx, sxx, sm, smm = (int(v) for v in box_sums[b])  # type: ignore[index]
+        else:
+            n, sm, smm, sx, sxx = (int(gsums[b, 1, 1]), int(gsums[b, 0, 1]), int(gsums[b, 0, 0]), int(gsums[b, 1, 4]), int(gsums[b, 4, 4]))
         vm, vx = (n * smm - sm * sm) / (4 * n * n), (n * sxx - sx * sx) / (n * n)
         if vm > 0 and vx > 0:
             gain[b] = np.sqrt(vx / vm)
@@ -239,24 +289,25 @@ def fit_registration(values: xr.DataArray, median: xr.DataArray, use: xr.DataArr
         band = inlier_band(np.sum(hists, axis=0))
         centre, tol = band if band is not None else (None, None)
         blocks = _padded_blocks(stacked)
-        tasks = [dask.delayed(_both_sums)(blocks[0, i, j], nb, centre, tol)
+        tasks = [dask.delayed(_all_sums)(blocks[0, i, j], nb, centre, tol)
                  for i in range(blocks.shape[1]) for j in range(blocks.shape[2])]
-        sums = np.zeros((2, nb, 5, 5), object)
-        for s in dask.compute(*tasks):
-            sums = sums + s.astype(object)  # Python ints: no overflow when merging blocks
+        parts = dask.compute(*tasks)
+        sums = tuple(sum((p[k] for p in parts[1:]), parts[0][k]) for k in range(3))  # Python ints: exact
     else:
         a = np.asarray(stacked.values)
         band = inlier_band(difference_hist_np(a, nb))
         centre, tol = band if band is not None else (None, None)
-        sums = _both_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol).astype(object)
+        sums = _all_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol)
     return registration_from_sums(sums[0], min_pixels, int(np.ceil(min_fraction * use.sizes["y"] * use.sizes["x"])),
-                                  gain_sums=sums[1])
+                                  gain_sums=sums[1], box_sums=sums[2])
 
 
-def _both_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> np.ndarray:
-    """``(2, nb, 5, 5)``: the sums over all usable pixels, and over the inliers."""
-    whole = registration_sums_np(padded, nb)
-    return np.stack([whole, whole if centre is None else registration_sums_np(padded, nb, centre, tol)])
+def _all_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """The sums over all usable pixels, over the inliers (``(nb, 5, 5)`` each) and the inliers'
+    3 x 3 box sums (``(nb, 5)``), as Python-int object arrays."""
+    whole = registration_sums_np(padded, nb).astype(object)
+    inl = whole if centre is None else registration_sums_np(padded, nb, centre, tol).astype(object)
+    return whole, inl, box_sums_np(padded, nb, centre, tol)
 
 
 def shift_np(padded: np.ndarray, dy: float, dx: float) -> np.ndarray:
