@@ -79,11 +79,14 @@ def test_registration_recovers_known_shift_gain_offset():
     # scene content moved by (+0.3, -0.4) px: x(p) = S(p - s) = median(p + beta) with beta = -s
     x = _observe(surf, 0.3, -0.4, gain, offset, rng)
     use = xr.DataArray(np.ones((90, 100), bool), dims=("y", "x"))
-    reg = fit_registration(_da(x), _da(median.astype(np.float32)), use)
-    assert abs(reg.dy - (-0.3)) < 0.12 and abs(reg.dx - 0.4) < 0.12  # one linearised step: ~0.1 px
+    one = fit_registration(_da(x), _da(median.astype(np.float32)), use, steps=1)
+    assert abs(one.dy - (-0.3)) < 0.12 and abs(one.dx - 0.4) < 0.12  # one linearised step: ~0.1 px short
+    reg = fit_registration(_da(x), _da(median.astype(np.float32)), use)  # two steps (default)
+    assert abs(reg.dy - (-0.3)) < 0.04 and abs(reg.dx - 0.4) < 0.04, reg
+    assert abs(reg.dy + 0.3) + abs(reg.dx - 0.4) < abs(one.dy + 0.3) + abs(one.dx - 0.4)
     np.testing.assert_allclose(reg.gain, gain, rtol=0.03)
     np.testing.assert_allclose(reg.offset, offset, atol=60)
-    assert reg.pixels == 90 * 100  # every pixel has a finite median and neighbours (edges padded)
+    assert one.pixels == 90 * 100  # every pixel has a finite median and neighbours (edges padded)
     # unshifted scene: no shift found
     reg0 = fit_registration(_da(_observe(surf, 0, 0, gain, offset, rng)), _da(median.astype(np.float32)), use)
     assert abs(reg0.dy) < 0.03 and abs(reg0.dx) < 0.03
@@ -344,3 +347,10 @@ def test_a_large_real_change_does_not_inflate_the_gain():
     all_px = registration_from_sums(registration_sums_np(np.pad(np.concatenate([x, median, use.values[None]]).astype(np.float32),
                                                                 ((0, 0), (1, 1), (1, 1)), mode="edge"), 4))
     assert max(abs(g - 1) for g in all_px.gain) > 0.15  # what the untrimmed fit would give
+
+
+def test_registration_steps_validated():
+    x = _da(np.full((4, 12, 12), 100, np.uint16))
+    use = xr.DataArray(np.ones((12, 12), bool), dims=("y", "x"))
+    with pytest.raises(ValueError, match="steps got 0"):
+        fit_registration(x, x.astype(np.float32), use, steps=0)
