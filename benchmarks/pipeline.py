@@ -88,7 +88,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="sizes run on LocalClusters of 1 and 2 workers (default: the smallest size)")
     ap.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster runs")
     ap.add_argument("--no-warmup", action="store_true", help="no warm-up site (times then include numba compilation)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: sizes 192 256, 3 dates, chunk 128, no warm-up")
+    ap.add_argument("--quick", action="store_true", help="smoke run: sizes 192 256, 2 dates, chunk 128, no warm-up")
     ap.add_argument("--allow-8192", action="store_true", help="allow sizes above 4096 (8192^2 px: long, several GB)")
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default pipeline, or pipeline-quick with --quick)")
@@ -100,7 +100,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.quick:
-        a.sizes, a.dates, a.chunk, a.no_warmup = [192, 256], 3, 128, True
+        a.sizes, a.dates, a.chunk, a.no_warmup = [192, 256], 2, 128, True
     if a.dates < 2:
         ap.error(f"--dates got {a.dates!r}; expected at least 2 (a date is analysed against the earlier ones)")
     bad = [s for s in a.sizes if s < 192 or (s > MAX_SIZE_WITHOUT_FLAG and not a.allow_8192)]
