@@ -107,7 +107,24 @@ def stage_of(task_name: str) -> str:
 
 class TaskTimer(Callback):
     """Counts tasks (sum of graph lengths over every compute/persist) and sums task durations
-    (pretask to posttask, on the local schedulers; summed over threads) by task name."""
+    (pretask to posttask, on the local schedulers; summed over threads) by task name.
+
+    Use ``with timer.threaded():``: it makes dask's threaded scheduler, with this callback passed
+    explicitly, the default scheduler. (A callback registered globally, ``with timer:``, is seen
+    only by the first of several computes running at once in different threads, and dask's
+    ``local_callbacks`` can then drop it for good: the ingest runs scenes concurrently.)"""
+
+    @contextmanager
+    def threaded(self, num_workers: int | None = None) -> Iterator["TaskTimer"]:
+        import dask
+        import dask.threaded
+
+        def get(dsk: Any, keys: Any, **kw: Any) -> Any:
+            kw.pop("callbacks", None)
+            return dask.threaded.get(dsk, keys, callbacks=[self._callback], num_workers=num_workers, **kw)
+
+        with dask.config.set(scheduler=get):
+            yield self
 
     def __init__(self) -> None:
         super().__init__()

@@ -168,7 +168,7 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
     timer = TaskTimer()
     calls = CallTimer(ANALYSE_CALLS if phase == "full" else {})
     load_before = load_average()
-    with PeakRSS() as mem, timer, calls.active():
+    with PeakRSS() as mem, timer.threaded(), calls.active():
         t = time.perf_counter()
         extra = do(work, grid, refs, stages)
         total = time.perf_counter() - t

@@ -48,12 +48,23 @@ def test_peak_rss_rejects_a_bad_interval():
 
 def test_task_timer_counts_graph_tasks_and_names():
     x = da.ones((40, 40), chunks=10)  # 16 chunks
-    with TaskTimer() as t:
-        (x + 1).sum().compute(scheduler="threads")
+    with TaskTimer().threaded() as t:
+        (x + 1).sum().compute()
     assert t.n_graphs == 1
     assert t.n_tasks >= 16 + 1  # one (fused ones + add) task per chunk, plus the reduction
     assert any(n >= 16 for n in t.count_by_name.values())  # one task per chunk of some layer
     assert all(v >= 0 for v in t.by_name.values())
+
+
+def test_task_timer_sees_concurrent_computes_in_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    arrays = [da.ones((40, 40), chunks=10) * i for i in range(6)]
+    with TaskTimer().threaded() as t:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda a: a.sum().compute(), arrays))
+        arrays[0].sum().compute()  # and a compute after them
+    assert t.n_graphs == 7
 
 
 def test_call_timer_wraps_and_restores():
