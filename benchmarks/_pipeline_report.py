@@ -16,6 +16,7 @@ STAGES = ("read", "write", "baseline", "masks", "change", "objects", "other")
 SECTIONS = ("## Machine and load", "## 1-3. I/O floor, full pipeline, ratio", "## 4. Hand-written baseline",
             "## 5. Peak memory against site size", "## 6. Scaling on a LocalCluster",
             "## 7. Per-stage breakdown and dask tasks", "## Goals")
+PROFILE_SECTION = "## Where the time goes (profile)"
 
 
 def _mib(b: float) -> str:
@@ -104,7 +105,8 @@ def plots(results: Path, name: str, meta: dict[str, Any], summary: dict[str, Any
     return out
 
 
-def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str, Any], pngs: list[str]) -> str:
+def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str, Any], pngs: list[str],
+             profile: dict[str, Any] | None = None) -> str:
     d = meta["dates"]
     ls, le = meta["load_start"], meta["load_end"]
     loads = [r.get("load_before", math.nan) for r in runs] + [r.get("load_after", math.nan) for r in runs]
@@ -155,7 +157,7 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
                   f"{_mib(r['peak']['full'])} | {r['mpx_per_s']['hand']:.2f} Mpx/s |")
     lo, hi = summary["growth_sizes"]
     md += ["", SECTIONS[3], "",
-           "Peak of the summed RSS of the measuring process and all its descendants (psutil, every 50 ms; shared pages "
+           "Peak of the summed RSS of the measuring process and all its descendants (psutil, every 100 ms; shared pages "
            "count once per process). \"at start\" is the RSS when the measured work began (imports, warm-up leftovers).", "",
            "| size | floor peak (at start) | full peak (at start) | hand-written peak (at start) |", "|---|---|---|---|"]
     for r in summary["rows"]:
@@ -209,6 +211,10 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
 
     for name, s, n in big["top_tasks"]:
         md.append(f"| `{name}` | {stage_of(name)} | {s:.1f} | {n} |")
+    if profile is not None:
+        from ._pipeline_profile import markdown as profile_md
+
+        md += ["", PROFILE_SECTION, ""] + profile_md(profile["summary"], profile["run"])
     md += ["", SECTIONS[6], "", "| goal | target | measured | verdict |", "|---|---|---|---|",
            f"| floor / full | >= {RATIO_TARGET} | {g['ratio']['value']:.2f} (worst size) | {_verdict(g['ratio']['met'])} |",
            f"| peak RSS growth | {g['growth']['target']} | {g['growth']['value']:.2f}x ({lo} -> {hi} px) | {_verdict(g['growth']['met'])} |",
@@ -221,12 +227,14 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
     return "\n".join(md)
 
 
-def write_report(results: Path, name: str, meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+def write_report(results: Path, name: str, meta: dict[str, Any], runs: list[dict[str, Any]],
+                 profile: dict[str, Any] | None = None) -> str:
     results.mkdir(parents=True, exist_ok=True)
     summary = summarise(meta, runs)
     pngs = plots(results, name, meta, summary)
-    md = markdown(meta, runs, summary, pngs)
+    md = markdown(meta, runs, summary, pngs, profile)
     meta = dict(meta, machine=machine())
-    (results / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1, default=str))
+    (results / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs, "profile": profile},
+                                                     indent=1, default=str))
     (results / f"{name}.md").write_text(md)
     return md

@@ -14,7 +14,7 @@ memory is its own; a warm-up on a small site first, not measured, for imports an
    clear views, chips, feed, STAC items): the monitor flow's work through the library, no Prefect;
 3. ratio floor / full (goal >= 0.7);
 4. ``hand``: a hand-written rasterio + numpy loop over whole scenes (benchmarks/_pipeline_handwritten.py);
-5. peak RSS of the process and all its descendants (psutil, sampled every 50 ms) per size;
+5. peak RSS of the process and all its descendants (psutil, sampled every 100 ms) per size;
    growth from 1024^2 to 4096^2 px (goal <= 1.3x);
 6. the scale-out benchmark's work (benchmarks/scaleout.run_config: ingest + analyse_slot) on a
    LocalCluster of 1 and of 2 worker processes x 1 thread, at ``--cluster-sizes``;
@@ -61,10 +61,20 @@ def write_sites(workdir: Path, sizes: list[int], dates: int, warm_size: int | No
     return out
 
 
-def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chunk: int) -> dict[str, Any]:
-    """Run one phase in a fresh Python process; returns its measurements."""
+def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chunk: int,
+              profile_to: Path | None = None) -> dict[str, Any]:
+    """Run one phase in a fresh Python process (under py-spy, writing ``profile_to``, when
+    given); returns its measurements."""
     result = work.with_suffix(".json")
-    cmd = [sys.executable, "-m", "benchmarks.pipeline", "--child", phase, "--site-dir", str(site_dir),
+    prefix: list[str] = []
+    if profile_to is not None:
+        from ._pipeline_profile import RATE, py_spy
+
+        exe = py_spy()
+        if exe is None:
+            raise RuntimeError("--profile needs py-spy (pip install py-spy); expected it next to this Python or on PATH")
+        prefix = [exe, "record", "-r", str(RATE), "-f", "raw", "-o", str(profile_to), "--"]
+    cmd = prefix + [sys.executable, "-m", "benchmarks.pipeline", "--child", phase, "--site-dir", str(site_dir),
            "--work", str(work), "--chunk", str(chunk), "--child-out", str(result)]
     if warm_dir is not None:
         cmd += ["--warm-dir", str(warm_dir)]
@@ -90,6 +100,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-warmup", action="store_true", help="no warm-up site (times then include numba compilation)")
     ap.add_argument("--quick", action="store_true", help="smoke run: sizes 192 256, 2 dates, chunk 128, no warm-up")
     ap.add_argument("--allow-8192", action="store_true", help="allow sizes above 4096 (8192^2 px: long, several GB)")
+    ap.add_argument("--profile", type=int, metavar="SIZE",
+                    help="also run the full pipeline at SIZE px under py-spy and report where the time goes")
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default pipeline, or pipeline-quick with --quick)")
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed at the end)")
@@ -109,6 +121,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if a.chunk < 64:
         ap.error(f"--chunk got {a.chunk!r}; expected at least 64 px")
     a.sizes = sorted(set(a.sizes))
+    if a.profile is not None and a.profile not in a.sizes:
+        ap.error(f"--profile got {a.profile!r}; expected one of --sizes {a.sizes!r}")
     if a.cluster_sizes is None:
         a.cluster_sizes = [] if a.no_cluster else a.sizes[:1]
     elif a.no_cluster:
@@ -136,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                               None if a.no_warmup else min(256, min(a.sizes)))
         warm = None if a.no_warmup else work / "warm"
         runs: list[dict[str, Any]] = []
+        profile = None
         for size in a.sizes:
             for phase in ("floor", "full", "hand"):
                 r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
@@ -147,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
                 print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB", flush=True)
                 runs.append(r)
+        if a.profile is not None:
+            raw = work / "profile-full.txt"
+            r = run_child("full", work / f"site-{a.profile}", warm, work / f"run-profile-{a.profile}", a.chunk, profile_to=raw)
+            from ._pipeline_profile import summarise
+
+            profile = {"run": r, "summary": summarise(raw)}
+            print(f"profiled full pipeline at {a.profile} px: {r['total_s']:.1f} s", flush=True)
     finally:
         if not a.workdir:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -155,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": a.sizes, "dates": a.dates, "chunk": a.chunk, "cluster_sizes": a.cluster_sizes,
             "warmup": not a.no_warmup, "write_scenes_s": written["write_s"], "quick": a.quick}
     name = a.out or ("pipeline-quick" if a.quick else "pipeline")
-    md = write_report(Path(a.results_dir), name, meta, runs)
+    md = write_report(Path(a.results_dir), name, meta, runs, profile)
     print(md)
     return 0
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import re
-import time
 from pathlib import Path
 
 import dask
@@ -22,20 +20,16 @@ from benchmarks._pipeline_measure import CallTimer, PeakRSS, TaskTimer, stage_of
 from benchmarks._pipeline_report import SECTIONS
 
 
-def _hold(n_bytes: int, seconds: float) -> None:
-    block = np.ones(n_bytes // 8)
-    time.sleep(seconds)
-    del block
-
-
 def test_peak_rss_counts_child_processes():
-    base = tree_rss(multiprocessing.current_process().pid)
-    ctx = multiprocessing.get_context("spawn")
+    import os
+    import subprocess
+    import sys
+
+    base = tree_rss(os.getpid())
+    hold = "import numpy as np, time; b = np.ones(200 * 2**20 // 8); time.sleep(1.0)"
     with PeakRSS(interval=0.02) as m:
-        p = ctx.Process(target=_hold, args=(200 * 2**20, 1.5))
-        p.start()
-        p.join()
-    assert p.exitcode == 0
+        p = subprocess.run([sys.executable, "-c", hold])
+    assert p.returncode == 0
     # the child's 200 MiB (plus its interpreter) show in the peak of the tree, not in our own RSS
     assert m.peak - base >= 200 * 2**20
     assert m.samples > 5
@@ -105,16 +99,19 @@ def _numbers(text: str) -> list[float]:
 
 @pytest.mark.slow
 def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
-    assert pipeline.main(["--quick", "--results-dir", str(tmp_path)]) == 0
+    # without the LocalCluster runs (about 60 s more on 2 shared cores: cluster start-up and
+    # teardown); test_cluster_phase_measures_every_process runs one of them
+    assert pipeline.main(["--quick", "--no-cluster", "--results-dir", str(tmp_path)]) == 0
     md = (tmp_path / "pipeline-quick.md").read_text()
     for s in SECTIONS:
         assert s in md, s
-    assert "nan" not in md.lower() and "inf " not in md.lower()
+    assert not re.search(r"\b(nan|inf)\b", md, re.IGNORECASE)
     for png in ("pipeline-quick-throughput.png", "pipeline-quick-memory.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = json.loads((tmp_path / "pipeline-quick.json").read_text())
     runs = {(r["phase"], r["size"]) for r in out["runs"]}
-    assert runs == {(p, s) for p in ("floor", "full", "hand") for s in (192, 256)} | {("cluster-1", 192), ("cluster-2", 192)}
+    assert runs == {(p, s) for p in ("floor", "full", "hand") for s in (192, 256)}
+    assert "Not run (--no-cluster)." in md
     for r in out["runs"]:
         assert r["total_s"] > 0 and math.isfinite(r["total_s"])
         assert r["peak_rss_bytes"] > 50 * 2**20  # at least an interpreter with numpy
@@ -126,3 +123,52 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
     assert all(r["change_states"] for r in full)
     # the same scenes: every run of a size saw all dates
     assert all(r["dates"] == 2 for r in out["runs"] if "dates" in r and r["phase"] in ("floor", "full", "hand"))
+
+
+def test_profile_summary_counts_busy_samples_by_cost(tmp_path):
+    from benchmarks._pipeline_profile import markdown, summarise
+
+    raw = tmp_path / "p.txt"
+    raw.write_text(
+        "Thread._bootstrap (threading.py:1002);_worker (concurrent/futures/thread.py:89) 400\n"  # idle pool worker
+        "Thread._bootstrap (threading.py:1002);_read_located (/x/sitewatch/io/scenes.py:330);"
+        "warp_block (/x/sitewatch/io/scenes.py:292) 80\n"
+        "Thread._bootstrap (threading.py:1002);write_batch (zarr/core/codec_pipeline.py:1);"
+        "NDBuffer.all_equal (zarr/core/buffer/core.py:544);array_equal (numpy/_core/numeric.py:2610) 40\n")
+    s = summarise(raw, rate=40)
+    assert s["sampled_thread_s"] == pytest.approx(13.0) and s["busy_thread_s"] == pytest.approx(3.0)
+    costs = dict(s["by_cost"])
+    assert costs["COG read and warp (scenes.warp_block)"] == pytest.approx(2.0)
+    assert costs["zarr empty-chunk check on write (NDBuffer.all_equal)"] == pytest.approx(1.0)
+    assert s["by_leaf"][0] == ("warp_block (sitewatch/io/scenes.py:292)", pytest.approx(2.0))
+    run = {"size": 256, "dates": 2, "total_s": 4.0, "stages_s": {"ingest": 1.0, "analyse": 2.5, "alerts": 0.5}}
+    text = "\n".join(markdown(s, run))
+    assert "| COG read and warp (scenes.warp_block) | 2.0 | 67% |" in text
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="got no samples"):
+        summarise(empty)
+
+
+def test_profile_size_must_be_one_of_the_sizes(capsys):
+    with pytest.raises(SystemExit):
+        pipeline.parse(["--sizes", "1024", "--profile", "2048"])
+    assert "--profile got 2048" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cluster_phase_measures_every_process(tmp_path):
+    from benchmarks._pipeline_phases import run_phase
+
+    pipeline.write_sites(tmp_path, [192], 2, None)
+    r = run_phase("cluster-1", tmp_path / "site-192", None, tmp_path / "work", 128)
+    assert r["workers"] == 1 and r["size"] == 192 and r["scenes"] == 2 and r["total_s"] > 0
+    # the sampled tree (this process, the nanny, the worker) holds more than the worker alone
+    assert r["peak_rss_bytes"] > max(r["peak_rss_per_worker_bytes"]) > 0
+
+
+def test_unknown_phase_is_refused(tmp_path):
+    from benchmarks._pipeline_phases import run_phase
+
+    with pytest.raises(ValueError, match="phase got 'fast'"):
+        run_phase("fast", tmp_path, None, tmp_path / "w", 128)
