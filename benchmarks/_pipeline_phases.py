@@ -1,6 +1,8 @@
 """The measured phases of the pipeline benchmark, each run in a fresh Python process (so that
 its peak memory is its own): ``floor`` (ingest only), ``full`` (ingest, analyse_slot per date,
-alerts), ``hand`` (the hand-written rasterio + numpy loop) and ``cluster-<n>`` (the scale-out
+alerts), ``full-write-empty-chunks`` (the same with zarr's ``array.write_empty_chunks`` set for
+the whole process: a what-if for the zarr empty-chunk check the profile shows, the library
+unchanged), ``hand`` (the hand-written rasterio + numpy loop) and ``cluster-<n>`` (the scale-out
 benchmark's monitor work on a LocalCluster of n worker processes).
 
 Library path throughout, no Prefect: the calls are those the monitor flow's tasks make
@@ -18,7 +20,7 @@ from typing import Any
 
 from ._pipeline_measure import CallTimer, PeakRSS, TaskTimer
 
-PHASES = ("floor", "full", "hand", "cluster-1", "cluster-2")
+PHASES = ("floor", "full", "full-write-empty-chunks", "hand", "cluster-1", "cluster-2")
 
 # library calls inside analyse_slot (looked up in sitewatch.analysis's namespace, or through the
 # module objects it calls them on), timed from outside
@@ -137,6 +139,10 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
 
     grid, refs = load_site(site_dir)
     work.mkdir(parents=True, exist_ok=True)
+    if phase == "full-write-empty-chunks":
+        import zarr
+
+        zarr.config.set({"array.write_empty_chunks": True})
     if phase.startswith("cluster-"):
         return _cluster(int(phase.split("-")[1]), site_dir, warm_dir, work, chunk)
     stages: dict[str, float] = {}
@@ -147,7 +153,7 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
             ingest(str(w / "cube.zarr"), g, rs, chunk)
             st["ingest"] = time.perf_counter() - t
             return {}
-        if phase == "full":
+        if phase.startswith("full"):
             return _full(w, g, rs, chunk, st)
         from sitewatch.synthetic import BANDS
 
@@ -166,7 +172,7 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
         shutil.rmtree(work / "warm", ignore_errors=True)
         warm_s = time.perf_counter() - t
     timer = TaskTimer()
-    calls = CallTimer(ANALYSE_CALLS if phase == "full" else {})
+    calls = CallTimer(ANALYSE_CALLS if phase.startswith("full") else {})
     load_before = load_average()
     with PeakRSS() as mem, timer.threaded(), calls.active():
         t = time.perf_counter()

@@ -18,6 +18,8 @@ memory is its own; a warm-up on a small site first, not measured, for imports an
    growth from 1024^2 to 4096^2 px (goal <= 1.3x);
 6. the scale-out benchmark's work (benchmarks/scaleout.run_config: ingest + analyse_slot) on a
    LocalCluster of 1 and of 2 worker processes x 1 thread, at ``--cluster-sizes``;
+(``--what-if``: the full pipeline once more at the smallest size with zarr's
+``array.write_empty_chunks`` set in that process, to measure the empty-chunk check the profile shows.)
 7. per-stage breakdown: dask task time by stage (a dask callback on the threaded scheduler), the
    wall time of the library calls analyse_slot makes (wrapped from outside), and the number of
    dask tasks per run.
@@ -102,6 +104,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--allow-8192", action="store_true", help="allow sizes above 4096 (8192^2 px: long, several GB)")
     ap.add_argument("--profile", type=int, metavar="SIZE",
                     help="also run the full pipeline at SIZE px under py-spy and report where the time goes")
+    ap.add_argument("--what-if", action="store_true",
+                    help="also run the full pipeline at the smallest size with zarr's write_empty_chunks set (what-if)")
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default pipeline, or pipeline-quick with --quick)")
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed at the end)")
@@ -157,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB, "
                       f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
                 runs.append(r)
+        if a.what_if:
+            r = run_child("full-write-empty-chunks", work / f"site-{a.sizes[0]}", warm, work / f"run-wec-{a.sizes[0]}", a.chunk)
+            print(f"{a.sizes[0]} px full with write_empty_chunks: {r['total_s']:.1f} s", flush=True)
+            runs.append(r)
         for size in a.cluster_sizes:
             for phase in ("cluster-1", "cluster-2"):
                 r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
