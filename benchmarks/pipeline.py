@@ -108,7 +108,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="also run the full pipeline at the smallest size with zarr's write_empty_chunks set (what-if)")
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default pipeline, or pipeline-quick with --quick)")
-    ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed at the end)")
+    ap.add_argument("--workdir", help="scratch folder, kept: scenes already written there are reused (default: a "
+                    "temporary folder, removed at the end)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--site-dir", help=argparse.SUPPRESS)
     ap.add_argument("--warm-dir", help=argparse.SUPPRESS)
@@ -147,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = os.getloadavg()
-    tmp = tempfile.mkdtemp(prefix="sitewatch-pipeline-", dir=a.workdir)
+    if a.workdir:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)
+    tmp = a.workdir or tempfile.mkdtemp(prefix="sitewatch-pipeline-")
     work = Path(tmp)
     try:
         written = write_sites(work, sorted(set(a.sizes) | set(a.cluster_sizes)), a.dates,
