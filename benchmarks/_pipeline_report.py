@@ -107,7 +107,7 @@ def plots(results: Path, name: str, meta: dict[str, Any], summary: dict[str, Any
 
 
 def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str, Any], pngs: list[str],
-             profile: dict[str, Any] | None = None) -> str:
+             profile: dict[str, Any] | None = None, what_if: list[dict[str, Any]] | None = None) -> str:
     d = meta["dates"]
     ls, le = meta["load_start"], meta["load_end"]
     loads = [r.get("load_before", math.nan) for r in runs] + [r.get("load_after", math.nan) for r in runs]
@@ -115,6 +115,7 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
     md = [f"# Pipeline throughput against the I/O floor, memory against site size", "",
           f"`python -m benchmarks.pipeline --sizes {' '.join(map(str, meta['sizes']))} --dates {d} --chunk {meta['chunk']}"
           + (f" --cluster-sizes {' '.join(map(str, meta['cluster_sizes']))}" if meta["cluster_sizes"] else " --no-cluster")
+          + (f" --profile {meta['profile']}" if meta.get("profile") else "") + (" --what-if" if meta.get("what_if") else "")
           + (" --quick" if meta.get("quick") else "") + "`", "",
           "Synthetic scenes (sitewatch.synthetic: six uint16 bands as COGs + STAC items in a local folder, on the site grid) "
           "written once per size, not timed. Each measurement ran in a fresh Python process (dask's threaded scheduler, "
@@ -129,9 +130,13 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
           f"highest 1-min load seen around a measurement {peak_load:.2f}",
           "- the machine is shared with another engineer's work: " + (
               "a figure taken under load is what this run got, not the machine's capacity."
-              if peak_load > 0.5 * (os.cpu_count() or 1) else "load stayed low while this ran."), "",
+              if peak_load > 0.5 * (os.cpu_count() or 1) else "load stayed low while this ran.")]
+    if meta.get("note"):
+        md.append(f"- note: {meta['note']}")
+    md += ["",
           SECTIONS[1], "",
-          "Floor: `cube.extend` + `scenes.read_scene` (lazy, one windowed WarpedVRT read per chunk) + "
+          "Floor: `cube.extend` + `scenes.read_scene` (lazy: one read per chunk, straight from the file for bands on the "
+          "site's pixel lattice, else through a WarpedVRT) + "
           "`cube.write_scene_slice` per scene (4 scenes at a time, as the flow's mapped ingest) + one `cube.commit`. "
           "Full: the same ingest, then `analysis.analyse_slot` per date in time order, then the alert update "
           "(`alerts.merge` with `observation.clear_views`, `publish.render_alert_chips`, `write_feed`, `write_stac_items`). "
@@ -212,21 +217,26 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
 
     for name, s, n in big["top_tasks"]:
         md.append(f"| `{name}` | {stage_of(name)} | {s:.1f} | {n} |")
-    wec = next((r for r in runs if r["phase"] == "full-write-empty-chunks"), None)
-    if wec is not None:
-        base = _get(runs, "full", wec["size"])
-        same = (base["cloud_fractions"], base["objects"], base["change_states"]) == \
-            (wec["cloud_fractions"], wec["objects"], wec["change_states"])
+    if what_if:
+        plain = [r for r in what_if if r["phase"] == "full"]
+        wec = [r for r in what_if if r["phase"] == "full-write-empty-chunks"]
+        key = lambda r: (r["cloud_fractions"], r["objects"], r["change_states"])  # noqa: E731
+        same = all(key(r) == key(plain[0]) for r in what_if)
         md += ["", WHAT_IF_SECTION, "",
-               f"The full pipeline at {wec['size']}^2 px once more, in a process where `zarr.config` sets "
+               f"The full pipeline at {what_if[0]['size']}^2 px as is and in a process where `zarr.config` sets "
                "`array.write_empty_chunks = True` (zarr then stores every chunk without first comparing it with the fill "
-               "value; the library unchanged):", "",
-               "| run | ingest | analyse | alerts | total |", "|---|---|---|---|---|"]
-        for lab, r in (("as is", base), ("write_empty_chunks", wec)):
+               "value; the library unchanged), alternately, back to back:", "",
+               "| run | ingest | analyse | alerts | total | load before / after |", "|---|---|---|---|---|---|"]
+        for r in what_if:
             st = r["stages_s"]
-            md.append(f"| {lab} | {st['ingest']:.1f} s | {st['analyse']:.1f} s | {st['alerts']:.1f} s | {r['total_s']:.1f} s |")
-        md += ["", f"Results identical (cloud fractions, objects, change states): {'yes' if same else 'NO'}. "
-               f"Ratio floor / full with it: {_get(runs, 'floor', wec['size'])['total_s'] / wec['total_s']:.2f}."]
+            lab = "as is" if r["phase"] == "full" else "write_empty_chunks"
+            md.append(f"| {lab} #{r.get('repeat', 0) + 1} | {st['ingest']:.1f} s | {st['analyse']:.1f} s | {st['alerts']:.1f} s | "
+                      f"{r['total_s']:.1f} s | {r['load_before']:.2f} / {r['load_after']:.2f} |")
+        mean = lambda rs, f: sum(f(r) for r in rs) / len(rs)  # noqa: E731
+        md += ["", f"Mean analyse {mean(plain, lambda r: r['stages_s']['analyse']):.1f} s as is vs "
+               f"{mean(wec, lambda r: r['stages_s']['analyse']):.1f} s; total {mean(plain, lambda r: r['total_s']):.1f} s vs "
+               f"{mean(wec, lambda r: r['total_s']):.1f} s. Results identical (cloud fractions, objects, change states): "
+               f"{'yes' if same else 'NO'}."]
     if profile is not None:
         from ._pipeline_profile import markdown as profile_md
 
@@ -244,13 +254,13 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
 
 
 def write_report(results: Path, name: str, meta: dict[str, Any], runs: list[dict[str, Any]],
-                 profile: dict[str, Any] | None = None) -> str:
+                 profile: dict[str, Any] | None = None, what_if: list[dict[str, Any]] | None = None) -> str:
     results.mkdir(parents=True, exist_ok=True)
     summary = summarise(meta, runs)
     pngs = plots(results, name, meta, summary)
-    md = markdown(meta, runs, summary, pngs, profile)
+    md = markdown(meta, runs, summary, pngs, profile, what_if)
     meta = dict(meta, machine=machine())
-    (results / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs, "profile": profile},
+    (results / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs, "profile": profile, "what_if": what_if or []},
                                                      indent=1, default=str))
     (results / f"{name}.md").write_text(md)
     return md

@@ -18,8 +18,9 @@ memory is its own; a warm-up on a small site first, not measured, for imports an
    growth from 1024^2 to 4096^2 px (goal <= 1.3x);
 6. the scale-out benchmark's work (benchmarks/scaleout.run_config: ingest + analyse_slot) on a
    LocalCluster of 1 and of 2 worker processes x 1 thread, at ``--cluster-sizes``;
-(``--what-if``: the full pipeline once more at the smallest size with zarr's
-``array.write_empty_chunks`` set in that process, to measure the empty-chunk check the profile shows.)
+(``--what-if``: at the smallest size, the full pipeline as is and with zarr's
+``array.write_empty_chunks`` set in that process, alternately, twice each: the cost of the
+empty-chunk check the profile shows.)
 7. per-stage breakdown: dask task time by stage (a dask callback on the threaded scheduler), the
    wall time of the library calls analyse_slot makes (wrapped from outside), and the number of
    dask tasks per run.
@@ -91,6 +92,28 @@ def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
     return r
 
 
+def measure_what_if(work: Path, size: int, warm: Path | None, chunk: int, repeats: int = 2) -> list[dict[str, Any]]:
+    """The full pipeline as is and with zarr's write_empty_chunks, alternately, ``repeats``
+    times each, back to back (on a shared machine both then see about the same load)."""
+    out = []
+    for rep in range(repeats):
+        for phase in ("full", "full-write-empty-chunks"):
+            r = run_child(phase, work / f"site-{size}", warm, work / f"run-what-if-{phase}-{rep}", chunk)
+            r["repeat"] = rep
+            print(f"what-if {size} px {phase} #{rep}: {r['total_s']:.1f} s", flush=True)
+            out.append(r)
+    return out
+
+
+def report_from(path: Path, results: Path, name: str) -> str:
+    """The markdown and plots again from a report's JSON (no measuring)."""
+    from ._pipeline_report import write_report
+
+    d = json.loads(path.read_text())
+    meta = {k: v for k, v in d["meta"].items() if k != "machine"}
+    return write_report(results, name, meta, d["runs"], d.get("profile"), d.get("what_if") or [])
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096], help="site widths in px (default 1024 2048 4096)")
@@ -106,6 +129,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="also run the full pipeline at SIZE px under py-spy and report where the time goes")
     ap.add_argument("--what-if", action="store_true",
                     help="also run the full pipeline at the smallest size with zarr's write_empty_chunks set (what-if)")
+    ap.add_argument("--report-from", metavar="JSON", help="only rewrite the markdown and plots from a report's JSON")
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default pipeline, or pipeline-quick with --quick)")
     ap.add_argument("--workdir", help="scratch folder, kept: scenes already written there are reused (default: a "
@@ -146,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     from ._pipeline_report import write_report
     from .scaleout import load_average
 
+    if a.report_from:
+        print(report_from(Path(a.report_from), Path(a.results_dir), a.out or Path(a.report_from).stem))
+        return 0
+
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = os.getloadavg()
     if a.workdir:
@@ -158,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = None if a.no_warmup else work / "warm"
         runs: list[dict[str, Any]] = []
         profile = None
+        what_if: list[dict[str, Any]] = []
         for size in a.sizes:
             for phase in ("floor", "full", "hand"):
                 r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
@@ -165,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
                 runs.append(r)
         if a.what_if:
-            r = run_child("full-write-empty-chunks", work / f"site-{a.sizes[0]}", warm, work / f"run-wec-{a.sizes[0]}", a.chunk)
-            print(f"{a.sizes[0]} px full with write_empty_chunks: {r['total_s']:.1f} s", flush=True)
-            runs.append(r)
+            what_if = measure_what_if(work, a.sizes[0], warm, a.chunk)
         for size in a.cluster_sizes:
             for phase in ("cluster-1", "cluster-2"):
                 r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
@@ -186,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"started": started, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load_start": list(load_start), "load_end": list(os.getloadavg()), "load_now": load_average(),
             "sizes": a.sizes, "dates": a.dates, "chunk": a.chunk, "cluster_sizes": a.cluster_sizes,
-            "warmup": not a.no_warmup, "write_scenes_s": written["write_s"], "quick": a.quick}
+            "warmup": not a.no_warmup, "write_scenes_s": written["write_s"], "quick": a.quick,
+            "profile": a.profile, "what_if": a.what_if}
     name = a.out or ("pipeline-quick" if a.quick else "pipeline")
-    md = write_report(Path(a.results_dir), name, meta, runs, profile)
+    md = write_report(Path(a.results_dir), name, meta, runs, profile, what_if)
     print(md)
     return 0
 
