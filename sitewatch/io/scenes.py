@@ -37,7 +37,7 @@ from ..grid import SiteGrid
 from ..models import SceneRef
 from ..sensors import BandSpec, SensorProfile, get_profile
 from ..sensors import SceneError as _SceneError
-from . import store
+from . import lattice, store
 
 
 # A scene that cannot be used (unreadable file, missing band, no CRS, no overlap with the site):
@@ -275,21 +275,28 @@ def _check_read(src: rasterio.io.DatasetReader, grid: SiteGrid, where: str) -> N
 def warp_block(source: BandSource, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     """Pixels ``rows`` x ``cols`` (half-open) of one asset on the site grid as uint16, through a
     GDAL WarpedVRT of the whole site grid (so a block holds exactly what a whole-grid read
-    holds there; only the COG tiles the block needs are fetched)."""
+    holds there; only the COG tiles the block needs are fetched). A reflectance asset already
+    on the site's pixel lattice (same CRS, pixel size and whole-pixel offset, nearest
+    resampling) is read straight from the file instead: the same pixels, several times faster
+    than the warper."""
     from rasterio.windows import Window
 
     g = source.grid
     src = _open(source.href, source.scene_id, source.band)
     try:
         with src:
-            if source.qa:
-                dtype, nodata, src_nodata = src.dtypes[0], source.fill, source.nodata
+            offset = lattice.grid_offset(src, g) if not source.qa and source.resampling == "nearest" else None
+            if offset is not None:
+                arr = lattice.read_block(src, offset, rows, cols, source.nodata)
             else:
-                dtype, nodata, src_nodata = "float32", np.nan, source.nodata
-            with WarpedVRT(src, crs=g.crs, transform=g.transform, width=g.width, height=g.height,
-                           resampling=Resampling[source.resampling], src_nodata=src_nodata, nodata=nodata,
-                           dtype=dtype) as vrt:
-                arr = vrt.read(1, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+                if source.qa:
+                    dtype, nodata, src_nodata = src.dtypes[0], source.fill, source.nodata
+                else:
+                    dtype, nodata, src_nodata = "float32", np.nan, source.nodata
+                with WarpedVRT(src, crs=g.crs, transform=g.transform, width=g.width, height=g.height,
+                               resampling=Resampling[source.resampling], src_nodata=src_nodata, nodata=nodata,
+                               dtype=dtype) as vrt:
+                    arr = vrt.read(1, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
     except SceneError:
         raise
     except Exception as exc:
