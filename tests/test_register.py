@@ -22,6 +22,7 @@ from sitewatch.kernels.register import (
     build_registered_state,
     difference_hist_np,
     inlier_band,
+    fit_once,
     fit_registration,
     fold_registered,
     registration_from_sums,
@@ -354,3 +355,5 @@ def test_registration_steps_validated():
     use = xr.DataArray(np.ones((12, 12), bool), dims=("y", "x"))
     with pytest.raises(ValueError, match="steps got 0"):
         fit_registration(x, x.astype(np.float32), use, steps=0)
+    with pytest.raises(ValueError, match="least_squares_on"):
+        fit_once(x, x.astype(np.float32), use, least_squares_on="some")
