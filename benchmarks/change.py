@@ -617,7 +617,7 @@ def report(meta: dict, syn: dict | None, real: list[dict], sp: dict | None) -> s
               "and hazy dark water crossed it. The default now co-registers every scene (sub-pixel shift with per-band "
               "gain/offset) against the baseline state's median and folds it into the state moved onto it, so the state's MAD "
               "is close to noise and edge responses are gone without the 9-shift tolerance (which cost the 2 x 3 px "
-              "vehicles); hysteresis (seed 7.0, grow 5.0, chosen on seeds 71-74: pixel F1 0.94, objects 52 / 56, events 37 / "
+              "vehicles); hysteresis (seed 7.0, grow 5.0, chosen on seeds 71-74: pixel F1 0.94, objects 52 / 57, events 37 / "
               "43 as many as the truth row) keeps whole objects whose cores are clear changes. The gain is the ratio of "
               "the standard deviations of 3 x 3 local means over the inliers (a large real change, noise and the smoothing of "
               "resampled dates do not bias it); the least-squares slope shrank on landsat-colorado. The score is taken in the "
