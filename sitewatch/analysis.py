@@ -29,7 +29,7 @@ from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, objects
 from .kernels.qa import QAParams, decode as decode_qa
-from .kernels.register import fit_registration
+from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
@@ -134,7 +134,9 @@ class SlotResult:
     mask_methods: tuple[str, ...] = ()  # the cloud/shadow mask methods that ran
     mask_notes: tuple[str, ...] = ()  # methods "auto" left out, and why
     shadow_length_px: int | None = None  # matched shadow projection (spectral rules), None if none
-    change_state: str = "ok"  # "ok" | "not enough history" (no change computed, no detections)
+    # "ok" | "not enough history" | "no clear pixels" | "not comparable" (the fitted gain of a band
+    # beyond ChangeParams.max_gain_ratio: snow, thick haze); all but "ok": no change, no detections
+    change_state: str = "ok"
     history_fraction: float | None = None  # share of the date's clear pixels with enough clear history
     objects_url: str | None = None  # the date's change objects (GeoJSON) next to the cube
     # where the baseline came from: "state" (the stored incremental state), "rebuilt" (from the
@@ -340,7 +342,7 @@ def analyse_slot(
     eager = grid.width * grid.height <= params.eager_max_px
     register_min_obs = params.change.min_obs if params.change.coregister else None
     base = slot_baseline(cube, cube_url, index, bands, params.baseline, storage_options, use_state,
-                         register_min_obs=register_min_obs, in_memory=eager)
+                         register_min_obs=register_min_obs, in_memory=eager, max_gain_ratio=params.change.max_gain_ratio)
     # With little history the comparison degrades to what there is: a pixel needs
     # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
     # view: bi-temporal); the scenes are those folded into the baseline state.
@@ -390,6 +392,10 @@ def analyse_slot(
         # change score and the fold of this scene into the baseline state
         median = baseline["median"].sel(band=list(bands)).transpose("band", "y", "x")
         registration = fit_registration(values, median, folded_clear & (baseline["count"] >= params.change.min_obs))
+        if state == "ok" and not comparable(registration, params.change.max_gain_ratio):
+            # snow over the site, thick haze or a missed cloud bank: the scene is unlike its baseline
+            # as a whole; it is neither scored nor folded into the baseline state
+            state = "not comparable"
     if state == "ok":
         ch, norm = change(scene, clear, baseline, bands, params.change,
                           gain_offset=None if params.change.coregister else gain_offset, registration=registration)

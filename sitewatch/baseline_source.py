@@ -23,7 +23,7 @@ import xarray as xr
 from .io import baseline_state as state_io
 from .kernels.baseline import BaselineParams
 from .kernels.baseline_ring import build_state, empty_state, fold
-from .kernels.register import Registration, aligned_observation, fold_registered
+from .kernels.register import MAX_GAIN_RATIO, Registration, aligned_observation, comparable, fold_registered
 
 #: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
 #: ``BaselineParams.window`` of the most recent analysed scenes.
@@ -67,19 +67,22 @@ class SlotBaseline:
     source: str  # "state" | "rebuilt" | "none" (no earlier analysed scene)
     note: str  # why it was rebuilt
     writable: bool  # the stored state may be replaced after this slot
-    alignment: str = "none"  # "registered" (dates co-registered before folding) or "none"
+    alignment: str = "none"  # "registered ..." (dates co-registered before folding) or "none"
+    max_gain_ratio: float = MAX_GAIN_RATIO  # a date beyond it is not comparable: folded as not clear
 
 
 def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
                   storage_options: dict[str, Any] | None = None, use_state: bool = True,
-                  register_min_obs: int | None = None, in_memory: bool = False) -> SlotBaseline:
+                  register_min_obs: int | None = None, in_memory: bool = False,
+                  max_gain_ratio: float = MAX_GAIN_RATIO) -> SlotBaseline:
     """The baseline state before slot ``index`` of ``cube`` (opened lazily with raw counts). A
     stored state that folded this very slot is marked stale first (the slot's masks are about
     to be rewritten); ``use_state=False`` always rebuilds and never stores.
     ``register_min_obs``: the dates are co-registered before they are folded, each fit on pixels
     with ``min(register_min_obs, earlier scenes seen)`` observations (``None``: folded as
-    stored). ``in_memory``: a rebuild runs on numpy arrays (a small site) instead of dask."""
-    alignment = "none" if register_min_obs is None else "registered"
+    stored); a date whose gain is beyond ``max_gain_ratio`` is not comparable and adds no
+    observation. ``in_memory``: a rebuild runs on numpy arrays (a small site) instead of dask."""
+    alignment = "none" if register_min_obs is None else f"registered, max gain ratio {max_gain_ratio:g}"
     window = params.window
     earlier = analysed_earlier(cube, index)
     keys = [state_io.slot_key(cube.time.values[i], cube.scene_id.values[i]) for i in earlier]
@@ -98,7 +101,7 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
     if reason is None:
         state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
         return SlotBaseline(state, list(info.folded), earlier[info.n_before:], info.n_before, "state", "", writable,  # type: ignore[union-attr]
-                            alignment)
+                            alignment, max_gain_ratio)
     hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]
     if hist:
         h = cube.isel(time=hist)
@@ -107,17 +110,18 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
         if register_min_obs is None:
             state = build_state(stack, clear, params)
         else:
-            state = _rebuild_registered(cube, hist, stack, clear, params, register_min_obs, in_memory)
+            state = _rebuild_registered(cube, hist, stack, clear, params, register_min_obs, in_memory, max_gain_ratio)
         source, note = "rebuilt", f"rebuilt from the cube's last {len(hist)} analysed scene(s): {reason}"
     else:
         state = empty_state(cube["valid"].isel(time=index, drop=True), bands, params)
         source, note = "none", ""
     n_before = len(earlier) - len(hist)
-    return SlotBaseline(state, keys[n_before:], earlier[n_before:], n_before, source, note, writable, alignment)
+    return SlotBaseline(state, keys[n_before:], earlier[n_before:], n_before, source, note, writable, alignment,
+                        max_gain_ratio)
 
 
 def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, clear: xr.DataArray,
-                        params: BaselineParams, min_obs: int, in_memory: bool) -> xr.Dataset:
+                        params: BaselineParams, min_obs: int, in_memory: bool, max_gain_ratio: float) -> xr.Dataset:
     """The state after folding the history slots ``hist`` date by date, each registered to the
     state so far, as the analysis folded them (one fit and fold per date: the state is held in
     memory, or persisted on the cluster, between dates)."""
@@ -130,7 +134,7 @@ def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, 
         if in_memory:
             x, c = x.load(), c.load()
         k = max(1, min(min_obs, n_seen(cube, hist[:t])))
-        state, _ = fold_registered(state, x, c, k)
+        state, _ = fold_registered(state, x, c, k, max_gain_ratio=max_gain_ratio)
         state = state.compute() if in_memory else state.persist()
     return state
 
@@ -150,7 +154,9 @@ def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, v
         return False
     chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
     this = state_io.slot_key(times[index], cube.scene_id.values[index])
-    if registration is not None:
+    if registration is not None and not comparable(registration, base.max_gain_ratio):
+        clear = xr.zeros_like(clear, dtype=bool)  # a date not comparable with the baseline adds nothing
+    elif registration is not None:
         values, clear = aligned_observation(values, clear, registration)
     state_io.write_state(state_io.state_url(cube_url), fold(base.state, values, clear), base.folded + [this],
                          base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options, base.alignment)

@@ -4,6 +4,7 @@ found, ingested into a cube and analysed slot by slot, for two cube chunk sizes.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import dask
 import numpy as np
@@ -18,6 +19,7 @@ from sitewatch.io import cube as cube_io
 from sitewatch.io import discovery
 from sitewatch.io import objects_file
 from sitewatch.io import scenes as scene_io
+from sitewatch.kernels.change import ChangeParams
 from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
 
 SPEC = SyntheticSpec(width=256, height=256, n_dates=12, seed=3)
@@ -632,3 +634,36 @@ def test_change_rejects_a_baseline_on_another_grid(run, series):
         change(scene, ds["valid"].isel(time=6), shifted, bands)
     with pytest.raises(ValueError, match="different grids: y sizes got 256 and 200"):
         change(scene, ds["valid"].isel(time=6), baseline.isel(y=slice(0, 200)), bands)
+
+
+def test_a_scene_unlike_its_baseline_is_not_comparable_raises_nothing_and_is_not_folded(tmp_path):
+    """A date a quarter darker in every band over the whole site, against ``max_gain_ratio`` 1.2
+    (the default, 2, catches snow cover or thick haze; a uniform brightening that strong is cloud
+    to the spectral masks): the registration gain is beyond ChangeParams.max_gain_ratio, so the date says "not comparable", raises no object and
+    adds no observation to the baseline state; the next ordinary date is scored again."""
+    from sitewatch.io import baseline_state as st
+
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=48, height=48)
+    url = str(tmp_path / "site" / "cube.zarr")
+    times = [dt.datetime(2026, 1, d, 8, tzinfo=dt.timezone.utc) for d in (1, 5, 9, 13, 17)]
+    slots = cube_io.extend(url, grid, BANDS, [(f"S{k}", t) for k, t in enumerate(times)], chunk=48)
+    rng = np.random.default_rng(6)
+    land = rng.uniform(300, 2500, grid.shape)
+    for k in range(5):
+        v = land * (0.75 if k == 3 else 1.0)  # date 3: everything a quarter darker in every band
+        data = {b: (("y", "x"), np.rint(v + rng.normal(0, 20, grid.shape)).clip(1, 65534).astype(np.uint16)) for b in BANDS}
+        data["valid"] = (("y", "x"), np.ones(grid.shape, bool))
+        cube_io.write_scene_slice(url, slots[f"S{k}"], xr.Dataset(data, coords=grid.coords()))
+    # the darkening is a plausible radiometric gain, so the ratio is tightened to 1.2 to test the rule
+    params = AnalysisParams(min_object_area_m2=100.0, mask_method="spectral", change=replace(ChangeParams(), max_gain_ratio=1.2))
+    res = []
+    for k in range(5):
+        res.append(analyse_slot(url, slots[f"S{k}"], grid, BANDS, params))
+        if k == 2:
+            n_before = st.open_state(st.state_url(url), st.read_info(st.state_url(url)), grid.coords()["y"], grid.coords()["x"])["n_obs"].values.copy()
+    r3 = res[3]
+    assert r3.cloud_fraction < 0.5, r3  # the masks do not take the bright date for cloud: the registration decides
+    assert r3.change_state == "not comparable" and r3.detections == [], r3
+    after = st.open_state(st.state_url(url), st.read_info(st.state_url(url)), grid.coords()["y"], grid.coords()["x"])["n_obs"].values
+    assert np.array_equal(after, n_before + 1)  # S4 folded; S3 added nothing
+    assert res[4].change_state == "ok" and res[4].detections == []

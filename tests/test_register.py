@@ -357,3 +357,22 @@ def test_registration_steps_validated():
         fit_registration(x, x.astype(np.float32), use, steps=0)
     with pytest.raises(ValueError, match="least_squares_on"):
         fit_once(x, x.astype(np.float32), use, least_squares_on="some")
+
+
+def test_a_date_unlike_its_baseline_is_not_comparable_and_adds_nothing():
+    """Snow over the site (every band x 3): the fitted gain is far beyond max_gain_ratio, so the
+    date is not comparable; fold_registered adds no observation, change() scores nothing."""
+    from sitewatch.kernels.register import comparable
+
+    stack, clear, _ = _history(n=3, seed=9)
+    state, _ = build_registered_state(stack, clear, window=4)
+    snow = (stack.isel(time=2, drop=True).astype(np.float32) * 3 + 500).clip(1, 65534).astype(np.uint16)
+    c = clear.isel(time=2, drop=True)
+    new, reg = fold_registered(state, snow, c, 2)
+    assert not comparable(reg) and max(reg.gain) > 2.0
+    assert np.array_equal(new["n_obs"].values, state["n_obs"].values)
+    assert comparable(reg, max_gain_ratio=max(max(reg.gain), 1 / min(reg.gain)) + 0.01)
+    out, _ = change(_scene(snow.values), c, state_baseline(state), BANDS, ChangeParams(), registration=reg)
+    assert np.isnan(out["change_score"].values).all() and not out["change"].values.any()
+    with pytest.raises(ValueError, match="max_gain_ratio"):
+        ChangeParams(max_gain_ratio=1.0)

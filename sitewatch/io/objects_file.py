@@ -5,7 +5,8 @@ FeatureCollection of the date's change objects (at least the minimum mapping uni
 (RFC 7946), each with its area, centroid, bounding box (lon/lat and site-grid pixels), mean and
 max change score, direction (brighter/darker) and vegetation change (loss/gain, from NDVI where
 the site has red and NIR). The collection's ``sitewatch:`` members record the date's analysis
-state: ``change_state`` is ``"ok"`` or ``"not enough history"`` (no change computed, no
+state: ``change_state`` is ``"ok"``, ``"not enough history"``, ``"no clear pixels"`` or ``"not
+comparable"`` (the scene unlike its baseline as a whole: snow, thick haze; no change computed, no
 objects), with the number of baseline scenes and the share of the date's clear pixels that had
 enough clear history.
 
@@ -23,7 +24,7 @@ from typing import Any, Iterable
 from . import store
 
 OBJECTS_DIR = "objects"
-CHANGE_STATES = ("ok", "not enough history", "no clear pixels")
+CHANGE_STATES = ("ok", "not enough history", "no clear pixels", "not comparable")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -58,8 +58,13 @@ class ChangeParams:
     shift_tolerance_px: float = 0.0
     grow_threshold: float | None = 5.0
     coregister: bool = True
+    # with coregister: a scene whose fitted gain in a band is beyond this ratio (either way) is not
+    # comparable with the baseline (snow, thick haze): no change is scored (see register.comparable)
+    max_gain_ratio: float = 2.0
 
     def __post_init__(self) -> None:
+        if not self.max_gain_ratio > 1.0:
+            raise ValueError(f"change max_gain_ratio got {self.max_gain_ratio!r}; expected > 1")
         if self.grow_threshold is not None and not 0 < self.grow_threshold <= self.threshold:
             raise ValueError(f"change grow_threshold got {self.grow_threshold!r}; expected None or in (0, threshold={self.threshold!r}]")
         if not 0.0 <= self.shift_tolerance_px <= 1.0:
@@ -308,6 +313,10 @@ def change(
             reg = fit_registration(values.transpose("band", "y", "x"), median.transpose("band", "y", "x"), ok.transpose("y", "x"))
         elif len(reg.gain) != len(bands):
             raise ValueError(f"change registration got {len(reg.gain)} band gain(s); expected {len(bands)} ({list(bands)!r})")
+        from .register import comparable
+
+        if not comparable(reg, params.max_gain_ratio):  # nothing is scored against an incomparable scene
+            clear = xr.zeros_like(clear, dtype=bool)
         gain = 1.0 / np.asarray(reg.gain, np.float64)
         offset = -np.asarray(reg.offset, np.float64) / np.asarray(reg.gain, np.float64)
         shift_px = [reg.dy, reg.dx]

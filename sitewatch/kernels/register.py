@@ -31,6 +31,11 @@ import xarray as xr
 from ._util import is_dask
 
 MIN_PIXELS = 100
+#: A date whose fitted gain in any band is outside [1 / MAX_GAIN_RATIO, MAX_GAIN_RATIO] is not
+#: comparable with its baseline (snow over the site, thick haze, a missed cloud bank: Landsat
+#: Colorado's spring snow dates fitted red gains of 3.6-11): no change is scored against it and it
+#: is not folded into the baseline state.
+MAX_GAIN_RATIO = 2.0
 # Below this fraction of the site's pixels (e.g. a mostly cloudy date, where the few "clear"
 # pixels are largely cloud edges and haze), the shift/gain/offset least-squares fit is not
 # trusted: the fit falls back to matching mean and standard deviation with no shift.
@@ -386,6 +391,11 @@ def apply_inverse(values: xr.DataArray, reg: Registration) -> xr.DataArray:
     return ((moved - o) / g).astype(np.float32)
 
 
+def comparable(reg: Registration, max_gain_ratio: float = MAX_GAIN_RATIO) -> bool:
+    """Whether every band's gain is within ``[1 / max_gain_ratio, max_gain_ratio]``."""
+    return all(1.0 / max_gain_ratio <= g <= max_gain_ratio for g in reg.gain)
+
+
 def is_identity(reg: Registration) -> bool:
     return reg.dy == 0 and reg.dx == 0 and all(g == 1 for g in reg.gain) and all(o == 0 for o in reg.offset)
 
@@ -407,14 +417,15 @@ def aligned_observation(values: xr.DataArray, clear: xr.DataArray, reg: Registra
 
 
 def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, min_count: int,
-                    reg: Registration | None = None) -> tuple[xr.Dataset, Registration]:
+                    reg: Registration | None = None, max_gain_ratio: float = MAX_GAIN_RATIO) -> tuple[xr.Dataset, Registration]:
     """Fold one date into the baseline state (:mod:`.baseline_ring`) after registering it to the
     state's median: the fit (:func:`fit_registration`) uses the date's ``clear`` pixels with at
     least ``min_count`` observations in the state (or pass ``reg``, the fit already made), and
     the date is folded as :func:`aligned_observation` moves it. The state's observations are
     then all on one grid and radiometry, so its MAD measures noise and real variability rather
     than per-date gain/offset and sub-pixel misregistration. Returns the new state and the fit.
-    An empty state (the first date) gives the identity."""
+    An empty state (the first date) gives the identity. A date that is not :func:`comparable`
+    adds no observation (its pixels are folded as not clear)."""
     from .baseline_ring import fold, state_baseline
 
     if min_count < 1:
@@ -423,6 +434,8 @@ def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray
     if reg is None:
         base = state_baseline(state)
         reg = fit_registration(values, base["median"].sel(band=list(values["band"].values)), clear & (base["count"] >= min_count))
+    if not comparable(reg, max_gain_ratio):
+        return fold(state, values, xr.zeros_like(clear, dtype=bool)), reg
     moved, moved_clear = aligned_observation(values, clear, reg)
     return fold(state, moved, moved_clear), reg
 
