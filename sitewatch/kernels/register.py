@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from ._util import is_dask
+from .register_sums import all_sums, difference_hist
 
 MIN_PIXELS = 100
 #: A date whose fitted gain in any band is outside [1 / MAX_GAIN_RATIO, MAX_GAIN_RATIO] is not
@@ -320,26 +321,27 @@ def fit_once(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray, min_
         if not is_dask(stacked):
             stacked = stacked.chunk()
         data = stacked.data.rechunk({0: -1})
-        hists = dask.compute(*[dask.delayed(difference_hist_np)(b, nb) for b in data.to_delayed().ravel()])
+        hists = dask.compute(*[dask.delayed(difference_hist)(b, nb, HIST_HALF) for b in data.to_delayed().ravel()])
         band = inlier_band(np.sum(hists, axis=0))
         centre, tol = band if band is not None else (None, None)
         blocks = _padded_blocks(stacked)
-        tasks = [dask.delayed(_all_sums)(blocks[0, i, j], nb, centre, tol)
+        tasks = [dask.delayed(all_sums)(blocks[0, i, j], nb, centre, tol)
                  for i in range(blocks.shape[1]) for j in range(blocks.shape[2])]
         parts = dask.compute(*tasks)
         sums = tuple(sum((p[k] for p in parts[1:]), parts[0][k]) for k in range(3))  # Python ints: exact
     else:
         a = np.asarray(stacked.values)
-        band = inlier_band(difference_hist_np(a, nb))
+        band = inlier_band(difference_hist(a, nb, HIST_HALF))
         centre, tol = band if band is not None else (None, None)
-        sums = _all_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol)
+        sums = all_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol)
     return registration_from_sums(sums[1] if least_squares_on == "inliers" else sums[0], min_pixels,
                                   int(np.ceil(min_fraction * use.sizes["y"] * use.sizes["x"])), gain_sums=sums[1], box_sums=sums[2])
 
 
-def _all_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
+def _all_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
     """The sums over all usable pixels, over the inliers (``(nb, 5, 5)`` each) and the inliers'
-    3 x 3 box sums (``(nb, 5)``), as Python-int object arrays."""
+    3 x 3 box sums (``(nb, 5)``), as Python-int object arrays (the numpy reference of
+    :func:`~sitewatch.kernels.register_sums.all_sums`, which the fit uses)."""
     whole = registration_sums_np(padded, nb).astype(object)
     inl = whole if centre is None else registration_sums_np(padded, nb, centre, tol).astype(object)
     return whole, inl, box_sums_np(padded, nb, centre, tol)
