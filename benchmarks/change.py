@@ -485,8 +485,8 @@ def _time_incremental(info: dict, n: int, hist: list[int], new: int, date, valid
     """The pipeline's work for one new scene (sitewatch.analysis): the baseline state of the
     ``hist`` dates is built first (not timed; held in memory, as the analysis persists it), then
     timed: the state's median/MAD, the scene's registration against it, the change score with
-    hysteresis, and the fold of the registered scene into the state (computed, as the analysis
-    stores it). Masks are the generator's (cloud-free tiles), as for the other methods."""
+    hysteresis, and the fold of the registered scene into the state (computed chunk by chunk and
+    reduced; the analysis stores it chunk by chunk). Masks are the generator's (cloud-free tiles), as for the other methods."""
     import dask
 
     from sitewatch.kernels.baseline import BaselineParams
@@ -509,7 +509,8 @@ def _time_incremental(info: dict, n: int, hist: list[int], new: int, date, valid
         scene = xr.Dataset({b: x.sel(band=b, drop=True) for b in BANDS})
         out, _ = change(scene, ok, base, list(BANDS), params, registration=reg)
         folded, _ = fold_registered(state, x, ok, params.min_obs, reg)
-        mask, _ = dask.compute(out["change"].data, folded["ring"].data)
+        # the new state is reduced chunk by chunk (the analysis stores it chunk by chunk), not held whole
+        mask, _ = dask.compute(out["change"].data, folded["ring"].data.sum(dtype=np.uint64))
         return np.asarray(mask)
 
     return _measure(info, n, _cores(), run)
