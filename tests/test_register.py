@@ -404,3 +404,21 @@ def test_compiled_sums_equal_the_numpy_reference(trim):
         assert r.shape == g.shape and all(int(a) == int(b) for a, b in zip(r.ravel(), g.ravel()))
     n_all, n_inl = int(got[0][0, 1, 1]), int(got[1][0, 1, 1])
     assert (n_all > n_inl > 0) if trim else (n_all == n_inl > 0)
+
+
+def test_edge_px_drops_scores_next_to_pixels_that_are_not_clear():
+    stack, clear, _ = _history(n=4, seed=14)
+    state, _ = build_registered_state(stack.isel(time=slice(0, 3)), clear.isel(time=slice(0, 3)), window=4)
+    x = stack.isel(time=3, drop=True)
+    c = xr.DataArray(np.ones(clear.shape[1:], bool), dims=("y", "x"))
+    c[30:34, 40:44] = False  # a small cloud
+    base = state_baseline(state)
+    s0 = change(_scene(x.values), c, base, BANDS, ChangeParams())[0]["change_score"].values
+    s1 = change(_scene(x.values), c, base, BANDS, ChangeParams(edge_px=1))[0]["change_score"].values
+    ring = np.zeros(c.shape, bool)
+    ring[29:35, 39:45] = True
+    ring[30:34, 40:44] = False
+    assert np.isfinite(s0[ring]).sum() > 5 and np.isnan(s1[ring]).all()
+    assert np.array_equal(np.isfinite(s1), np.isfinite(s0) & ~ring)
+    with pytest.raises(ValueError, match="edge_px"):
+        ChangeParams(edge_px=-1)

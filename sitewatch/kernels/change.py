@@ -61,8 +61,14 @@ class ChangeParams:
     # with coregister: a scene whose fitted gain in a band is beyond this ratio (either way) is not
     # comparable with the baseline (snow, thick haze): no change is scored (see register.comparable)
     max_gain_ratio: float = 2.0
+    # with coregister: clear pixels within this many pixels of one that is not clear are not scored.
+    # 0 by default: the analysis's cloud and shadow masks are already buffered (MaskParams.buffer_px),
+    # and 1 px more cost the bright aircraft whose few pixels the spectral rules took for cloud.
+    edge_px: int = 0
 
     def __post_init__(self) -> None:
+        if self.edge_px < 0:
+            raise ValueError(f"change edge_px got {self.edge_px!r}; expected >= 0")
         if not self.max_gain_ratio > 1.0:
             raise ValueError(f"change max_gain_ratio got {self.max_gain_ratio!r}; expected > 1")
         if self.grow_threshold is not None and not 0 < self.grow_threshold <= self.threshold:
@@ -317,6 +323,12 @@ def change(
 
         if not comparable(reg, params.max_gain_ratio):  # nothing is scored against an incomparable scene
             clear = xr.zeros_like(clear, dtype=bool)
+        elif params.edge_px:
+            from .objects import dilate
+
+            # clear pixels next to a pixel that is not clear (swath edge, nodata, cloud) are mixed, and
+            # the registered comparison resamples across that edge: they are not scored
+            clear = clear.astype(bool) & ~dilate(~clear.astype(bool), params.edge_px)
         gain = 1.0 / np.asarray(reg.gain, np.float64)
         offset = -np.asarray(reg.offset, np.float64) / np.asarray(reg.gain, np.float64)
         shift_px = [reg.dy, reg.dx]
