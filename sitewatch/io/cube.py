@@ -385,9 +385,14 @@ def _create(cube_url: str, grid: SiteGrid, bands: Sequence[str], chunk: int, cap
         fs.rm(path, recursive=True)
     nat = np.full(capacity, np.datetime64("NaT"), dtype="datetime64[ns]")
     tmpl = _template(grid, bands, [""] * capacity, nat, chunk, qa)
+    # the group is created with sitewatch's title in one write, before any array: a creation cut
+    # short at any later moment is recognised as "partial" (xarray alone writes the group's
+    # metadata first without attributes, and a kill there left a store refused as foreign)
+    opts = store.storage_options_for(cube_url, storage_options)
+    zarr.open_group(cube_url, mode="w-", zarr_format=3, attributes=dict(tmpl.attrs), **({"storage_options": opts} if opts else {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        tmpl.to_zarr(cube_url, mode="w-", compute=False, encoding=_encoding(tmpl), **_zarr_kwargs(cube_url, storage_options))
+        tmpl.to_zarr(cube_url, mode="a", compute=False, encoding=_encoding(tmpl), **_zarr_kwargs(cube_url, storage_options))
     _group(cube_url, storage_options, mode="r+").attrs.update({"sitewatch_cube_version": CUBE_VERSION})
 
 
