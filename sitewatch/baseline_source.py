@@ -23,7 +23,7 @@ import xarray as xr
 from .io import baseline_state as state_io
 from .kernels.baseline import BaselineParams
 from .kernels.baseline_ring import build_state, empty_state, fold
-from .kernels.register import MAX_GAIN_RATIO, Registration, aligned_observation, comparable, fold_registered
+from .kernels.register import MAX_GAIN_RATIO, Registration, fold_registered
 
 #: A baseline rebuilt from the cube (no usable stored state) reads at most this many times
 #: ``BaselineParams.window`` of the most recent analysed scenes.
@@ -154,10 +154,10 @@ def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, v
         return False
     chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
     this = state_io.slot_key(times[index], cube.scene_id.values[index])
-    if registration is not None and not comparable(registration, base.max_gain_ratio):
-        clear = xr.zeros_like(clear, dtype=bool)  # a date not comparable with the baseline adds nothing
-    elif registration is not None:
-        values, clear = aligned_observation(values, clear, registration)
-    state_io.write_state(state_io.state_url(cube_url), fold(base.state, values, clear), base.folded + [this],
+    if registration is None:
+        new = fold(base.state, values, clear)
+    else:  # the fold a rebuild makes: moved onto the baseline, or nothing added if not comparable
+        new, _ = fold_registered(base.state, values, clear, 1, registration, base.max_gain_ratio)
+    state_io.write_state(state_io.state_url(cube_url), new, base.folded + [this],
                          base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options, base.alignment)
     return True

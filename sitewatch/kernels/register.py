@@ -2,13 +2,13 @@
 
 A date is often misregistered against the site's history by a fraction of a pixel, and its
 radiometry differs by a per-band gain and offset. Both are fitted at once, per date, by least
-squares on the linearised model (Lucas-Kanade, one step)::
+squares on the linearised model (Lucas-Kanade, two steps: :func:`fit_registration`)::
 
     x_b(p) ~= a_b * m_b(p + s) + c_b ~= a_b * m_b(p) + c_b + (a_b s) . grad m_b(p)
 
 over pixels where ``use`` (clear, enough baseline observations, all four neighbours with a
-median): per band a gain ``a_b`` (ratio of standard deviations, symmetric in scene and
-baseline), then by least squares an offset ``c_b`` per band and one sub-pixel shift ``s =
+median): per band a gain ``a_b`` (ratio of the standard deviations of 3 x 3 local means over
+inlier pixels, symmetric in scene and baseline), then by least squares an offset ``c_b`` per band and one sub-pixel shift ``s =
 (dy, dx)`` shared by all bands. The normal equations are built from **exact integer sums** (values are
 uint16 counts, ``2 * median`` is rounded to an integer and the gradients are central
 differences of it), so the fit is identical whatever the chunking. ``s`` is clamped to
