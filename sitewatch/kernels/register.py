@@ -65,32 +65,10 @@ class Registration:
         return cls((1.0,) * nb, (0.0,) * nb, 0.0, 0.0, 0)
 
 
-def _doubled_difference(values: np.ndarray, median: np.ndarray) -> np.ndarray:
-    """``rint(2 x) - rint(2 m)`` per band (int64; exact, as counts are integers and medians halves)."""
-    return np.rint(2.0 * values.astype(np.float64)).astype(np.int64) - \
-        np.rint(2.0 * np.nan_to_num(median.astype(np.float64), nan=0.0)).astype(np.int64)
-
-
-def difference_hist_np(block: np.ndarray, nb: int) -> np.ndarray:
-    """Histogram ``(nb, 2 * HIST_HALF)`` int64 of the doubled scene-minus-median difference
-    (:func:`_doubled_difference`, clipped to ``[-HIST_HALF, HIST_HALF - 1]``) over the pixels of
-    ``block`` (``(2 * nb + 1, y, x)`` as :func:`registration_sums_np` takes it, unpadded) where
-    ``use`` and a median in every band."""
-    if block.ndim != 3 or block.shape[0] != 2 * nb + 1:
-        raise ValueError(f"registration block got shape {block.shape!r}; expected ({2 * nb + 1}, y, x)")
-    ok = (block[2 * nb] > 0.5) & np.isfinite(block[nb:2 * nb]).all(axis=0)
-    out = np.zeros((nb, 2 * HIST_HALF), np.int64)
-    if ok.any():
-        d = np.clip(_doubled_difference(block[:nb][:, ok], block[nb:2 * nb][:, ok]), -HIST_HALF, HIST_HALF - 1) + HIST_HALF
-        for b in range(nb):
-            out[b] = np.bincount(d[b], minlength=2 * HIST_HALF)
-    return out
-
-
 def inlier_band(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Per band, the centre and half-width (doubled counts) of the scene-minus-median
     differences kept by the fit: median +- max(TRIM_MADS x 1.4826 x MAD, TRIM_MIN) of the
-    histogram :func:`difference_hist_np`; None with fewer than MIN_PIXELS pixels."""
+    histogram :func:`~sitewatch.kernels.register_sums.difference_hist_np`; None with fewer than MIN_PIXELS pixels."""
     hist = np.asarray(hist, np.int64)
     n = int(hist[0].sum())
     if n < MIN_PIXELS:
@@ -105,87 +83,6 @@ def inlier_band(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         mad = int(np.searchsorted(np.cumsum(hd), (n + 1) // 2))
         tol[b] = int(np.ceil(max(TRIM_MADS * 1.4826 * mad, 2 * TRIM_MIN)))
     return centre, tol
-
-
-def registration_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None = None,
-                         tol: np.ndarray | None = None) -> np.ndarray:
-    """Exact int64 sums ``(nb, 5, 5)`` of the products of ``[M2, 1, Gy, Gx, x]`` per band.
-
-    ``padded`` is ``(2 * nb + 1, y + 2, x + 2)`` float32, padded by one pixel on y and x:
-    values (nb bands, integer counts), median (nb, NaN where none) and use (0/1). ``M2 =
-    rint(2 * median)``, ``Gy``/``Gx`` its central differences. A pixel counts where ``use`` and
-    the median of it and its four neighbours is finite in every band, and, given ``centre`` and
-    ``tol`` (per band, doubled counts, :func:`inlier_band`), its doubled difference is within
-    ``tol`` of ``centre`` in every band (real change and missed cloud stay out of the fit)."""
-    if padded.ndim != 3 or padded.shape[0] != 2 * nb + 1:
-        raise ValueError(f"registration block got shape {padded.shape!r}; expected ({2 * nb + 1}, y + 2, x + 2)")
-    med = padded[nb:2 * nb]
-    fin = np.isfinite(med).all(axis=0)
-    ok = (padded[2 * nb, 1:-1, 1:-1] > 0.5) & fin[1:-1, 1:-1] & fin[2:, 1:-1] & fin[:-2, 1:-1] & fin[1:-1, 2:] & fin[1:-1, :-2]
-    if centre is not None and ok.any():
-        d = _doubled_difference(padded[:nb, 1:-1, 1:-1], med[:, 1:-1, 1:-1])
-        ok &= (np.abs(d - np.asarray(centre, np.int64)[:, None, None]) <= np.asarray(tol, np.int64)[:, None, None]).all(axis=0)
-    out = np.zeros((nb, 5, 5), np.int64)
-    if not ok.any():
-        return out
-    m2 = np.rint(2.0 * np.nan_to_num(med.astype(np.float64), nan=0.0)).astype(np.int64)
-    for b in range(nb):
-        f = [m2[b, 1:-1, 1:-1][ok], None, (m2[b, 2:, 1:-1] - m2[b, :-2, 1:-1])[ok], (m2[b, 1:-1, 2:] - m2[b, 1:-1, :-2])[ok],
-             np.rint(padded[b, 1:-1, 1:-1][ok].astype(np.float64)).astype(np.int64)]
-        n = int(ok.sum())
-        for r in range(5):
-            for c in range(r, 5):
-                if r == 1:
-                    v = n if c == 1 else int(f[c].sum())
-                else:
-                    v = int(f[r].sum()) if c == 1 else int((f[r] * f[c]).sum())
-                out[b, r, c] = v
-                out[b, c, r] = v
-    return out
-
-
-def _exact_sum(a: np.ndarray) -> int:
-    """Exact sum of a non-negative int64 array as a Python int (summed in row blocks that cannot
-    overflow int64)."""
-    a = a.reshape(-1)
-    if a.size == 0:
-        return 0
-    top = int(a.max())
-    step = max(1, (2**62) // max(top, 1))
-    return sum(int(a[k:k + step].sum()) for k in range(0, a.size, step))
-
-
-def box_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None = None, tol: np.ndarray | None = None) -> np.ndarray:
-    """Exact sums ``(nb, 5)`` (Python ints, object array) ``[n, sum Bx, sum Bx^2, sum Bm,
-    sum Bm^2]`` of the 3 x 3 box sums ``Bx`` of the values and ``Bm`` of ``M2 = rint(2 * median)``
-    over the pixels whose whole 3 x 3 neighbourhood is usable (``use``, a median in every band)
-    and, given ``centre``/``tol``, made of inliers (as :func:`registration_sums_np`). The gain is the ratio of the standard deviations of these
-    local means: neither the noise nor the smoothing of a baseline whose dates were resampled
-    by sub-pixel shifts biases it (a plain pixel ratio would be inflated by that smoothing)."""
-    if padded.ndim != 3 or padded.shape[0] != 2 * nb + 1:
-        raise ValueError(f"registration block got shape {padded.shape!r}; expected ({2 * nb + 1}, y + 2, x + 2)")
-    h, w = padded.shape[1] - 2, padded.shape[2] - 2
-    med = padded[nb:2 * nb]
-    good = (padded[2 * nb] > 0.5) & np.isfinite(med).all(axis=0)
-    if centre is not None and good.any():
-        d = _doubled_difference(padded[:nb], med)
-        good &= (np.abs(d - np.asarray(centre, np.int64)[:, None, None]) <= np.asarray(tol, np.int64)[:, None, None]).all(axis=0)
-    ok = np.ones((h, w), bool)
-    for dy in range(3):
-        for dx in range(3):
-            ok &= good[dy:dy + h, dx:dx + w]
-    out = np.zeros((nb, 5), object)
-    out[:] = 0
-    if not ok.any():
-        return out
-    xi = np.rint(padded[:nb].astype(np.float64)).astype(np.int64)
-    m2 = np.rint(2.0 * np.nan_to_num(med.astype(np.float64), nan=0.0)).astype(np.int64)
-    n = int(ok.sum())
-    for b in range(nb):
-        bx = sum(xi[b, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))[ok]
-        bm = sum(m2[b, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))[ok]
-        out[b] = [n, _exact_sum(bx), _exact_sum(bx * bx), _exact_sum(bm), _exact_sum(bm * bm)]
-    return out
 
 
 def _mean_std_match(sums: np.ndarray, min_pixels: int) -> Registration:
@@ -207,7 +104,7 @@ def registration_from_sums(sums: np.ndarray, min_pixels: int = MIN_PIXELS, min_s
     ``gain_sums`` (default ``sums``): the sums over the inlier pixels (:func:`inlier_band`), from
     which the gains (and the mean/standard-deviation match) are taken; the offsets and the
     shift are fitted over all pixels of ``sums``, whose sharp edges carry the shift. With
-    ``box_sums`` (:func:`box_sums_np`) over at least ``min_pixels`` pixels, the gains are the
+    ``box_sums`` (:func:`~sitewatch.kernels.register_sums.box_sums_np`) over at least ``min_pixels`` pixels, the gains are the
     ratios of the standard deviations of 3 x 3 local means instead."""
     sums = np.asarray(sums)
     gsums = sums if gain_sums is None else np.asarray(gain_sums)
@@ -336,15 +233,6 @@ def fit_once(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray, min_
         sums = all_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol)
     return registration_from_sums(sums[1] if least_squares_on == "inliers" else sums[0], min_pixels,
                                   int(np.ceil(min_fraction * use.sizes["y"] * use.sizes["x"])), gain_sums=sums[1], box_sums=sums[2])
-
-
-def _all_sums_np(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """The sums over all usable pixels, over the inliers (``(nb, 5, 5)`` each) and the inliers'
-    3 x 3 box sums (``(nb, 5)``), as Python-int object arrays (the numpy reference of
-    :func:`~sitewatch.kernels.register_sums.all_sums`, which the fit uses)."""
-    whole = registration_sums_np(padded, nb).astype(object)
-    inl = whole if centre is None else registration_sums_np(padded, nb, centre, tol).astype(object)
-    return whole, inl, box_sums_np(padded, nb, centre, tol)
 
 
 def shift_np(padded: np.ndarray, dy: float, dx: float) -> np.ndarray:
