@@ -1,0 +1,169 @@
+"""Scale-out through the monitor flow itself: Prefect's ``monitor-site`` on an existing Dask cluster of 1 and of 2 worker processes.
+
+    python -m benchmarks.scaleout_flow [--size 4096] [--dates 4] [--chunk 512] [--quick]
+
+Issue 8 asks for the monitor flow, on an existing cluster reached by address, with 1 and 2
+worker processes. This runs exactly that, with no code path of its own: one temporary Prefect
+server for the whole run (``prefect_test_harness``; its URL is in ``PREFECT_API_URL`` before any
+worker starts, so the workers report to it), then for each configuration a
+``distributed.LocalCluster`` (processes, 1 thread each, the same memory limit per worker) whose
+address goes to ``SITEWATCH_DASK_ADDRESS``, the setting an operator uses to point sitewatch at
+a running cluster. ``flows.monitor.monitor_site`` then runs on a warm-up site (imports and
+numba compilation in every worker; not timed) and on the timed site: discovery, validation,
+ingest (Prefect tasks mapped over the workers), analysis (each date in time order, its arrays
+computed on the cluster), alerts, pictures, the feed and the run's artifacts.
+
+Reported per configuration: the flow's wall time, CPU seconds in the workers and in this
+process (the flow's own process: Prefect's engine, graph building, the analysis' scalar fits
+and object polygons), peak RSS per worker (``VmHWM``) and the load average before and after; the
+speed-up time(1 worker) / time(2 workers) against the target 1.7x, and whether both runs found
+the same cloud fractions, change objects and alerts. The site is written by
+:func:`benchmarks.scaleout.write_site` (synthetic, COG + STAC in a local folder). Writes
+benchmarks/results/scaleout-flow.md and .json (``scaleout-flow-quick.*`` below 4096 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .scaleout import OUT, TARGET, Config, cpu_seconds, load_average, speedup, vm_hwm_bytes, write_site
+
+
+def _site_config(series, source: str, store: str, name: str, chunk: int):
+    from sitewatch.demo import demo_site_config
+
+    return demo_site_config(series, source, store, name=name, chunk_size=chunk)
+
+
+def digest(summary: dict[str, Any]) -> dict[str, Any]:
+    """What both configurations must agree on: per date the cloud fraction, detections and change
+    state, and the alerts raised."""
+    scenes = [(s["scene_id"], None if s["cloud_fraction"] != s["cloud_fraction"] else round(float(s["cloud_fraction"]), 6),
+               s["n_detections"], s["change_state"]) for s in summary["scenes_analysed"]]
+    return {"scenes": scenes, "alerts": len(summary["new_alert_ids"]), "rejected": len(summary["scenes_rejected"])}
+
+
+def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: str) -> dict[str, Any]:
+    """A LocalCluster of ``cfg`` reached by address; the monitor flow on ``warm`` (untimed, None: none) then on ``site``."""
+    from distributed import Client, LocalCluster
+
+    from flows.monitor import monitor_site
+
+    load_before = load_average()
+    tag = f"w{cfg.workers}t{cfg.threads}"
+    with LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
+                      dashboard_address=":0", host="127.0.0.1") as cluster, \
+            Client(cluster, set_as_default=False) as probe:  # only to read the workers' CPU and peak memory
+        probe.wait_for_workers(cfg.workers)
+        os.environ["SITEWATCH_DASK_ADDRESS"] = cluster.scheduler_address
+        try:
+            t = time.perf_counter()
+            if warm is not None:
+                state = monitor_site(_site_config(warm[0], warm[2], f"{workdir}/warm-store-{tag}", "warm", chunk), return_state=True)
+                if not state.is_completed():
+                    raise RuntimeError(f"warm-up flow run ended {state.type.value}: {state.message}")
+            warm_s = time.perf_counter() - t
+            cpu_w0, cpu_c0 = sum(probe.run(cpu_seconds).values()), cpu_seconds()
+            t = time.perf_counter()
+            state = monitor_site(_site_config(site[0], site[2], f"{workdir}/store-{tag}", "bench", chunk), return_state=True)
+            total = time.perf_counter() - t
+            cpu_w1, cpu_c1 = sum(probe.run(cpu_seconds).values()), cpu_seconds()
+            peaks = probe.run(vm_hwm_bytes)
+        finally:
+            os.environ.pop("SITEWATCH_DASK_ADDRESS", None)
+    if not state.is_completed():
+        raise RuntimeError(f"monitor flow run ended {state.type.value}: {state.message}")
+    summary = state.result()
+    return {"config": cfg.label, "workers": cfg.workers, "threads_per_worker": cfg.threads, "total_s": total, "warmup_s": warm_s,
+            "worker_cpu_s": cpu_w1 - cpu_w0, "client_cpu_s": cpu_c1 - cpu_c0, "peak_rss_per_worker_bytes": sorted(peaks.values()),
+            "load_before": load_before, "load_after": load_average(), "scenes": len(summary["scenes_analysed"]),
+            "digest": digest(summary)}
+
+
+def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict[str, Any]], warmup: bool) -> tuple[dict[str, Any], str]:
+    one = next(r for r in runs if r["workers"] == 1)
+    two = next(r for r in runs if r["workers"] == 2)
+    s = speedup(one["total_s"], two["total_s"])
+    same = one["digest"] == two["digest"]
+    cores = os.cpu_count() or 1
+    meta = {"machine": f"{platform.node()} {platform.machine()}, {cores} cores", "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    worst = max(max(r["load_before"], r["load_after"]) for r in runs)
+    md = [f"# Scale-out through the monitor flow: {size} x {size} px site, {dates} dates, 1 vs 2 Dask worker processes", "",
+          f"{meta['date']}, {meta['machine']}, Python {meta['python']}. `flows.monitor.monitor_site` (Prefect, one temporary "
+          f"server) with `SITEWATCH_DASK_ADDRESS` pointing at a `distributed.LocalCluster` (processes, 1 thread each, memory "
+          f"limit {memory_limit} per worker, chunks {chunk} px); "
+          + ("each cluster ran the flow on a small warm-up site first (not timed)." if warmup else "no warm-up."), "",
+          "| configuration | flow run | CPU in workers / in the flow's process | peak RSS per worker (VmHWM) | load avg before / after |",
+          "|---|---|---|---|---|"]
+    for r in runs:
+        rss = ", ".join(f"{b / 2**30:.2f} GiB" for b in r["peak_rss_per_worker_bytes"])
+        md.append(f"| {r['config']} | {r['total_s']:.1f} s | {r['worker_cpu_s']:.1f} s / {r['client_cpu_s']:.1f} s | {rss} | "
+                  f"{r['load_before']:.2f} / {r['load_after']:.2f} |")
+    md += ["", f"**speed-up (1 worker / 2 workers) = {s:.2f}x** (target >= {TARGET}x): {'met' if s >= TARGET else 'NOT met'}.", "",
+           f"Same results in both configurations (per date cloud fraction, detections, change state; alerts): {'yes' if same else 'NO'}.",
+           ""]
+    if worst > 0.5 * cores:
+        md.append(f"The machine was shared while this ran (1-minute load average up to {worst:.1f} on {cores} cores): the figures "
+                  "are what this run got under that load, not the machine's capacity.")
+    out = {"meta": meta, "size": size, "dates": dates, "chunk": chunk, "memory_limit": memory_limit, "warmup": warmup,
+           "speedup": s, "target": TARGET, "target_met": s >= TARGET, "identical_results": same, "runs": runs}
+    return out, "\n".join(md) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=4096, help="site width and height in px (default 4096)")
+    ap.add_argument("--dates", type=int, default=4, help="number of dates (default 4)")
+    ap.add_argument("--chunk", type=int, default=512, help="cube chunk size in px (default 512)")
+    ap.add_argument("--memory-limit", default="8GB", help="memory limit per worker (default 8GB, the same for both)")
+    ap.add_argument("--quick", action="store_true", help="--size 1024 --dates 4")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up site (smoke tests)")
+    ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
+    ap.add_argument("--out", help="report name (default scaleout-flow, or scaleout-flow-quick below 4096 px)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.size, a.dates = 1024, 4
+    if a.dates < 2:
+        raise SystemExit(f"--dates got {a.dates!r}; expected at least 2 (the second date is analysed against the first)")
+    if a.size < 192 or a.size < a.chunk // 2:
+        raise SystemExit(f"--size got {a.size!r}; expected at least 192 and half a chunk ({a.chunk // 2})")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    name = a.out or ("scaleout-flow" if a.size >= 4096 else "scaleout-flow-quick")
+    with tempfile.TemporaryDirectory(prefix="sitewatch-scaleout-flow-") as d:
+        t = time.perf_counter()
+        site = (*write_site(f"{d}/site", a.size, a.dates), f"{d}/site/scenes")
+        warm = None if a.no_warmup else (*write_site(f"{d}/warm", max(192, min(a.size, 2 * a.chunk)), 3, seed=12), f"{d}/warm/scenes")
+        print(f"wrote {a.dates} scenes of {a.size} x {a.size} px (+ warm-up site) in {time.perf_counter() - t:.1f} s", flush=True)
+        with prefect_test_harness(server_startup_timeout=120):
+            os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # inherited by the worker processes started below
+            try:
+                runs = []
+                for cfg in (Config(1), Config(2)):
+                    r = run_flow_config(cfg, d, site, warm, a.chunk, a.memory_limit)
+                    print(f"{cfg.label}: flow {r['total_s']:.1f} s, CPU workers {r['worker_cpu_s']:.1f} s / flow process "
+                          f"{r['client_cpu_s']:.1f} s, load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
+                    runs.append(r)
+            finally:
+                os.environ.pop("PREFECT_API_URL", None)
+    out, md = report(a.size, a.dates, a.chunk, a.memory_limit, runs, warmup=not a.no_warmup)
+    results = Path(a.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(out, indent=2))
+    (results / f"{name}.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Tests of the scale-out benchmark through the monitor flow (benchmarks/scaleout_flow.py): the
+digest both configurations must agree on, the report, argument checks, and one configuration
+run for real (the session's Prefect server, a 2-process LocalCluster reached by address)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from benchmarks import scaleout_flow
+from benchmarks.scaleout import Config
+
+
+def _summary(cloud=(0.0, 0.25), detections=(0, 2), alerts=("a1",)):
+    return {"scenes_analysed": [{"scene_id": f"S{i}", "cloud_fraction": c, "n_detections": n, "change_state": "computed"}
+                                for i, (c, n) in enumerate(zip(cloud, detections))],
+            "new_alert_ids": list(alerts), "scenes_rejected": []}
+
+
+def test_digest_tells_runs_apart_by_cloud_detections_and_alerts():
+    base = scaleout_flow.digest(_summary())
+    assert base == scaleout_flow.digest(_summary(cloud=(0.0, 0.2500000001)))  # rounding noise only
+    assert base != scaleout_flow.digest(_summary(cloud=(0.0, 0.3)))
+    assert base != scaleout_flow.digest(_summary(detections=(0, 3)))
+    assert base != scaleout_flow.digest(_summary(alerts=()))
+    assert scaleout_flow.digest(_summary(cloud=(float("nan"), 0.25)))["scenes"][0][1] is None
+
+
+def _run(workers, total, summary=None):
+    return {"config": Config(workers).label, "workers": workers, "threads_per_worker": 1, "total_s": total, "warmup_s": 1.0,
+            "worker_cpu_s": 10.0, "client_cpu_s": 2.0, "peak_rss_per_worker_bytes": [2**30] * workers,
+            "load_before": 0.1, "load_after": 0.2, "scenes": 2, "digest": scaleout_flow.digest(summary or _summary())}
+
+
+def test_report_states_target_and_whether_results_agree():
+    out, md = scaleout_flow.report(4096, 4, 512, "8GB", [_run(1, 90.0), _run(2, 50.0)], warmup=True)
+    assert out["speedup"] == pytest.approx(1.8) and out["target_met"] and out["identical_results"]
+    assert "= 1.80x** (target >= 1.7x): met" in md and "1.00 GiB, 1.00 GiB" in md and "10.0 s / 2.0 s" in md
+    out, md = scaleout_flow.report(4096, 4, 512, "8GB", [_run(1, 60.0), _run(2, 50.0, _summary(alerts=()))], warmup=False)
+    assert not out["target_met"] and not out["identical_results"]
+    assert "1.20x** (target >= 1.7x): NOT met" in md and "alerts): NO" in md and "no warm-up" in md
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit, match="--dates got 1"):
+        scaleout_flow.main(["--dates", "1"])
+    with pytest.raises(SystemExit, match="--size got 64"):
+        scaleout_flow.main(["--size", "64"])
+
+
+@pytest.mark.slow
+def test_one_configuration_runs_the_flow_on_a_cluster_reached_by_address(tmp_path, monkeypatch, prefect_server):
+    """The monitor flow on a real 2-process LocalCluster that it reaches through
+    SITEWATCH_DASK_ADDRESS: both workers report their peak memory, the flow analysed every date,
+    and the address is not left behind in the environment."""
+    from benchmarks.scaleout import write_site
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # the workers report to the session's server
+    monkeypatch.delenv("SITEWATCH_DASK_ADDRESS", raising=False)
+    series, refs = write_site(str(tmp_path / "site"), 192, 2)
+    r = scaleout_flow.run_flow_config(Config(2), str(tmp_path), (series, refs, str(tmp_path / "site" / "scenes")), None, 128, "2GB")
+    assert r["workers"] == 2 and len(r["peak_rss_per_worker_bytes"]) == 2 and r["scenes"] == 2
+    assert all(50 * 2**20 < b < 2 * 2**30 for b in r["peak_rss_per_worker_bytes"])
+    assert r["worker_cpu_s"] > 0 and r["total_s"] > 0
+    assert [s[0] for s in r["digest"]["scenes"]] == [ref.scene_id for ref in refs]
+    assert "SITEWATCH_DASK_ADDRESS" not in os.environ
