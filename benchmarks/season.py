@@ -109,7 +109,7 @@ def quality(seeds: list[int], size: int, dates: int, modes: dict) -> dict:
     res: dict = {}
     for name, bp in modes.items():
         px, crop_fp, old_flag, second = Counts(), 0, 0, Counts()
-        notc = 0
+        notc, per_date = 0, []
         for seed in seeds:
             series = generate_series(SyntheticSpec(width=size, height=size, n_dates=dates, seed=seed))
             crop = series.land_cover == LandCover.CROP
@@ -147,6 +147,9 @@ def quality(seeds: list[int], size: int, dates: int, modes: dict) -> dict:
                                     old |= ev.mask(series.grid.shape)
                             region = clear & ~(old & ~truth)
                             px.add(pred & region, truth, region)
+                            d = Counts().add(pred & region, truth, region)
+                            per_date.append({"seed": seed, "date": i, "tp": d.tp, "fp": d.fp, "fn": d.fn,
+                                             "events": [f"{ev.kind}@{ev.date_index}" for ev in series.events if j < ev.date_index <= i]})
                             if (sc.datetime - start).days >= 365:
                                 second.add(pred & region, truth, region)
                             crop_fp += int((pred & region & ~truth & crop).sum())
@@ -157,7 +160,7 @@ def quality(seeds: list[int], size: int, dates: int, modes: dict) -> dict:
             print(f"{name} seed {seed}: F1 so far {px.prf()['f1']:.3f}", flush=True)
         res[name] = {"pixel": px.to_dict(), "second_year": second.to_dict(), "crop_false_alarm_px": crop_fp,
                      "old_event_px_flagged": old_flag, "not_comparable_dates": notc,
-                     "window": bp.window, "season_days": bp.season_days}
+                     "window": bp.window, "season_days": bp.season_days, "per_date": per_date}
     return res
 
 
