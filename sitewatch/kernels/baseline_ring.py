@@ -68,21 +68,21 @@ def _state_baseline_loop(ring, use, median, mad, count):  # pragma: no cover - c
     """Median/MAD per band of the slots where ``use`` (P, K) (see :func:`slot_use_np`)."""
     n_pix, k, n_b = ring.shape
     buf = np.empty(k, dtype=np.float32)
+    slots = np.empty(k, dtype=np.int64)
     for p in range(n_pix):
         c = 0
         for i in range(k):
-            c += use[p, i]
+            if use[p, i]:
+                slots[c] = i
+                c += 1
         count[p] = c
         for b in range(n_b):
             if c == 0:
                 median[p, b] = np.nan
                 mad[p, b] = np.nan
                 continue
-            j = 0
-            for i in range(k):
-                if use[p, i]:
-                    buf[j] = np.float32(ring[p, i, b])
-                    j += 1
+            for j in range(c):
+                buf[j] = np.float32(ring[p, slots[j], b])
             median[p, b], mad[p, b] = _median_mad(buf, c)
 
 
