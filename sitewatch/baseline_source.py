@@ -11,6 +11,13 @@ is folded (:func:`~sitewatch.kernels.register.fold_registered`), in the analysis
 rebuild alike, so a state rebuilt from the cube equals the one folded scene after scene (while
 the history fits in the rebuild's scenes). A date's fit uses its clear pixels
 (:func:`fold_clear`) with ``min(min_obs, earlier scenes seen)`` observations (:func:`n_seen`). Prefect-free, like :mod:`sitewatch.analysis` which uses it.
+
+Seasonal baseline (``BaselineParams.season_days``): the state is the same ring of the last W
+clear observations with their dates; each date's baseline (for its change and for its
+registration before the fold) is the median/MAD of the observations in season around it
+(``state_baseline(state, date, season_days)``). A rebuild reads the same ``REBUILD_SCENES_PER_WINDOW * W`` scenes as in
+the last-N mode: the ring to rebuild is the same last W clear observations, whichever of them are
+in season, so W itself must reach back a year plus ``season_days`` (about 60 at a 5-day revisit).
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ class SlotBaseline:
     writable: bool  # the stored state may be replaced after this slot
     alignment: str = "none"  # "registered ..." (dates co-registered before folding) or "none"
     max_gain_ratio: float = MAX_GAIN_RATIO  # a date beyond it is not comparable: folded as not clear
+    season_days: int | None = None  # BaselineParams.season_days: a seasonal baseline around each date
 
 
 def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
@@ -91,7 +99,7 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
     writable = use_state
     try:
         info = state_io.read_info(url, storage_options)
-        reason = (state_io.mismatch(info, keys, window, bands, shape, alignment) if use_state
+        reason = (state_io.mismatch(info, keys, window, bands, shape, alignment, params.season_days) if use_state
                   else "stored state not used (asked)")
     except state_io.StateError as exc:
         info, reason, writable = None, f"{exc}; not replaced", False
@@ -101,7 +109,7 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
     if reason is None:
         state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
         return SlotBaseline(state, list(info.folded), earlier[info.n_before:], info.n_before, "state", "", writable,  # type: ignore[union-attr]
-                            alignment, max_gain_ratio)
+                            alignment, max_gain_ratio, params.season_days)
     hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]
     if hist:
         h = cube.isel(time=hist)
@@ -117,7 +125,7 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
         source, note = "none", ""
     n_before = len(earlier) - len(hist)
     return SlotBaseline(state, keys[n_before:], earlier[n_before:], n_before, source, note, writable, alignment,
-                        max_gain_ratio)
+                        max_gain_ratio, params.season_days)
 
 
 def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, clear: xr.DataArray,
@@ -134,7 +142,8 @@ def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, 
         if in_memory:
             x, c = x.load(), c.load()
         k = max(1, min(min_obs, n_seen(cube, hist[:t])))
-        state, _ = fold_registered(state, x, c, k, max_gain_ratio=max_gain_ratio)
+        state, _ = fold_registered(state, x, c, k, max_gain_ratio=max_gain_ratio, day=cube.time.values[hist[t]],
+                                   season_days=params.season_days)
         state = state.compute() if in_memory else state.persist()
     return state
 
@@ -154,10 +163,11 @@ def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, v
         return False
     chunks = cube["valid"].encoding.get("chunks") or cube["valid"].data.chunksize
     this = state_io.slot_key(times[index], cube.scene_id.values[index])
+    day = times[index]
     if registration is None:
-        new = fold(base.state, values, clear)
+        new = fold(base.state, values, clear, day)
     else:  # the fold a rebuild makes: moved onto the baseline, or nothing added if not comparable
-        new, _ = fold_registered(base.state, values, clear, 1, registration, base.max_gain_ratio)
+        new, _ = fold_registered(base.state, values, clear, 1, registration, base.max_gain_ratio, day, base.season_days)
     state_io.write_state(state_io.state_url(cube_url), new, base.folded + [this],
-                         base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options, base.alignment)
+                         base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options, base.alignment, base.season_days)
     return True

@@ -169,7 +169,11 @@ class SiteConfig(BaseModel):
                                    "default: the sensor profile's default bands")
     min_alert_area_m2: float = Field(1000.0, ge=0, description="Smallest change object that raises an alert")
     chunk_size: int = Field(1024, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube and the Dask arrays (default 1024: about 1M pixels per chunk)")
-    baseline_window: int = Field(8, ge=1, le=100, description="Clear observations per pixel in the clear-sky baseline (the last W in earlier scenes)")
+    baseline_window: int = Field(8, ge=1, le=100, description="Clear observations per pixel in the clear-sky baseline (the last W in earlier scenes; "
+                                 "default 8, or 60 with baseline_season_days)")
+    baseline_season_days: Optional[int] = Field(
+        None, ge=1, le=182, description="Seasonal baseline: only the observations within this many days of the scene's "
+        "day of year (any year, across the year end); none: the last W. W must then reach back a year (about 60 at a 5-day revisit)")
     change_threshold: float = Field(7.0, gt=0, description="Change score above which a pixel starts a change region; its "
                                     "neighbours join it above min(5.0, this) (hysteresis)")
     discovery: Literal["auto", "stac-static", "stac-api", "layout"] = Field(
@@ -206,6 +210,16 @@ class SiteConfig(BaseModel):
             prof = PROFILES.get(data.get("sensor", "generic"))
             if prof is not None:
                 data = {**data, "bands": prof.default_bands}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seasonal_window(cls, data: Any) -> Any:
+        # a seasonal baseline needs last year's season in the ring: a longer default window
+        if isinstance(data, dict) and data.get("baseline_season_days") is not None and "baseline_window" not in data:
+            from .kernels.baseline import SEASONAL_WINDOW
+
+            data = {**data, "baseline_window": SEASONAL_WINDOW}
         return data
 
     @field_validator("sensor")

@@ -17,7 +17,7 @@ from ._dask import dask_client
 def analysis_params(cfg: SiteConfig) -> AnalysisParams:
     profile = cfg.profile()
     return AnalysisParams(
-        baseline=BaselineParams(window=cfg.baseline_window),
+        baseline=BaselineParams(window=cfg.baseline_window, season_days=cfg.baseline_season_days),
         change=ChangeParams(threshold=cfg.change_threshold,
                             grow_threshold=min(ChangeParams().grow_threshold or cfg.change_threshold, cfg.change_threshold)),
         min_object_area_m2=cfg.min_alert_area_m2,

@@ -27,7 +27,8 @@ def _sync_dask():
 
 def _state(seed=0, t=6, window=4) -> xr.Dataset:
     rng = np.random.default_rng(seed)
-    coords = {"time": np.arange(t), "band": BANDS, "y": np.arange(H) * -10.0, "x": np.arange(W) * 10.0}
+    times = np.datetime64("2025-12-20T09:00") + np.arange(t) * np.timedelta64(5, "D")
+    coords = {"time": times, "band": BANDS, "y": np.arange(H) * -10.0, "x": np.arange(W) * 10.0}
     stack = xr.DataArray(rng.integers(1, 5000, (t, len(BANDS), H, W), dtype=np.uint16), dims=("time", "band", "y", "x"), coords=coords)
     clear = xr.DataArray(rng.random((t, H, W)) < 0.6, dims=("time", "y", "x"), coords={k: coords[k] for k in ("time", "y", "x")})
     return build_state(stack.chunk({"y": 20, "x": 45}), clear, BaselineParams(window=window)).compute()
@@ -51,17 +52,22 @@ def _roundtrip(url, storage_options=None):
     assert info.folded == tuple(KEYS[:6]) and info.n_before == 0
     back = st.open_state(url, info, state.y, state.x, storage_options)
     assert back["ring"].chunks == ((4,), (3,), (32, 18), (32, 32, 6))  # Zarr chunks: the cube's y/x chunks
+    assert back["day"].chunks == ((4,), (32, 18), (32, 32, 6)) and info.season_days is None
     xr.testing.assert_identical(back.compute(), state)
+    assert set(np.unique(back["day"].values)) > {0}  # the slots' dates round-trip
     xr.testing.assert_identical(state_baseline(back).compute(), state_baseline(state))
     g = zarr.open_group(url, mode="r", **({"storage_options": storage_options} if storage_options else {}))
     assert g["ring"].chunks == (4, 3, 32, 32) and tuple(g["ring"].metadata.dimension_names) == ("k", "band", "y", "x")
     # an update in place keeps the arrays and records the new fold
     newer = _state(seed=1)
     assert info.alignment == "none"
-    st.write_state(url, newer, KEYS[1:7], 1, CHUNKS, storage_options, alignment="registered")
+    st.write_state(url, newer, KEYS[1:7], 1, CHUNKS, storage_options, alignment="registered", season_days=np.int64(30))
     info = st.read_info(url, storage_options)
     assert info.folded == tuple(KEYS[1:7]) and info.n_before == 1 and info.status == "ready"
-    assert info.alignment == "registered"
+    assert info.alignment == "registered" and info.season_days == 30
+    target = np.datetime64("2026-01-01")
+    xr.testing.assert_identical(state_baseline(st.open_state(url, info, state.y, state.x, storage_options), target, 30).compute(),
+                                state_baseline(newer, target, 30))
     xr.testing.assert_identical(st.open_state(url, info, state.y, state.x, storage_options).compute(), newer)
     # another window replaces the group
     st.write_state(url, _state(window=2), KEYS[:2], 0, CHUNKS, storage_options)
@@ -104,6 +110,12 @@ def test_mismatch_names_the_reason():
         bad = st.StateInfo(status, 4, tuple(BANDS), (H, W), CHUNKS, tuple(KEYS[2:5]), 2, note="x")
         assert status in st.mismatch(bad, KEYS[:5], 4, BANDS, (H, W))
     assert "cut short" in st.mismatch(st.StateInfo("updating", 4, tuple(BANDS), (H, W), CHUNKS, (), 0), [], 4, BANDS, (H, W))
+    # a state registered to last-N baselines cannot serve a seasonal analysis, nor one of another season width
+    seasonal = st.StateInfo("ready", 4, tuple(BANDS), (H, W), CHUNKS, tuple(KEYS[2:5]), 2, season_days=30)
+    assert st.mismatch(seasonal, KEYS[:5], 4, BANDS, (H, W), season_days=30) is None
+    assert "season_days changed (None -> 30)" in st.mismatch(info, KEYS[:5], 4, BANDS, (H, W), season_days=30)
+    assert "season_days changed (30 -> 20)" in st.mismatch(seasonal, KEYS[:5], 4, BANDS, (H, W), season_days=20)
+    assert "season_days changed (30 -> None)" in st.mismatch(seasonal, KEYS[:5], 4, BANDS, (H, W))
 
 
 def test_update_cut_short_leaves_the_marker(tmp_path):
@@ -161,10 +173,37 @@ def test_other_version_is_stale(tmp_path):
     assert st.read_info(url).status == "ready"
 
 
+def _as_version_1(url):
+    """Turn a stored state into what version 1 wrote: no 'day' array, no season_days."""
+    g = zarr.open_group(url, mode="r+")
+    del g["day"]
+    attrs = dict(g.attrs)
+    attrs.pop("season_days")
+    attrs["sitewatch_baseline_state_version"] = 1
+    g.attrs.clear()
+    g.attrs.update(attrs)
+
+
+def test_version_1_state_without_day_is_stale_and_replaced(tmp_path):
+    url = str(tmp_path / "cube.baseline.zarr")
+    st.write_state(url, _state(), KEYS[:6], 0, CHUNKS)
+    _as_version_1(url)
+    assert "day" not in zarr.open_group(url, mode="r").array_keys()
+    info = st.read_info(url)
+    assert info.status == "stale" and "state version 1, expected 2" in info.note
+    assert "state version 1" in st.mismatch(info, KEYS[:6], 4, BANDS, (H, W))  # rebuilt, never read
+    st.write_state(url, _state(), KEYS[:6], 0, CHUNKS, season_days=45)
+    info = st.read_info(url)
+    assert (info.status, info.season_days) == ("ready", 45) and "day" in zarr.open_group(url, mode="r").array_keys()
+    xr.testing.assert_identical(st.open_state(url, info, _state().y, _state().x).compute(), _state())
+
+
 def test_bad_records_are_refused(tmp_path):
     url = str(tmp_path / "cube.baseline.zarr")
     with pytest.raises(ValueError, match="each slot folded once"):
         st.write_state(url, _state(), [KEYS[0], KEYS[0]], 0, CHUNKS)
     with pytest.raises(ValueError, match="dtypes"):
         st.write_state(url, _state().astype(np.int32), KEYS[:1], 0, CHUNKS)
+    with pytest.raises(ValueError, match="lacks 'day'"):
+        st.write_state(url, _state().drop_vars("day"), KEYS[:1], 0, CHUNKS)
     assert st.read_info(url) is None

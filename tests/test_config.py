@@ -121,6 +121,19 @@ def test_model_validate_directly():
         cfg.name = "y"  # frozen
 
 
+def test_seasonal_baseline_gets_a_longer_default_window():
+    from sitewatch.kernels.baseline import SEASONAL_WINDOW, BaselineParams
+
+    plain = SiteConfig(name="x", bbox=(1, 2, 3, 4), source="s", store="t")
+    assert (plain.baseline_window, plain.baseline_season_days) == (8, None)
+    seasonal = SiteConfig(name="x", bbox=(1, 2, 3, 4), source="s", store="t", baseline_season_days=30)
+    assert (seasonal.baseline_window, seasonal.baseline_season_days) == (SEASONAL_WINDOW, 30) == (60, 30)
+    own = SiteConfig(name="x", bbox=(1, 2, 3, 4), source="s", store="t", baseline_season_days=30, baseline_window=80)
+    assert own.baseline_window == 80
+    # the kernel parameters accept what the config accepts
+    BaselineParams(window=own.baseline_window, season_days=own.baseline_season_days)
+
+
 # ---------------------------------------------------------------- errors name the site and field
 
 SITE_OK = """
@@ -215,6 +228,7 @@ def test_bad_default_is_reported_for_the_site(tmp_path):
 
 @pytest.mark.parametrize("field, value", [("resolution", "0"), ("resolution", "-10"), ("chunk_size", "32"),
                                           ("chunk_size", "10000"), ("baseline_window", "0"), ("change_threshold", "0"),
+                                          ("baseline_season_days", "0"), ("baseline_season_days", "183"),
                                           ("min_alert_area_m2", "-1"), ("name", "Bad Name")])
 def test_out_of_range_fields(tmp_path, field, value):
     name = "zeta" if field != "name" else value

@@ -394,3 +394,39 @@ def test_edge_px_drops_scores_next_to_pixels_that_are_not_clear():
     assert np.array_equal(np.isfinite(s1), np.isfinite(s0) & ~ring)
     with pytest.raises(ValueError, match="edge_px"):
         ChangeParams(edge_px=-1)
+
+
+def test_seasonal_registered_state_numpy_equals_dask_and_fits_against_the_date_s_season():
+    """With ``season_days`` each date is registered to the seasonal baseline of its own date (the
+    one its change is scored against): numpy == dask (uneven chunks), the dates recorded, and a
+    date's fold equals the fit against ``state_baseline(state, date, season_days)`` then the fold."""
+    stack, clear, _ = _history(n=6, seed=9)
+    times = np.array(["2024-06-20", "2024-12-30", "2025-01-04", "2025-06-10", "2025-06-25", "2025-12-28"], "datetime64[ns]")
+    stack, clear = stack.assign_coords(time=times), clear.assign_coords(time=times)
+    ones = [1] * 6  # a pixel with one in-season observation takes part in the fit
+    e, fe = build_registered_state(stack, clear, window=6, min_counts=ones, season_days=20)
+    d, fd = build_registered_state(stack.chunk({"y": (17, 1, 42), "x": (30, 40)}), clear.chunk({"y": 25}), window=6,
+                                   min_counts=ones, season_days=20)
+    assert fe == fd
+    for v in ("ring", "n_obs", "day"):
+        assert np.array_equal(e[v].values, d[v].compute().values), v
+    # 2024-12-30 has no earlier date in season (identity), 2025-01-04 has it; 2025-06-10 has 2024-06-20
+    assert fe[1] == Registration.identity(len(BANDS)) and fe[2] != fe[1] and fe[3] != Registration.identity(len(BANDS))
+    last_n, _ = build_registered_state(stack, clear, window=6, min_counts=ones)
+    assert not np.array_equal(last_n["ring"].values, e["ring"].values)  # other baselines, other registrations
+    state, _ = build_registered_state(stack.isel(time=slice(0, 5)), clear.isel(time=slice(0, 5)), window=6,
+                                      min_counts=ones[:5], season_days=20)
+    x, c = stack.isel(time=5, drop=True), clear.isel(time=5, drop=True)
+    new, reg = fold_registered(state, x, c, 1, day=times[5], season_days=20)
+    base = state_baseline(state, times[5], 20)
+    assert reg == fit_registration(x, base["median"], c & (base["count"] >= 1))
+    moved, moved_clear = aligned_observation(x, c, reg)
+    by_hand = fold(state, moved, moved_clear, times[5])
+    for v in ("ring", "n_obs", "day"):
+        assert np.array_equal(new[v].values, by_hand[v].values), v
+    with pytest.raises(ValueError, match="got no day"):
+        fold_registered(state, x, c, 1, season_days=20)
+    with pytest.raises(ValueError, match="without dates"):
+        build_registered_state(stack.drop_vars("time"), clear, window=6, season_days=20)
+    with pytest.raises(ValueError, match="days got 2 date"):
+        build_registered_state(stack, clear, window=6, days=times[:2])

@@ -8,7 +8,11 @@
   cube's ``(cy, cx)`` chunks in y/x, so a fold rewrites every spatial chunk once (Blosc LZ4 with
   bit shuffling: :data:`COMPRESSORS`);
 * ``n_obs`` ``(y, x)`` uint32, chunked ``(cy, cx)``;
-* group attributes: ``title``, ``sitewatch_baseline_state_version``, ``window``, ``bands``,
+* ``day`` ``(k, y, x)`` uint16, each slot's acquisition date in days since 1970-01-01
+  (:mod:`sitewatch.kernels.season`), chunked ``(k, cy, cx)`` (since version 2: a version-1 state
+  has none, is read as stale and rebuilt);
+* group attributes: ``title``, ``sitewatch_baseline_state_version``, ``window``,
+  ``season_days`` (``null``: the last ``window`` observations; d: a seasonal baseline), ``bands``,
   ``shape``, ``folded`` (the slots folded in, oldest first, as ``[time, scene_id]`` pairs with
   the time in ISO 8601 UTC milliseconds), ``n_before`` (analysed slots older than the first
   folded one that the last rebuild left out: a rebuild reads a bounded history), ``alignment``
@@ -40,10 +44,12 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..kernels.baseline_ring import N_OBS_DTYPE, RING_DTYPE
+from ..kernels.season import DAY_DTYPE
 from . import store
 
 STATE_TITLE = "sitewatch baseline state"
-STATE_VERSION = 1
+#: 2: the ``day`` array and the ``season_days`` attribute (version 1 had neither).
+STATE_VERSION = 2
 STATUSES = ("ready", "updating", "stale")
 #: The state is rewritten whole at every fold: LZ4 with bit shuffling compresses band counts about
 #: as well as Zarr's default Zstandard (a little better) at several times its speed.
@@ -69,6 +75,7 @@ class StateInfo:
     n_before: int
     note: str = ""
     alignment: str = "none"  # "registered": each date folded after co-registration to the state
+    season_days: int | None = None  # the seasonal window the dates were registered with (None: last N)
 
 
 def state_url(cube_url: str) -> str:
@@ -113,16 +120,17 @@ def read_info(url: str, storage_options: dict[str, Any] | None = None) -> StateI
             folded=tuple((str(t), str(s)) for t, s in attrs.get("folded", [])),
             n_before=int(attrs.get("n_before", 0)), note=str(attrs.get("note", "")),
             alignment=str(attrs.get("alignment", "none")),
+            season_days=None if attrs.get("season_days") is None else int(attrs["season_days"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         return StateInfo("stale", 0, (), (0, 0), (0, 0), (), 0, note=f"attributes incomplete ({exc!r})")
 
 
 def mismatch(info: StateInfo | None, earlier: Sequence[Key], window: int, bands: Sequence[str],
-             shape: tuple[int, int], alignment: str = "none") -> str | None:
+             shape: tuple[int, int], alignment: str = "none", season_days: int | None = None) -> str | None:
     """Why the state cannot serve as the baseline of a slot whose earlier analysed slots are
-    ``earlier`` (oldest first), or ``None`` when it can: status ready, same window, bands and
-    grid, the same ``alignment`` of the folded dates, and it folded exactly those slots (all of
+    ``earlier`` (oldest first), or ``None`` when it can: status ready, same window, seasonal
+    window, bands and grid, the same ``alignment`` of the folded dates, and it folded exactly those slots (all of
     them, or the most recent ones after
     ``n_before`` older ones that its last rebuild left out)."""
     if info is None:
@@ -132,6 +140,8 @@ def mismatch(info: StateInfo | None, earlier: Sequence[Key], window: int, bands:
             (": an update was cut short" if info.status == "updating" else "")
     if info.window != window:
         return f"baseline window changed ({info.window} -> {window})"
+    if info.season_days != season_days:
+        return f"baseline season_days changed ({info.season_days} -> {season_days})"
     if tuple(info.bands) != tuple(bands):
         return f"bands changed ({list(info.bands)!r} -> {list(bands)!r})"
     if tuple(info.shape) != tuple(shape):
@@ -154,14 +164,15 @@ def mismatch(info: StateInfo | None, earlier: Sequence[Key], window: int, bands:
 
 def open_state(url: str, info: StateInfo, y: xr.DataArray, x: xr.DataArray,
                storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    """The stored ``ring`` and ``n_obs`` as a lazy Dataset (dask chunks = Zarr chunks) with the
+    """The stored ``ring``, ``n_obs`` and ``day`` as a lazy Dataset (dask chunks = Zarr chunks) with the
     cube's ``y``/``x`` coordinates and the state's ``band`` names. Dask keys are unique per
     call, so a read after a write never aliases an earlier read."""
     g = _open_group(url, storage_options, "r")
     token = uuid.uuid4().hex
     ring = da.from_array(g["ring"], chunks=g["ring"].chunks, name=f"state-ring-{token}", asarray=True)
     n_obs = da.from_array(g["n_obs"], chunks=g["n_obs"].chunks, name=f"state-n_obs-{token}", asarray=True)
-    return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs)},
+    day = da.from_array(g["day"], chunks=g["day"].chunks, name=f"state-day-{token}", asarray=True)
+    return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs), "day": (("k", "y", "x"), day)},
                       coords={"band": list(info.bands), "y": y, "x": x})
 
 
@@ -178,6 +189,8 @@ def _create(url: str, window: int, bands: Sequence[str], shape: tuple[int, int],
                    fill_value=0, dimension_names=("k", "band", "y", "x"), compressors=COMPRESSORS)
     g.create_array("n_obs", shape=shape, chunks=(cy, cx), dtype=N_OBS_DTYPE, fill_value=0, dimension_names=("y", "x"),
                    compressors=COMPRESSORS)
+    g.create_array("day", shape=(window, *shape), chunks=(window, cy, cx), dtype=DAY_DTYPE, fill_value=0,
+                   dimension_names=("k", "y", "x"), compressors=COMPRESSORS)
     return g
 
 
@@ -186,17 +199,23 @@ def _aligned(dask_chunks: tuple[int, ...], zarr_chunk: int) -> bool:
 
 
 def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: int, chunks: tuple[int, int],
-                storage_options: dict[str, Any] | None = None, alignment: str = "none") -> None:
-    """Store ``state`` (``ring`` ``(k, band, y, x)``, ``n_obs`` ``(y, x)``, lazy or not) as having
-    folded ``folded`` (oldest first) after ``n_before`` left-out older slots, by the update
-    protocol of the module docstring. ``chunks``: the cube's ``(cy, cx)``."""
+                storage_options: dict[str, Any] | None = None, alignment: str = "none",
+                season_days: int | None = None) -> None:
+    """Store ``state`` (``ring`` ``(k, band, y, x)``, ``n_obs`` ``(y, x)``, ``day`` ``(k, y, x)``,
+    lazy or not) as having folded ``folded`` (oldest first) after ``n_before`` left-out older
+    slots, by the update protocol of the module docstring. ``chunks``: the cube's ``(cy, cx)``;
+    ``alignment`` and ``season_days``: how its dates were registered (see :func:`mismatch`)."""
+    if "day" not in state.data_vars:
+        raise ValueError("baseline state to store lacks 'day'; expected ring, n_obs and day (k, y, x)")
     ring, n_obs = state["ring"].transpose("k", "band", "y", "x"), state["n_obs"].transpose("y", "x")
+    day = state["day"].transpose("k", "y", "x")
     window, bands, shape = ring.sizes["k"], [str(b) for b in ring["band"].values], (ring.sizes["y"], ring.sizes["x"])
-    if ring.dtype != RING_DTYPE or n_obs.dtype != N_OBS_DTYPE:
-        raise ValueError(f"baseline state dtypes got ring {ring.dtype}, n_obs {n_obs.dtype}; expected "
-                         f"{np.dtype(RING_DTYPE)}, {np.dtype(N_OBS_DTYPE)}")
-    if (n_obs.sizes["y"], n_obs.sizes["x"]) != shape:
-        raise ValueError(f"baseline state n_obs got shape {n_obs.shape!r}; expected the ring's {shape!r}")
+    if ring.dtype != RING_DTYPE or n_obs.dtype != N_OBS_DTYPE or day.dtype != DAY_DTYPE:
+        raise ValueError(f"baseline state dtypes got ring {ring.dtype}, n_obs {n_obs.dtype}, day {day.dtype}; expected "
+                         f"{np.dtype(RING_DTYPE)}, {np.dtype(N_OBS_DTYPE)}, {np.dtype(DAY_DTYPE)}")
+    if (n_obs.sizes["y"], n_obs.sizes["x"]) != shape or day.shape != (window, *shape):
+        raise ValueError(f"baseline state n_obs, day got shapes {n_obs.shape!r}, {day.shape!r}; expected the ring's "
+                         f"{shape!r}, {(window, *shape)!r}")
     if n_before < 0 or len(set(map(tuple, folded))) != len(folded):
         raise ValueError(f"baseline state record got n_before {n_before!r} and {len(folded)} folded slot(s) with "
                          "repeats; expected n_before >= 0 and each slot folded once")
@@ -208,7 +227,8 @@ def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: in
     else:
         g = _create(url, window, bands, shape, (cy, cx), storage_options)
     sources, targets = [], []
-    for var, name, zchunks in ((ring, "ring", (window, len(bands), cy, cx)), (n_obs, "n_obs", (cy, cx))):
+    for var, name, zchunks in ((ring, "ring", (window, len(bands), cy, cx)), (n_obs, "n_obs", (cy, cx)),
+                               (day, "day", (window, cy, cx))):
         data = var.data
         if not isinstance(data, da.Array):
             data = da.from_array(np.asarray(data), chunks=zchunks, name=False)  # no hashing of the values
@@ -221,7 +241,7 @@ def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: in
             targets.append(g[name])
     da.store(sources, targets, lock=False)  # 2. chunk-aligned writes
     g.attrs.update({"status": "ready", "folded": [list(k) for k in folded], "n_before": int(n_before), "note": "",
-                    "alignment": alignment})  # 3.
+                    "alignment": alignment, "season_days": None if season_days is None else int(season_days)})  # 3.
 
 
 def invalidate(url: str, note: str, storage_options: dict[str, Any] | None = None) -> bool:

@@ -23,13 +23,29 @@ class BaselineParams:
     analysed before the one at hand) form the baseline. :func:`robust_baseline` itself takes
     whatever stack it is given; the analysis keeps the last ``window`` per pixel in the site's
     baseline state (:mod:`sitewatch.kernels.baseline_ring`, :mod:`sitewatch.io.baseline_state`).
-    Before November 2026 it was the clear observations among the last ``window`` scenes."""
+    Before November 2026 it was the clear observations among the last ``window`` scenes.
+
+    ``season_days``: ``None`` (default) uses all of them; ``d`` (1 .. 182) only those whose date is
+    within ``d`` days of the target date's month and day, in any year, circularly over the year
+    end (:mod:`sitewatch.kernels.season`): a seasonal baseline. The ring still holds the last
+    ``window`` clear observations, so ``window`` must reach back a year plus ``d`` days to hold last
+    year's season (e.g. :data:`SEASONAL_WINDOW` for a 5-day revisit with about half the views clear);
+    the baseline's count is then the in-season observations."""
 
     window: int = 8
+    season_days: int | None = None
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"baseline window got {self.window!r}; expected >= 1 observation")
+        if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 1:
+            raise ValueError(f"baseline window got {self.window!r}; expected an int >= 1 observation")
+        from .season import check_season_days
+
+        check_season_days(self.season_days)
+
+
+#: The window a site gets by default with a seasonal baseline (``season_days`` set): about a
+#: year and a month of clear views at a 5-day revisit with about 60 % of them clear.
+SEASONAL_WINDOW = 60
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

@@ -8,7 +8,13 @@ state keeps those observations per pixel:
   (band counts, which are at least 1 where valid; 0 = empty slot);
 * ``n_obs`` ``(y, x)`` uint32: how many clear observations were ever folded in; the ring holds
   ``min(n_obs, k)`` of them in slots ``0 .. min(n_obs, k) - 1`` and the next one goes to slot
-  ``n_obs % k`` (overwriting the oldest once the ring is full).
+  ``n_obs % k`` (overwriting the oldest once the ring is full);
+* ``day`` ``(k, y, x)`` uint16: when each slot's observation was taken, in whole days since
+  1970-01-01 (:mod:`.season`; 0 in empty slots, and where a fold was given no date, which only
+  the last-N baseline allows). It costs 1/band of the ring (one more uint16 per slot).
+
+A seasonal baseline (``BaselineParams.season_days``) takes the median/MAD over the slots whose
+day is in season around the target date (:func:`slot_use_np`); the default, all filled slots.
 
 :func:`fold` adds one scene's clear values (a new state; inputs are never modified),
 :func:`build_state` folds a time-ordered stack from an empty state, and :func:`state_baseline`
@@ -27,15 +33,17 @@ import xarray as xr
 
 from ._util import is_dask
 from .baseline import BaselineParams, _median_mad
+from .season import DAY_DTYPE, check_season_days, epoch_day, epoch_days, in_season_np
 
 RING_DTYPE = np.uint16
 N_OBS_DTYPE = np.uint32
 
 
 @numba.njit(nogil=True, cache=True)
-def _fold_loop(ring, n_obs, values, clear):  # pragma: no cover - compiled
+def _fold_loop(ring, n_obs, day, values, clear, obs_days):  # pragma: no cover - compiled
     """Fold ``values`` (P, T, B) where ``clear`` (P, T) into ``ring`` (P, K, B) / ``n_obs`` (P,)
-    in place (callers pass copies). Returns how many clear values were 0 (nodata)."""
+    / ``day`` (P, K), ``obs_days`` (T,) the dates, in place (callers pass copies). Returns how
+    many clear values were 0 (nodata)."""
     n_pix, k, n_b = ring.shape
     n_t = values.shape[1]
     zeros = 0
@@ -49,29 +57,36 @@ def _fold_loop(ring, n_obs, values, clear):  # pragma: no cover - compiled
                     if v == 0:
                         zeros += 1
                     ring[p, h, b] = v
+                day[p, h] = obs_days[t]
                 n += 1
         n_obs[p] = n
     return zeros
 
 
 @numba.njit(nogil=True, cache=True)
-def _state_baseline_loop(ring, n_obs, median, mad, count):  # pragma: no cover - compiled
+def _state_baseline_loop(ring, use, median, mad, count):  # pragma: no cover - compiled
+    """Median/MAD per band of the slots where ``use`` (P, K) (see :func:`slot_use_np`)."""
     n_pix, k, n_b = ring.shape
     buf = np.empty(k, dtype=np.float32)
+    slots = np.empty(k, dtype=np.int64)
     for p in range(n_pix):
-        c = n_obs[p] if n_obs[p] < k else k
+        c = 0
+        for i in range(k):
+            if use[p, i]:
+                slots[c] = i
+                c += 1
         count[p] = c
         for b in range(n_b):
             if c == 0:
                 median[p, b] = np.nan
                 mad[p, b] = np.nan
                 continue
-            for i in range(c):
-                buf[i] = np.float32(ring[p, i, b])
+            for j in range(c):
+                buf[j] = np.float32(ring[p, slots[j], b])
             median[p, b], mad[p, b] = _median_mad(buf, c)
 
 
-def _check_state(ring: np.ndarray, n_obs: np.ndarray) -> tuple[int, int]:
+def _check_state(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray | None = None) -> tuple[int, int]:
     if ring.ndim < 2:
         raise ValueError(f"baseline ring got shape {ring.shape!r}; expected (..., k, band)")
     if ring.dtype != RING_DTYPE:
@@ -83,17 +98,40 @@ def _check_state(ring: np.ndarray, n_obs: np.ndarray) -> tuple[int, int]:
     k, n_b = ring.shape[-2:]
     if k < 1:
         raise ValueError(f"baseline ring got k = {k!r}; expected >= 1 slot")
+    if day is not None:
+        if day.shape != ring.shape[:-1]:
+            raise ValueError(f"baseline day got shape {day.shape!r}; expected {ring.shape[:-1]!r} (the ring without band)")
+        if day.dtype != DAY_DTYPE:
+            raise ValueError(f"baseline day got dtype {day.dtype}; expected {np.dtype(DAY_DTYPE)} days since 1970-01-01")
     return k, n_b
 
 
-def fold_stack_np(ring: np.ndarray, n_obs: np.ndarray, values: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fold a time-ordered stack into the state: new ``(ring, n_obs)``; inputs are not modified.
+def slot_use_np(day: np.ndarray, n_obs: np.ndarray, target_day: int | None = None,
+                season_days: int | None = None) -> np.ndarray:
+    """Which ring slots (bool ``(..., k)``) a baseline uses: the filled ones (``min(n_obs, k)``),
+    and with ``season_days`` only those whose ``day`` is in season around ``target_day``
+    (:func:`~sitewatch.kernels.season.in_season_np`; ``target_day`` then required)."""
+    day, n_obs = np.asarray(day), np.asarray(n_obs)
+    k = day.shape[-1]
+    use = np.arange(k, dtype=np.int64) < np.minimum(n_obs, k)[..., None].astype(np.int64)
+    if check_season_days(season_days) is None:
+        return use
+    if target_day is None:
+        raise ValueError(f"seasonal baseline (season_days {season_days!r}) got no target date; expected the date the baseline is for")
+    return use & in_season_np(day, target_day, season_days)
 
-    ``ring`` ``(..., k, band)`` uint16, ``n_obs`` ``(...)`` uint32, ``values`` ``(..., time, band)``
-    uint16 band counts, ``clear`` ``(..., time)`` bool. Clear values must be >= 1 (0 is nodata).
+
+def fold_stack_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray, values: np.ndarray, clear: np.ndarray,
+                  obs_days: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold a time-ordered stack into the state: new ``(ring, n_obs, day)``; inputs are not modified.
+
+    ``ring`` ``(..., k, band)`` uint16, ``n_obs`` ``(...)`` uint32, ``day`` ``(..., k)`` uint16,
+    ``values`` ``(..., time, band)`` uint16 band counts, ``clear`` ``(..., time)`` bool,
+    ``obs_days`` ``(time,)`` the dates (days since 1970-01-01; ``None``: 0, unknown). Clear values
+    must be >= 1 (0 is nodata).
     """
-    ring, n_obs, values, clear = (np.asarray(a) for a in (ring, n_obs, values, clear))
-    k, n_b = _check_state(ring, n_obs)
+    ring, n_obs, day, values, clear = (np.asarray(a) for a in (ring, n_obs, day, values, clear))
+    k, n_b = _check_state(ring, n_obs, day)
     if values.dtype != RING_DTYPE:
         raise ValueError(f"baseline fold values got dtype {values.dtype}; expected {np.dtype(RING_DTYPE)} band counts")
     lead = ring.shape[:-2]
@@ -102,34 +140,49 @@ def fold_stack_np(ring: np.ndarray, n_obs: np.ndarray, values: np.ndarray, clear
     if clear.shape != values.shape[:-1]:
         raise ValueError(f"baseline fold clear got shape {clear.shape!r}; expected {values.shape[:-1]!r} (values without band)")
     n_t = values.shape[-2]
+    od = np.zeros(n_t, DAY_DTYPE) if obs_days is None else np.asarray(obs_days)
+    if od.shape != (n_t,) or od.dtype != DAY_DTYPE:
+        raise ValueError(f"baseline fold obs_days got shape {od.shape!r}, dtype {od.dtype}; expected ({n_t},) "
+                         f"{np.dtype(DAY_DTYPE)} days since 1970-01-01, one per time step")
     r = np.array(ring.reshape(-1, k, n_b), dtype=RING_DTYPE, order="C", copy=True)
     n = np.array(n_obs.reshape(-1), dtype=N_OBS_DTYPE, copy=True)
+    d = np.array(day.reshape(-1, k), dtype=DAY_DTYPE, order="C", copy=True)
     v = np.ascontiguousarray(values.reshape(-1, n_t, n_b))
     c = np.ascontiguousarray(clear.reshape(-1, n_t), dtype=np.bool_)
-    zeros = _fold_loop(r, n, v, c)
+    zeros = _fold_loop(r, n, d, v, c, od)
     if zeros:
         raise ValueError(f"baseline fold got {zeros} clear value(s) of 0 (nodata); expected band counts >= 1 wherever clear")
-    return r.reshape(ring.shape), n.reshape(n_obs.shape)
+    return r.reshape(ring.shape), n.reshape(n_obs.shape), d.reshape(day.shape)
 
 
-def fold_np(ring: np.ndarray, n_obs: np.ndarray, values: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fold one scene: ``values`` ``(..., band)`` uint16 where ``clear`` ``(...)``; see :func:`fold_stack_np`."""
+def fold_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray, values: np.ndarray, clear: np.ndarray,
+            obs_day: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold one scene: ``values`` ``(..., band)`` uint16 where ``clear`` ``(...)``, taken on
+    ``obs_day`` (days since 1970-01-01); see :func:`fold_stack_np`."""
     values, clear = np.asarray(values), np.asarray(clear)
-    return fold_stack_np(ring, n_obs, values[..., None, :], clear[..., None])
+    od = None if obs_day is None else np.array([epoch_day(obs_day)], DAY_DTYPE)
+    return fold_stack_np(ring, n_obs, day, values[..., None, :], clear[..., None], od)
 
 
-def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray | None = None, target_day: int | None = None,
+                      season_days: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median, MAD (float32 ``(..., band)``) and count (int16 ``(...)``) of the observations in
-    the ring: equal to ``baseline_np`` over the same observations."""
+    the ring (with ``season_days``: those in season around ``target_day``, which needs ``day``):
+    equal to ``baseline_np`` over the same observations."""
     ring, n_obs = np.asarray(ring), np.asarray(n_obs)
-    k, n_b = _check_state(ring, n_obs)
+    if day is None:
+        if season_days is not None:
+            raise ValueError("seasonal baseline got no baseline day array; expected the state's day (k) per pixel")
+        day = np.zeros(ring.shape[:-1], DAY_DTYPE)
+    day = np.asarray(day)
+    k, n_b = _check_state(ring, n_obs, day)
     lead = ring.shape[:-2]
     r = np.ascontiguousarray(ring.reshape(-1, k, n_b))
-    n = np.ascontiguousarray(n_obs.reshape(-1))
+    use = np.ascontiguousarray(slot_use_np(day.reshape(-1, k), n_obs.reshape(-1), target_day, season_days))
     median = np.empty((r.shape[0], n_b), np.float32)
     mad = np.empty((r.shape[0], n_b), np.float32)
     count = np.empty(r.shape[0], np.int16)
-    _state_baseline_loop(r, n, median, mad, count)
+    _state_baseline_loop(r, use, median, mad, count)
     return median.reshape(lead + (n_b,)), mad.reshape(lead + (n_b,)), count.reshape(lead)
 
 
@@ -152,27 +205,34 @@ def empty_state(template: xr.DataArray, bands: Sequence[str], params: BaselinePa
 
         ring = dsa.zeros((k, nb) + t.shape, dtype=RING_DTYPE, chunks=((k,), (nb,)) + t.chunks)
         n_obs = dsa.zeros(t.shape, dtype=N_OBS_DTYPE, chunks=t.chunks)
+        day = dsa.zeros((k,) + t.shape, dtype=DAY_DTYPE, chunks=((k,),) + t.chunks)
     else:
         ring = np.zeros((k, nb) + t.shape, dtype=RING_DTYPE)
         n_obs = np.zeros(t.shape, dtype=N_OBS_DTYPE)
+        day = np.zeros((k,) + t.shape, dtype=DAY_DTYPE)
     coords = {"band": list(bands), "y": t.y, "x": t.x}
-    return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs)}, coords=coords)
+    return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs),
+                       "day": (("k", "y", "x"), day)}, coords=coords)
 
 
-def _state_parts(state: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
-    for name in ("ring", "n_obs"):
+def _state_parts(state: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    for name in ("ring", "n_obs", "day"):
         if name not in state.data_vars:
-            raise ValueError(f"baseline state lacks {name!r}; expected variables 'ring' (k, band, y, x) and 'n_obs' (y, x)")
-    ring, n_obs = state["ring"], state["n_obs"]
+            raise ValueError(f"baseline state lacks {name!r}; expected variables 'ring' (k, band, y, x), 'n_obs' (y, x) "
+                             "and 'day' (k, y, x)")
+    ring, n_obs, day = state["ring"], state["n_obs"], state["day"]
     _require(ring, ("k", "band", "y", "x"), "baseline ring")
     _require(n_obs, ("y", "x"), "baseline n_obs")
+    _require(day, ("k", "y", "x"), "baseline day")
     if is_dask(ring):
         ring = ring.chunk({"k": -1, "band": -1})
-    return ring, n_obs
+    if is_dask(day):
+        day = day.chunk({"k": -1})
+    return ring, n_obs, day
 
 
-def _fold_xr(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, time: bool) -> xr.Dataset:
-    ring, n_obs = _state_parts(state)
+def _fold_xr(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, time: bool, obs_days: np.ndarray | None) -> xr.Dataset:
+    ring, n_obs, day = _state_parts(state)
     core_v = ["time", "band"] if time else ["band"]
     _require(values, core_v + ["y", "x"], "baseline fold values")
     _require(clear, (["time"] if time else []) + ["y", "x"], "baseline fold clear")
@@ -183,43 +243,72 @@ def _fold_xr(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, time:
         values = values.chunk({d: -1 for d in core_v})
     if time and is_dask(clear):
         clear = clear.chunk({"time": -1})
-    new_ring, new_n = xr.apply_ufunc(
-        fold_stack_np if time else fold_np, ring, n_obs, values, clear,
-        input_core_dims=[["k", "band"], [], core_v, ["time"] if time else []],
-        output_core_dims=[["k", "band"], []],
+    if time and obs_days is not None and obs_days.shape != (values.sizes["time"],):
+        raise ValueError(f"baseline fold days got {obs_days.shape[0]} date(s); expected one per time step ({values.sizes['time']})")
+    new_ring, new_n, new_day = xr.apply_ufunc(
+        fold_stack_np if time else fold_np, ring, n_obs, day, values, clear,
+        input_core_dims=[["k", "band"], [], ["k"], core_v, ["time"] if time else []],
+        output_core_dims=[["k", "band"], [], ["k"]],
         dask="parallelized",
-        output_dtypes=[RING_DTYPE, N_OBS_DTYPE],
+        output_dtypes=[RING_DTYPE, N_OBS_DTYPE, DAY_DTYPE],
+        kwargs={"obs_days" if time else "obs_day": obs_days if time or obs_days is None else int(obs_days[0])},
     )
-    out = xr.Dataset({"ring": new_ring.transpose("k", "band", "y", "x"), "n_obs": new_n.transpose("y", "x")})
+    out = xr.Dataset({"ring": new_ring.transpose("k", "band", "y", "x"), "n_obs": new_n.transpose("y", "x"),
+                      "day": new_day.transpose("k", "y", "x")})
     out.attrs = dict(state.attrs)
     return out
 
 
-def fold(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray) -> xr.Dataset:
+def fold(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, day: object = None) -> xr.Dataset:
     """The state with one scene's clear observations added: ``values`` ``(band, y, x)`` uint16
-    (bands in the state's order), ``clear`` ``(y, x)`` bool. Lazy if any input is dask-backed."""
-    return _fold_xr(state, values, clear, time=False)
+    (bands in the state's order), ``clear`` ``(y, x)`` bool, taken on ``day`` (a date or datetime,
+    or days since 1970-01-01; ``None``: recorded as 0, unknown, which a seasonal baseline cannot
+    use). Lazy if any input is dask-backed."""
+    return _fold_xr(state, values, clear, False, None if day is None else np.array([epoch_day(day)], DAY_DTYPE))
 
 
-def build_state(stack: xr.DataArray, clear: xr.DataArray, params: BaselineParams = BaselineParams()) -> xr.Dataset:
+def stack_days(stack: xr.DataArray, days: object = None) -> np.ndarray | None:
+    """The dates of a ``stack``'s time steps as days since 1970-01-01: ``days`` if given, else its
+    ``time`` coordinate when that holds datetimes, else ``None`` (unknown)."""
+    if days is not None:
+        return epoch_days(days)
+    if "time" in stack.coords and np.issubdtype(stack["time"].dtype, np.datetime64):
+        return epoch_days(stack["time"].values)
+    return None
+
+
+def build_state(stack: xr.DataArray, clear: xr.DataArray, params: BaselineParams = BaselineParams(),
+                days: object = None) -> xr.Dataset:
     """The state after folding ``stack`` (``time, band, y, x`` uint16, oldest first) where
-    ``clear`` (``time, y, x``) into an empty one: each pixel's last ``params.window`` clear observations."""
+    ``clear`` (``time, y, x``) into an empty one: each pixel's last ``params.window`` clear
+    observations, with their dates from ``days`` or the stack's datetime ``time`` coordinate
+    (:func:`stack_days`; required when ``params.season_days`` is set)."""
     _require(stack, ("time", "band", "y", "x"), "baseline stack")
+    obs_days = stack_days(stack, days)
+    if obs_days is None and params.season_days is not None:
+        raise ValueError("seasonal baseline state got a stack without dates; expected datetime 'time' coordinates or days=")
     template = stack.isel(time=0, band=0, drop=True)
     empty = empty_state(template, list(stack["band"].values), params)
-    return _fold_xr(empty, stack, clear, time=True)
+    return _fold_xr(empty, stack, clear, True, obs_days)
 
 
-def state_baseline(state: xr.Dataset) -> xr.Dataset:
+def state_baseline(state: xr.Dataset, date: object = None, season_days: int | None = None) -> xr.Dataset:
     """``median``, ``mad`` (``band, y, x`` float32) and ``count`` (``y, x`` int16) of the state's
-    observations, as :func:`~sitewatch.kernels.baseline.robust_baseline` returns them."""
-    ring, n_obs = _state_parts(state)
+    observations, as :func:`~sitewatch.kernels.baseline.robust_baseline` returns them; with
+    ``season_days`` (``BaselineParams.season_days``) only of those in season around ``date``."""
+    ring, n_obs, day = _state_parts(state)
+    target = None
+    if check_season_days(season_days) is not None:
+        if date is None:
+            raise ValueError(f"seasonal baseline (season_days {season_days!r}) got no date; expected the date the baseline is for")
+        target = epoch_day(date)
     median, mad, count = xr.apply_ufunc(
-        state_baseline_np, ring, n_obs,
-        input_core_dims=[["k", "band"], []],
+        state_baseline_np, ring, n_obs, day,
+        input_core_dims=[["k", "band"], [], ["k"]],
         output_core_dims=[["band"], ["band"], []],
         dask="parallelized",
         output_dtypes=[np.float32, np.float32, np.int16],
+        kwargs={"target_day": target, "season_days": season_days},
     )
     out = xr.Dataset({"median": median.transpose("band", "y", "x"), "mad": mad.transpose("band", "y", "x"),
                       "count": count.transpose("y", "x")})

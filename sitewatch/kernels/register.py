@@ -307,7 +307,8 @@ def aligned_observation(values: xr.DataArray, clear: xr.DataArray, reg: Registra
 
 
 def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, min_count: int,
-                    reg: Registration | None = None, max_gain_ratio: float = MAX_GAIN_RATIO) -> tuple[xr.Dataset, Registration]:
+                    reg: Registration | None = None, max_gain_ratio: float = MAX_GAIN_RATIO, day: object = None,
+                    season_days: int | None = None) -> tuple[xr.Dataset, Registration]:
     """Fold one date into the baseline state (:mod:`.baseline_ring`) after registering it to the
     state's median: the fit (:func:`fit_registration`) uses the date's ``clear`` pixels with at
     least ``min_count`` observations in the state (or pass ``reg``, the fit already made), and
@@ -315,30 +316,36 @@ def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray
     then all on one grid and radiometry, so its MAD measures noise and real variability rather
     than per-date gain/offset and sub-pixel misregistration. Returns the new state and the fit.
     An empty state (the first date) gives the identity. A date that is not :func:`comparable`
-    adds no observation (its pixels are folded as not clear)."""
+    adds no observation (its pixels are folded as not clear). ``day``: the date's acquisition
+    date, recorded in the state; with ``season_days`` the fit is against the seasonal baseline of
+    that date (the one its change is scored against), and ``day`` is required."""
     from .baseline_ring import fold, state_baseline
 
     if min_count < 1:
         raise ValueError(f"fold_registered min_count got {min_count!r}; expected >= 1")
+    if season_days is not None and day is None:
+        raise ValueError(f"fold_registered with season_days {season_days!r} got no day; expected the date's acquisition date")
     values = values.transpose("band", "y", "x")
     if reg is None:
-        base = state_baseline(state)
+        base = state_baseline(state, day, season_days)
         reg = fit_registration(values, base["median"].sel(band=list(values["band"].values)), clear & (base["count"] >= min_count))
     if not comparable(reg, max_gain_ratio):
-        return fold(state, values, xr.zeros_like(clear, dtype=bool)), reg
+        return fold(state, values, xr.zeros_like(clear, dtype=bool), day), reg
     moved, moved_clear = aligned_observation(values, clear, reg)
-    return fold(state, moved, moved_clear), reg
+    return fold(state, moved, moved_clear, day), reg
 
 
 def build_registered_state(stack: xr.DataArray, clear: xr.DataArray, window: int,
-                           min_counts: Sequence[int] | None = None) -> tuple[xr.Dataset, list[Registration]]:
+                           min_counts: Sequence[int] | None = None, days: object = None,
+                           season_days: int | None = None) -> tuple[xr.Dataset, list[Registration]]:
     """The baseline state after folding ``stack`` (``time, band, y, x`` uint16, oldest first)
     date by date with :func:`fold_registered`, as the analysis does scene after scene.
     ``min_counts[t]`` is the observation count a pixel needs in the state to take part in date
-    ``t``'s fit (default: ``min(3, t)``). On dask the state is persisted after every date (each
-    fit is a reduction over the state so far)."""
+    ``t``'s fit (default: ``min(3, t)``). ``days``: the dates (default: the stack's datetime
+    ``time`` coordinate, if any; required with ``season_days``, a seasonal baseline per date). On
+    dask the state is persisted after every date (each fit is a reduction over the state so far)."""
     from .baseline import BaselineParams
-    from .baseline_ring import empty_state
+    from .baseline_ring import empty_state, stack_days
 
     stack = stack.transpose("time", "band", "y", "x")
     clear = clear.transpose("time", "y", "x")
@@ -346,11 +353,18 @@ def build_registered_state(stack: xr.DataArray, clear: xr.DataArray, window: int
     ks = [max(1, min(3, t)) for t in range(n)] if min_counts is None else list(min_counts)
     if len(ks) != n:
         raise ValueError(f"build_registered_state min_counts got {len(ks)} value(s); expected one per date ({n})")
-    state = empty_state(stack.isel(time=0, band=0, drop=True), list(stack["band"].values), BaselineParams(window=window))
+    params = BaselineParams(window=window, season_days=season_days)
+    obs_days = stack_days(stack, days)
+    if obs_days is None and season_days is not None:
+        raise ValueError("build_registered_state with season_days got a stack without dates; expected datetime 'time' or days=")
+    if obs_days is not None and len(obs_days) != n:
+        raise ValueError(f"build_registered_state days got {len(obs_days)} date(s); expected one per date ({n})")
+    state = empty_state(stack.isel(time=0, band=0, drop=True), list(stack["band"].values), params)
     lazy = is_dask(stack) or is_dask(clear)
     fits = []
     for t in range(n):
-        state, reg = fold_registered(state, stack.isel(time=t, drop=True), clear.isel(time=t, drop=True).astype(bool), ks[t])
+        state, reg = fold_registered(state, stack.isel(time=t, drop=True), clear.isel(time=t, drop=True).astype(bool), ks[t],
+                                     day=None if obs_days is None else int(obs_days[t]), season_days=season_days)
         state = state.persist() if lazy else state.compute()
         fits.append(reg)
     return state, fits
