@@ -100,12 +100,14 @@ def _da(bands: np.ndarray, names) -> xr.DataArray:
 
 
 def change_params(shift: float | None):
-    """The default ``ChangeParams`` (``shift=None``) or the default with ``shift_tolerance_px=shift``."""
+    """The default ``ChangeParams`` (``shift=None``) or the default with ``shift_tolerance_px=shift``
+    (and no index z-scores)."""
     from dataclasses import replace
 
     from sitewatch.kernels.change import ChangeParams
 
-    return ChangeParams() if shift is None else replace(ChangeParams(), shift_tolerance_px=shift)
+    # the misregistration-tolerant score uses the bands only (ChangeParams rejects indices with it)
+    return ChangeParams() if shift is None else replace(ChangeParams(), shift_tolerance_px=shift, indices=())
 
 
 def run_baseline(history: np.ndarray, hist_clear: np.ndarray, scene: np.ndarray, clear: np.ndarray, names,

@@ -27,6 +27,7 @@ import xarray as xr
 
 from ._util import is_dask
 from .baseline import BaselineParams, _median_mad
+from .indices import IndexPlan, index_median_mad_ring, index_plan
 
 RING_DTYPE = np.uint16
 N_OBS_DTYPE = np.uint32
@@ -55,7 +56,7 @@ def _fold_loop(ring, n_obs, values, clear):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _state_baseline_loop(ring, n_obs, median, mad, count):  # pragma: no cover - compiled
+def _state_baseline_loop(ring, n_obs, median, mad, count, inum, iden, iden_floor, imedian, imad):  # pragma: no cover - compiled
     n_pix, k, n_b = ring.shape
     buf = np.empty(k, dtype=np.float32)
     for p in range(n_pix):
@@ -69,6 +70,9 @@ def _state_baseline_loop(ring, n_obs, median, mad, count):  # pragma: no cover -
             for i in range(c):
                 buf[i] = np.float32(ring[p, i, b])
             median[p, b], mad[p, b] = _median_mad(buf, c)
+        # spectral indices (kernels.indices): median/MAD of each observation's index values,
+        # in this same pass over the ring; no-op when no index is asked for (inum has 0 rows)
+        index_median_mad_ring(ring, p, c, inum, iden, iden_floor, buf, imedian, imad)
 
 
 def _check_state(ring: np.ndarray, n_obs: np.ndarray) -> tuple[int, int]:
@@ -118,19 +122,32 @@ def fold_np(ring: np.ndarray, n_obs: np.ndarray, values: np.ndarray, clear: np.n
     return fold_stack_np(ring, n_obs, values[..., None, :], clear[..., None])
 
 
-def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray, index: IndexPlan | None = None) -> tuple[np.ndarray, ...]:
     """Median, MAD (float32 ``(..., band)``) and count (int16 ``(...)``) of the observations in
-    the ring: equal to ``baseline_np`` over the same observations."""
+    the ring: equal to ``baseline_np`` over the same observations. With an ``index`` plan
+    (:func:`~sitewatch.kernels.indices.index_plan` over the ring's bands) also the index median
+    and MAD (float32 ``(..., index)``) of the same observations, from the same pass."""
     ring, n_obs = np.asarray(ring), np.asarray(n_obs)
     k, n_b = _check_state(ring, n_obs)
+    if index is not None and index.num.shape[1] != n_b:
+        raise ValueError(f"baseline index plan got {index.num.shape[1]} band(s); expected the ring's {n_b}")
     lead = ring.shape[:-2]
     r = np.ascontiguousarray(ring.reshape(-1, k, n_b))
     n = np.ascontiguousarray(n_obs.reshape(-1))
     median = np.empty((r.shape[0], n_b), np.float32)
     mad = np.empty((r.shape[0], n_b), np.float32)
     count = np.empty(r.shape[0], np.int16)
-    _state_baseline_loop(r, n, median, mad, count)
-    return median.reshape(lead + (n_b,)), mad.reshape(lead + (n_b,)), count.reshape(lead)
+    n_i = 0 if index is None else len(index.names)
+    inum = np.zeros((0, n_b), np.float32) if index is None else index.num
+    iden = np.zeros((0, n_b), np.float32) if index is None else index.den
+    ifloor = np.zeros(0, np.float32) if index is None else index.den_floor
+    imedian = np.empty((r.shape[0], n_i), np.float32)
+    imad = np.empty((r.shape[0], n_i), np.float32)
+    _state_baseline_loop(r, n, median, mad, count, inum, iden, ifloor, imedian, imad)
+    out = (median.reshape(lead + (n_b,)), mad.reshape(lead + (n_b,)), count.reshape(lead))
+    if index is None:
+        return out
+    return out + (imedian.reshape(lead + (n_i,)), imad.reshape(lead + (n_i,)))
 
 
 # ---------------------------------------------------------------- xarray wrappers
@@ -210,18 +227,38 @@ def build_state(stack: xr.DataArray, clear: xr.DataArray, params: BaselineParams
     return _fold_xr(empty, stack, clear, time=True)
 
 
-def state_baseline(state: xr.Dataset) -> xr.Dataset:
+def state_baseline(state: xr.Dataset, indices: Sequence[str] = ()) -> xr.Dataset:
     """``median``, ``mad`` (``band, y, x`` float32) and ``count`` (``y, x`` int16) of the state's
-    observations, as :func:`~sitewatch.kernels.baseline.robust_baseline` returns them."""
+    observations, as :func:`~sitewatch.kernels.baseline.robust_baseline` returns them. With
+    ``indices`` (names from :data:`~sitewatch.kernels.indices.INDICES`) also ``index_median`` and
+    ``index_mad`` (``index, y, x`` float32) of each observation's index values, from the same
+    pass over the ring; indices the state's bands lack are skipped and listed in the attribute
+    ``indices_skipped``."""
     ring, n_obs = _state_parts(state)
-    median, mad, count = xr.apply_ufunc(
-        state_baseline_np, ring, n_obs,
-        input_core_dims=[["k", "band"], []],
-        output_core_dims=[["band"], ["band"], []],
-        dask="parallelized",
-        output_dtypes=[np.float32, np.float32, np.int16],
-    )
+    plan = index_plan(indices, [str(b) for b in ring["band"].values]) if indices else None
+    if plan is None:
+        median, mad, count = xr.apply_ufunc(
+            state_baseline_np, ring, n_obs,
+            input_core_dims=[["k", "band"], []],
+            output_core_dims=[["band"], ["band"], []],
+            dask="parallelized",
+            output_dtypes=[np.float32, np.float32, np.int16],
+        )
+    else:
+        median, mad, count, imedian, imad = xr.apply_ufunc(
+            state_baseline_np, ring, n_obs, kwargs={"index": plan},
+            input_core_dims=[["k", "band"], []],
+            output_core_dims=[["band"], ["band"], [], ["index"], ["index"]],
+            dask="parallelized",
+            output_dtypes=[np.float32, np.float32, np.int16, np.float32, np.float32],
+            dask_gufunc_kwargs={"output_sizes": {"index": len(plan.names)}},
+        )
     out = xr.Dataset({"median": median.transpose("band", "y", "x"), "mad": mad.transpose("band", "y", "x"),
                       "count": count.transpose("y", "x")})
     out.attrs = dict(state.attrs)
+    if plan is not None:
+        out["index_median"] = imedian.transpose("index", "y", "x")
+        out["index_mad"] = imad.transpose("index", "y", "x")
+        out = out.assign_coords(index=list(plan.names))
+        out.attrs["indices_skipped"] = list(plan.skipped)
     return out
