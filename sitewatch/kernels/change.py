@@ -45,7 +45,7 @@ import numpy as np
 import xarray as xr
 
 from ._util import is_dask, require_same_grid
-from .indices import INDICES, baseline_indices, combine, index_plan, index_z2, require_index_names
+from .indices import baseline_indices, combine, index_plan, index_z2, require_index_names
 
 VISIBLE = ("blue", "green", "red")
 
@@ -74,9 +74,12 @@ class ChangeParams:
     # 0 by default: the analysis's cloud and shadow masks are already buffered (MaskParams.buffer_px),
     # and 1 px more cost the bright aircraft whose few pixels the spectral rules took for cloud.
     edge_px: int = 0
-    # index z-scores joined to the band z-scores (kernels.indices; () = bands only); the baseline
-    # must carry index_median/index_mad for them (state_baseline(state, indices), change_baseline)
-    indices: tuple[str, ...] = INDICES
+    # index z-scores joined to the band z-scores (kernels.indices: any of INDICES; () = bands only);
+    # the baseline must carry index_median/index_mad for them (state_baseline(state, indices),
+    # change_baseline). NDVI alone by default: on the tuning seeds 71-74 it gave the fewest false
+    # objects at the same events found, as did all four at index_weight 0.5 (F1 0.005 lower, and
+    # twice the ring pass's CPU); see benchmarks/results/change-tuning-indices*.md
+    indices: tuple[str, ...] = ("ndvi",)
     index_weight: float = 1.0  # weight of each index's squared z-score against a band's in the RMS
     index_combine: str = "rms"  # "rms": weighted RMS over bands and indices; "max": max(band RMS, index RMS)
 
