@@ -13,7 +13,8 @@ state keeps those observations per pixel:
 :func:`fold` adds one scene's clear values (a new state; inputs are never modified),
 :func:`build_state` folds a time-ordered stack from an empty state, and :func:`state_baseline`
 gives median, MAD and count equal to :func:`~sitewatch.kernels.baseline.baseline_np` over the
-same observations (the same float32 sort and median code). numpy kernels work on core dims
+same observations (the same float32 sort and median code); with ``indices`` also the median/MAD
+of each observation's spectral indices (:mod:`.indices`), in the same pass. numpy kernels work on core dims
 last (``(..., k, band)``); the xarray wrappers use ``apply_ufunc(dask="parallelized")``.
 """
 

@@ -13,8 +13,8 @@
 2. **z-scores** per band: ``(gain * x + offset - median) / max(1.4826 * MAD, floor)``, with
    ``floor = floor_abs + floor_rel * min(median, value)`` guarding against a too-small MAD from few
    observations.
-3. **Index z-scores** (``params.indices``, :mod:`.indices`): NDVI, NBR, brightness and SWIR of
-   the scene mapped into the baseline's radiometry against the per-pixel median/MAD of the same
+3. **Index z-scores** (``params.indices``, :mod:`.indices`; NDVI by default, NBR, brightness and
+   SWIR on request): the index of the scene mapped into the baseline's radiometry against the per-pixel median/MAD of the same
    index over the baseline's observations (``index_median``/``index_mad`` of the baseline, from
    the ring pass of :func:`~sitewatch.kernels.baseline_ring.state_baseline`), each with its own
    floor. Indices whose bands the scene lacks are skipped (attribute ``indices_skipped`` of
