@@ -505,7 +505,7 @@ def _time_incremental(info: dict, n: int, hist: list[int], new: int, date, valid
     params = ChangeParams()
 
     def run():
-        base = state_baseline(state).persist()
+        base = state_baseline(state, params.indices).persist()
         x, ok = date(new).persist(), valid(new).persist()
         reg = fit_registration(x, base["median"], ok & (base["count"] >= params.min_obs))
         scene = xr.Dataset({b: x.sel(band=b, drop=True) for b in BANDS})
