@@ -100,12 +100,14 @@ def _da(bands: np.ndarray, names) -> xr.DataArray:
 
 
 def change_params(shift: float | None):
-    """The default ``ChangeParams`` (``shift=None``) or the default with ``shift_tolerance_px=shift``."""
+    """The default ``ChangeParams`` (``shift=None``) or the default with ``shift_tolerance_px=shift``
+    (and no index z-scores)."""
     from dataclasses import replace
 
     from sitewatch.kernels.change import ChangeParams
 
-    return ChangeParams() if shift is None else replace(ChangeParams(), shift_tolerance_px=shift)
+    # the misregistration-tolerant score uses the bands only (ChangeParams rejects indices with it)
+    return ChangeParams() if shift is None else replace(ChangeParams(), shift_tolerance_px=shift, indices=())
 
 
 def run_baseline(history: np.ndarray, hist_clear: np.ndarray, scene: np.ndarray, clear: np.ndarray, names,
@@ -503,7 +505,7 @@ def _time_incremental(info: dict, n: int, hist: list[int], new: int, date, valid
     params = ChangeParams()
 
     def run():
-        base = state_baseline(state).persist()
+        base = state_baseline(state, indices=params.indices).persist()
         x, ok = date(new).persist(), valid(new).persist()
         reg = fit_registration(x, base["median"], ok & (base["count"] >= params.min_obs))
         scene = xr.Dataset({b: x.sel(band=b, drop=True) for b in BANDS})
@@ -566,6 +568,8 @@ def report(meta: dict, syn: dict | None, real: list[dict], sp: dict | None) -> s
         p = syn["pooled"]
         L += [f"## Synthetic: seeds {meta['seeds']}, {meta['size']} x {meta['size']} px, {meta['dates']} dates", "",
               f"Clear masks = the generator's truth. {SEEDS_NOTE}. Pixel counts and objects pooled over seeds and dates.", "",
+              f"Default change score: band z-scores and index z-scores {meta.get('change_indices', [])} (index weight "
+              f"{meta.get('index_weight', '-')}; benchmarks/change_tune_indices.py on seeds 71-74); the shift0.5 variant scores bands only.", "",
               "| method | pixel P | pixel R | pixel F1 | objects correct / all | object P | events found / all | object R | s |",
               "|---|---|---|---|---|---|---|---|---|"]
         for m, s in p.items():
@@ -716,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"{os.getloadavg()[0]:.1f}", "cores": _cores(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runtime_s": time.time() - t0, "quick": a.quick,
             "seeds": a.seeds, "size": a.size, "dates": a.dates, "git": _git(),
+            "change_indices": list(ChangeParams().indices), "index_weight": ChangeParams().index_weight,
             "command": "python -m benchmarks.change " + " ".join(argv if argv is not None else sys.argv[1:])}
     name = a.name or ("change-quick" if a.quick else "change")
     OUT.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def quality(seeds: list[int], size: int, dates: int, modes: dict) -> dict:
                 k = max(1, min(params.min_obs, seen))
                 reg = None
                 if seen:
-                    base = state_baseline(state, when, bp.season_days)
+                    base = state_baseline(state, when, bp.season_days, params.indices)
                     reg = fit_registration(x, base["median"], c & (base["count"] >= k))
                     refs = [j for j in range(i) if fracs[j] >= 0.5]
                     if i >= FIRST_EVENT_INDEX and refs and clear.any():

@@ -353,7 +353,7 @@ def analyse_slot(
         base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
     baseline = None
     if base.folded:
-        baseline = state_baseline(base.state, cube.time.values[index], base.season_days)  # seasonal: around this date
+        baseline = state_baseline(base.state, cube.time.values[index], base.season_days, params.change.indices)  # seasonal: around this date
         baseline = baseline if eager else baseline.persist()
     scene = scene.load() if eager else scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None

@@ -25,7 +25,7 @@ BANDS = ["blue", "green", "red", "nir"]
 # The gain/offset pathway and plain threshold these tests were written for (ChangeParams defaults
 # before issue 6's quality work): no co-registration, no hysteresis, floor_rel 0.08, threshold 5.
 # The default pathway (co-registration + hysteresis) is tested in tests/test_register.py.
-LEGACY = ChangeParams(threshold=5.0, floor_rel=0.08, grow_threshold=None, coregister=False)
+LEGACY = ChangeParams(threshold=5.0, floor_rel=0.08, grow_threshold=None, coregister=False, indices=())
 
 
 @pytest.fixture(autouse=True)
@@ -525,3 +525,110 @@ def test_shift_tolerance_numpy_and_dask_uneven_chunks_identical():
     np.testing.assert_array_equal(d["change_score"].values, e["change_score"].values)
     with pytest.raises(ValueError, match="shift_tolerance_px"):
         ChangeParams(shift_tolerance_px=1.5)
+
+
+# ---------------------------------------------------------------- index z-scores (kernels.indices)
+
+S2 = ["blue", "green", "red", "nir", "swir16", "swir22"]
+
+
+def _veg_history(t=8, h=24, w=30, seed=0):
+    """Vegetated history (6 bands): blue 400, green 700, red 500, nir 3000, swir16 2000, swir22
+    1000 counts times a per-pixel brightness in [0.8, 1.2] (texture, the same on every date),
+    +-~15 counts of noise; all clear. Returns the stack, clear and the (band, y, x) means."""
+    rng = np.random.default_rng(seed)
+    mean = np.array([400, 700, 500, 3000, 2000, 1000], np.float32)[:, None, None] * rng.uniform(0.8, 1.2, (1, h, w)).astype(np.float32)
+    vals = np.rint(mean[None] + rng.normal(0, 15, (t, 6, h, w))).clip(1).astype(np.uint16)
+    coords = {"band": S2, "y": np.arange(h) * -10.0, "x": np.arange(w) * 10.0}
+    stack = xr.DataArray(vals, dims=("time", "band", "y", "x"), coords=coords)
+    clear = xr.DataArray(np.ones((t, h, w), bool), dims=("time", "y", "x"), coords={"y": coords["y"], "x": coords["x"]})
+    return stack, clear, mean
+
+
+def test_an_ndvi_drop_with_moderate_band_z_scores_scores_higher_with_indices():
+    from sitewatch.kernels.change import change_baseline
+
+    stack, clear, mean = _veg_history()
+    h, w = clear.shape[1:]
+    rng = np.random.default_rng(7)
+    scene = np.rint(mean + rng.normal(0, 15, (6, h, w))).clip(1).astype(np.float32)
+    # red +600 and nir -900 counts: band z ~4 each (floor 120 counts + 4 %), band RMS ~2.5 over the
+    # 6 bands; NDVI 0.71 -> 0.31 (z ~10 at the 0.04 floor), NBR 0.5 -> 0.35 (z ~3.6)
+    scene[2, 10:14, 10:14] += 600
+    scene[3, 10:14, 10:14] -= 900
+    ds = xr.Dataset({b: (("y", "x"), scene[i].astype(np.uint16)) for i, b in enumerate(S2)}, coords={"y": stack.y, "x": stack.x})
+    sc_clear = clear.isel(time=0, drop=True)
+    base_p = replace(LEGACY, threshold=3.0)
+    idx_p = replace(base_p, indices=("ndvi", "nbr", "brightness", "swir"))
+    same = (np.ones(6), np.zeros(6))  # identity radiometry: the history and the scene share it
+    bands_only, _ = change(ds, sc_clear, change_baseline(stack, clear, base_p), S2, base_p, gain_offset=same)
+    with_idx, _ = change(ds, sc_clear, change_baseline(stack, clear, idx_p), S2, idx_p, gain_offset=same)
+    b, i = bands_only["change_score"].values, with_idx["change_score"].values
+    assert 2.0 < b[10:14, 10:14].max() < 3.0 and not bands_only["change"].values.any()  # the bands alone miss it
+    assert i[10:14, 10:14].min() > 3.0 and with_idx["change"].values[10:14, 10:14].all()  # RMS over 10: 3.2-4.7
+    outside = np.ones((h, w), bool)
+    outside[10:14, 10:14] = False
+    assert np.nanmax(i[outside]) < 1.5  # the indices add no false change elsewhere
+    assert with_idx["change_score"].attrs["indices"] == ["ndvi", "nbr", "brightness", "swir"]
+    # the co-registered default (index stats from the ring pass) sees it as well
+    reg_p = ChangeParams(threshold=3.0, grow_threshold=None)
+    reg, _ = change(ds, sc_clear, change_baseline(stack, clear, reg_p), S2, reg_p)
+    reg_b, _ = change(ds, sc_clear, change_baseline(stack, clear, reg_p), S2, replace(reg_p, indices=()))
+    gap = reg["change_score"].values[10:14, 10:14] - reg_b["change_score"].values[10:14, 10:14]
+    assert gap.min() > 0.5 and reg["change"].values[10:14, 10:14].all() and not reg_b["change"].values.any()
+
+
+@pytest.mark.parametrize("coregister", [False, True])
+def test_index_score_numpy_and_dask_uneven_chunks_identical(coregister):
+    from sitewatch.kernels.change import change_baseline
+
+    stack, clear, mean = _veg_history(h=40, w=37, seed=2)
+    rng = np.random.default_rng(3)
+    scene = np.rint(mean * rng.uniform(0.9, 1.1, (6, 40, 37))).astype(np.uint16)
+    ds = xr.Dataset({b: (("y", "x"), scene[i]) for i, b in enumerate(S2)}, coords={"y": stack.y, "x": stack.x})
+    p = replace(ChangeParams(), coregister=coregister, threshold=3.0, grow_threshold=2.0)
+    c = clear.isel(time=0, drop=True).copy()
+    c[5:9, 5:9] = False
+    e, ne = change(ds, c, change_baseline(stack, clear, p), S2, p)
+    base_d = change_baseline(stack.chunk({"y": (17, 1, 22), "x": (30, 7)}), clear.chunk({"y": 13}), p)
+    d, nd = change(ds.chunk({"y": (9, 31), "x": (20, 17)}), c.chunk({"x": 11}), base_d, S2, p)
+    assert d["change_score"].chunks is not None
+    xr.testing.assert_identical(e.compute(), d.compute())
+    assert ne == nd
+
+
+def test_index_inputs_are_checked_and_skips_are_named():
+    from sitewatch.kernels.change import change_baseline
+
+    stack, clear, _ = _veg_history(t=4)
+    ds = xr.Dataset({b: stack.isel(time=0, drop=True).sel(band=b, drop=True) for b in S2})
+    sc_clear = clear.isel(time=0, drop=True)
+    p = replace(LEGACY, indices=("ndvi", "swir"))
+    with pytest.raises(ValueError, match="lacks \\['index_median', 'index_mad'\\]"):
+        change(ds, sc_clear, change_baseline(stack, clear, LEGACY), S2, p)
+    with pytest.raises(ValueError, match="expected it to hold \\['swir'\\]"):
+        change(ds, sc_clear, change_baseline(stack, clear, replace(LEGACY, indices=("ndvi",))), S2, p)
+    with pytest.raises(ValueError, match="in that order"):
+        change(ds, sc_clear, change_baseline(stack, clear, p), S2[::-1], p)
+    # a four-band site: NBR and SWIR are skipped and said so
+    four = S2[:4]
+    out, _ = change(ds[four], sc_clear, change_baseline(stack.sel(band=four), clear, replace(LEGACY, indices=("ndvi", "nbr", "swir"))), four,
+                    replace(LEGACY, indices=("ndvi", "nbr", "swir")))
+    assert out["change_score"].attrs["indices"] == ["ndvi"] and out["change_score"].attrs["indices_skipped"] == ["nbr", "swir"]
+
+
+def test_index_params_are_validated():
+    with pytest.raises(ValueError, match="unknown index name"):
+        ChangeParams(indices=("ndvi", "ndwi"))
+    with pytest.raises(ValueError, match="the string"):
+        ChangeParams(indices="ndvi")
+    with pytest.raises(ValueError, match="index_weight"):
+        ChangeParams(index_weight=0.0)
+    with pytest.raises(ValueError, match="index_weight"):
+        ChangeParams(index_weight=float("inf"))
+    with pytest.raises(ValueError, match="index_combine"):
+        ChangeParams(index_combine="mean")
+    with pytest.raises(ValueError, match="shift_tolerance_px"):
+        ChangeParams(indices=("ndvi",), shift_tolerance_px=0.5)
+    assert ChangeParams(indices=["ndvi"]).indices == ("ndvi",)  # a list is taken as a tuple (hashable, frozen)
+    ChangeParams(indices=(), shift_tolerance_px=0.5)  # allowed: bands only

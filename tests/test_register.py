@@ -372,7 +372,7 @@ def test_a_date_unlike_its_baseline_is_not_comparable_and_adds_nothing():
     assert not comparable(reg) and max(reg.gain) > 2.0
     assert np.array_equal(new["n_obs"].values, state["n_obs"].values)
     assert comparable(reg, max_gain_ratio=max(max(reg.gain), 1 / min(reg.gain)) + 0.01)
-    out, _ = change(_scene(snow.values), c, state_baseline(state), BANDS, ChangeParams(), registration=reg)
+    out, _ = change(_scene(snow.values), c, state_baseline(state, indices=ChangeParams().indices), BANDS, ChangeParams(), registration=reg)
     assert np.isnan(out["change_score"].values).all() and not out["change"].values.any()
     with pytest.raises(ValueError, match="max_gain_ratio"):
         ChangeParams(max_gain_ratio=1.0)
@@ -384,7 +384,7 @@ def test_edge_px_drops_scores_next_to_pixels_that_are_not_clear():
     x = stack.isel(time=3, drop=True)
     c = xr.DataArray(np.ones(clear.shape[1:], bool), dims=("y", "x"))
     c[30:34, 40:44] = False  # a small cloud
-    base = state_baseline(state)
+    base = state_baseline(state, indices=ChangeParams().indices)
     s0 = change(_scene(x.values), c, base, BANDS, ChangeParams())[0]["change_score"].values
     s1 = change(_scene(x.values), c, base, BANDS, ChangeParams(edge_px=1))[0]["change_score"].values
     ring = np.zeros(c.shape, bool)

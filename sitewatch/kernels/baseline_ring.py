@@ -19,7 +19,8 @@ day is in season around the target date (:func:`slot_use_np`); the default, all 
 :func:`fold` adds one scene's clear values (a new state; inputs are never modified),
 :func:`build_state` folds a time-ordered stack from an empty state, and :func:`state_baseline`
 gives median, MAD and count equal to :func:`~sitewatch.kernels.baseline.baseline_np` over the
-same observations (the same float32 sort and median code). numpy kernels work on core dims
+same observations (the same float32 sort and median code); with ``indices`` also the median/MAD
+of each observation's spectral indices (:mod:`.indices`), in the same pass. numpy kernels work on core dims
 last (``(..., k, band)``); the xarray wrappers use ``apply_ufunc(dask="parallelized")``.
 """
 
@@ -33,6 +34,7 @@ import xarray as xr
 
 from ._util import is_dask
 from .baseline import BaselineParams, _median_mad
+from .indices import IndexPlan, index_median_mad_ring, index_plan
 from .season import DAY_DTYPE, check_season_days, epoch_day, epoch_days, in_season_np
 
 RING_DTYPE = np.uint16
@@ -64,8 +66,9 @@ def _fold_loop(ring, n_obs, day, values, clear, obs_days):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def _state_baseline_loop(ring, use, median, mad, count):  # pragma: no cover - compiled
-    """Median/MAD per band of the slots where ``use`` (P, K) (see :func:`slot_use_np`)."""
+def _state_baseline_loop(ring, use, median, mad, count, inum, iden, iden_floor, imedian, imad):  # pragma: no cover - compiled
+    """Median/MAD per band of the slots where ``use`` (P, K) (see :func:`slot_use_np`), and per
+    index of the same slots' index values (``inum`` with 0 rows: none)."""
     n_pix, k, n_b = ring.shape
     buf = np.empty(k, dtype=np.float32)
     slots = np.empty(k, dtype=np.int64)
@@ -84,6 +87,9 @@ def _state_baseline_loop(ring, use, median, mad, count):  # pragma: no cover - c
             for j in range(c):
                 buf[j] = np.float32(ring[p, slots[j], b])
             median[p, b], mad[p, b] = _median_mad(buf, c)
+        # spectral indices (kernels.indices): median/MAD of each observation's index values,
+        # in this same pass over the ring; no-op when no index is asked for (inum has 0 rows)
+        index_median_mad_ring(ring, p, slots, c, inum, iden, iden_floor, buf, imedian, imad)
 
 
 def _check_state(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray | None = None) -> tuple[int, int]:
@@ -165,10 +171,12 @@ def fold_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray, values: np.nda
 
 
 def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray | None = None, target_day: int | None = None,
-                      season_days: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      season_days: int | None = None, index: IndexPlan | None = None) -> tuple[np.ndarray, ...]:
     """Median, MAD (float32 ``(..., band)``) and count (int16 ``(...)``) of the observations in
     the ring (with ``season_days``: those in season around ``target_day``, which needs ``day``):
-    equal to ``baseline_np`` over the same observations."""
+    equal to ``baseline_np`` over the same observations. With an ``index`` plan
+    (:func:`~sitewatch.kernels.indices.index_plan` over the ring's bands) also the index median
+    and MAD (float32 ``(..., index)``) of the same observations, from the same pass."""
     ring, n_obs = np.asarray(ring), np.asarray(n_obs)
     if day is None:
         if season_days is not None:
@@ -176,14 +184,25 @@ def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray | Non
         day = np.zeros(ring.shape[:-1], DAY_DTYPE)
     day = np.asarray(day)
     k, n_b = _check_state(ring, n_obs, day)
+    if index is not None and index.num.shape[1] != n_b:
+        raise ValueError(f"baseline index plan got {index.num.shape[1]} band(s); expected the ring's {n_b}")
     lead = ring.shape[:-2]
     r = np.ascontiguousarray(ring.reshape(-1, k, n_b))
     use = np.ascontiguousarray(slot_use_np(day.reshape(-1, k), n_obs.reshape(-1), target_day, season_days))
     median = np.empty((r.shape[0], n_b), np.float32)
     mad = np.empty((r.shape[0], n_b), np.float32)
     count = np.empty(r.shape[0], np.int16)
-    _state_baseline_loop(r, use, median, mad, count)
-    return median.reshape(lead + (n_b,)), mad.reshape(lead + (n_b,)), count.reshape(lead)
+    n_i = 0 if index is None else len(index.names)
+    inum = np.zeros((0, n_b), np.float32) if index is None else index.num
+    iden = np.zeros((0, n_b), np.float32) if index is None else index.den
+    ifloor = np.zeros(0, np.float32) if index is None else index.den_floor
+    imedian = np.empty((r.shape[0], n_i), np.float32)
+    imad = np.empty((r.shape[0], n_i), np.float32)
+    _state_baseline_loop(r, use, median, mad, count, inum, iden, ifloor, imedian, imad)
+    out = (median.reshape(lead + (n_b,)), mad.reshape(lead + (n_b,)), count.reshape(lead))
+    if index is None:
+        return out
+    return out + (imedian.reshape(lead + (n_i,)), imad.reshape(lead + (n_i,)))
 
 
 # ---------------------------------------------------------------- xarray wrappers
@@ -292,25 +311,48 @@ def build_state(stack: xr.DataArray, clear: xr.DataArray, params: BaselineParams
     return _fold_xr(empty, stack, clear, True, obs_days)
 
 
-def state_baseline(state: xr.Dataset, date: object = None, season_days: int | None = None) -> xr.Dataset:
+def state_baseline(state: xr.Dataset, date: object = None, season_days: int | None = None,
+                   indices: Sequence[str] = ()) -> xr.Dataset:
     """``median``, ``mad`` (``band, y, x`` float32) and ``count`` (``y, x`` int16) of the state's
     observations, as :func:`~sitewatch.kernels.baseline.robust_baseline` returns them; with
-    ``season_days`` (``BaselineParams.season_days``) only of those in season around ``date``."""
+    ``season_days`` (``BaselineParams.season_days``) only of those in season around ``date``.
+    With ``indices`` (names from :data:`~sitewatch.kernels.indices.INDICES`) also ``index_median``
+    and ``index_mad`` (``index, y, x`` float32) of each observation's index values, from the same
+    pass over the ring; indices the state's bands lack are skipped and listed in the attribute
+    ``indices_skipped``."""
     ring, n_obs, day = _state_parts(state)
     target = None
     if check_season_days(season_days) is not None:
         if date is None:
             raise ValueError(f"seasonal baseline (season_days {season_days!r}) got no date; expected the date the baseline is for")
         target = epoch_day(date)
-    median, mad, count = xr.apply_ufunc(
-        state_baseline_np, ring, n_obs, day,
-        input_core_dims=[["k", "band"], [], ["k"]],
-        output_core_dims=[["band"], ["band"], []],
-        dask="parallelized",
-        output_dtypes=[np.float32, np.float32, np.int16],
-        kwargs={"target_day": target, "season_days": season_days},
-    )
+    plan = index_plan(indices, [str(b) for b in ring["band"].values]) if indices else None
+    kwargs = {"target_day": target, "season_days": season_days, "index": plan}
+    if plan is None:
+        median, mad, count = xr.apply_ufunc(
+            state_baseline_np, ring, n_obs, day,
+            input_core_dims=[["k", "band"], [], ["k"]],
+            output_core_dims=[["band"], ["band"], []],
+            dask="parallelized",
+            output_dtypes=[np.float32, np.float32, np.int16],
+            kwargs=kwargs,
+        )
+    else:
+        median, mad, count, imedian, imad = xr.apply_ufunc(
+            state_baseline_np, ring, n_obs, day,
+            input_core_dims=[["k", "band"], [], ["k"]],
+            output_core_dims=[["band"], ["band"], [], ["index"], ["index"]],
+            dask="parallelized",
+            output_dtypes=[np.float32, np.float32, np.int16, np.float32, np.float32],
+            dask_gufunc_kwargs={"output_sizes": {"index": len(plan.names)}},
+            kwargs=kwargs,
+        )
     out = xr.Dataset({"median": median.transpose("band", "y", "x"), "mad": mad.transpose("band", "y", "x"),
                       "count": count.transpose("y", "x")})
     out.attrs = dict(state.attrs)
+    if plan is not None:
+        out["index_median"] = imedian.transpose("index", "y", "x")
+        out["index_mad"] = imad.transpose("index", "y", "x")
+        out = out.assign_coords(index=list(plan.names))
+        out.attrs["indices_skipped"] = list(plan.skipped)
     return out

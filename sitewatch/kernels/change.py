@@ -13,7 +13,15 @@
 2. **z-scores** per band: ``(gain * x + offset - median) / max(1.4826 * MAD, floor)``, with
    ``floor = floor_abs + floor_rel * min(median, value)`` guarding against a too-small MAD from few
    observations.
-3. **Score**: the root-mean-square of the band z-scores; NaN where the pixel is not clear or has
+3. **Index z-scores** (``params.indices``, :mod:`.indices`; NDVI by default, NBR, brightness and
+   SWIR on request): the index of the scene mapped into the baseline's radiometry against the per-pixel median/MAD of the same
+   index over the baseline's observations (``index_median``/``index_mad`` of the baseline, from
+   the ring pass of :func:`~sitewatch.kernels.baseline_ring.state_baseline`), each with its own
+   floor. Indices whose bands the scene lacks are skipped (attribute ``indices_skipped`` of
+   ``change_score``).
+   **Score**: the root-mean-square of the band z-scores and the index z-scores, the index terms
+   weighted by ``index_weight`` (``index_combine="max"``: the larger of the band RMS and the
+   index RMS); with ``indices=()`` the RMS of the band z-scores alone. NaN where the pixel is not clear or has
    fewer than ``min_obs`` clear observations in the baseline. ``change``: hysteresis -- the
    8-connected regions of ``score > grow_threshold`` that hold a pixel with ``score >
    threshold`` (``grow_threshold=None``: ``change = score > threshold``).
@@ -37,6 +45,7 @@ import numpy as np
 import xarray as xr
 
 from ._util import is_dask, require_same_grid
+from .indices import baseline_indices, combine, index_plan, index_z2, require_index_names
 
 VISIBLE = ("blue", "green", "red")
 
@@ -65,6 +74,14 @@ class ChangeParams:
     # 0 by default: the analysis's cloud and shadow masks are already buffered (MaskParams.buffer_px),
     # and 1 px more cost the bright aircraft whose few pixels the spectral rules took for cloud.
     edge_px: int = 0
+    # index z-scores joined to the band z-scores (kernels.indices: any of INDICES; () = bands only);
+    # the baseline must carry index_median/index_mad for them (state_baseline(state, indices=...),
+    # change_baseline). NDVI alone by default: on the tuning seeds 71-74 it gave the fewest false
+    # objects at the same events found, as did all four at index_weight 0.5 (F1 0.005 lower, and
+    # twice the ring pass's CPU); see benchmarks/results/change-tuning-indices*.md
+    indices: tuple[str, ...] = ("ndvi",)
+    index_weight: float = 1.0  # weight of each index's squared z-score against a band's in the RMS
+    index_combine: str = "rms"  # "rms": weighted RMS over bands and indices; "max": max(band RMS, index RMS)
 
     def __post_init__(self) -> None:
         if self.edge_px < 0:
@@ -81,6 +98,14 @@ class ChangeParams:
             raise ValueError(f"change floors got {(self.floor_abs, self.floor_rel)!r}; expected floor_abs > 0, floor_rel >= 0")
         if self.min_obs < 1:
             raise ValueError(f"change min_obs got {self.min_obs!r}; expected >= 1")
+        object.__setattr__(self, "indices", require_index_names(self.indices, "change indices"))
+        if not (np.isfinite(self.index_weight) and self.index_weight > 0):
+            raise ValueError(f"change index_weight got {self.index_weight!r}; expected a finite number > 0")
+        if self.index_combine not in ("rms", "max"):
+            raise ValueError(f"change index_combine got {self.index_combine!r}; expected 'rms' or 'max'")
+        if self.indices and self.shift_tolerance_px > 0:
+            raise ValueError(f"change indices got {self.indices!r} with shift_tolerance_px={self.shift_tolerance_px!r}; "
+                             "expected indices=() (the misregistration-tolerant score uses the bands only)")
 
 
 # ---------------------------------------------------------------- normalisation
@@ -267,18 +292,26 @@ def change_baseline(stack: xr.DataArray, clear: xr.DataArray, params: ChangePara
     to the state so far before it is folded
     (:func:`~sitewatch.kernels.register.build_registered_state`; a date's fit uses pixels with
     ``min(min_obs, earlier dates with a clear pixel)`` observations, as the analysis does), else
-    :func:`~sitewatch.kernels.baseline.robust_baseline` of the history as stored."""
+    :func:`~sitewatch.kernels.baseline.robust_baseline` of the history as stored; with
+    ``params.indices`` also ``index_median``/``index_mad``."""
     from .baseline import robust_baseline
     from .baseline_ring import state_baseline
     from .register import build_registered_state
 
     if not params.coregister:
-        return robust_baseline(stack, clear)
+        base = robust_baseline(stack, clear)
+        if params.indices:
+            from .indices import index_baseline
+
+            ib = index_baseline(stack, clear, params.indices)
+            base = base.assign(index_median=ib["index_median"], index_mad=ib["index_mad"])
+            base.attrs["indices_skipped"] = ib.attrs["indices_skipped"]
+        return base
     clear = clear.transpose("time", "y", "x")
     seen = np.cumsum([0] + [int(v) for v in np.asarray(clear.any(("y", "x")).values)][:-1])
     ks = [max(1, min(params.min_obs, int(n))) for n in seen]
     state, _ = build_registered_state(stack, clear, stack.sizes["time"], ks)
-    return state_baseline(state)
+    return state_baseline(state, indices=params.indices)
 
 
 def change(
@@ -307,6 +340,7 @@ def change(
     median = baseline["median"].sel(band=list(bands))
     mad = baseline["mad"].sel(band=list(bands))
     count = baseline["count"]
+    plan, imed, imad = baseline_indices(baseline, bands, params.indices)
     shift_px = None
     if params.coregister:
         if gain_offset is not None:
@@ -337,6 +371,9 @@ def change(
             moved_ok = shift(fin.astype(np.float32), reg.dy, reg.dx) > np.float32(0.999)
             median = shift(median.transpose("band", "y", "x"), reg.dy, reg.dx).where(moved_ok)
             mad = shift(mad.transpose("band", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
+            if plan is not None:
+                imed = shift(imed.transpose("index", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
+                imad = shift(imad.transpose("index", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
             count = xr.where(moved_ok, count.transpose("y", "x").astype(np.int16).clip(min=params.min_obs), 0).astype(np.int16)
     elif registration is not None:
         raise ValueError("change registration got a fit with coregister=False; expected None")
@@ -371,6 +408,10 @@ def change(
         input_core_dims=[["band"], ["band"]], output_core_dims=[[]], dask="parallelized", output_dtypes=[np.float32],
     )
     score = score.transpose("y", "x")
+    if plan is not None:
+        # index z-scores of the scene mapped into the baseline's radiometry (gain * x + offset)
+        z2 = index_z2(values, gain, offset, imed, imad, plan)
+        score = combine(score, z2, len(bands), len(plan.names), params.index_weight, params.index_combine)
     if params.grow_threshold is None:
         changed = score > params.threshold
     else:
@@ -378,7 +419,9 @@ def change(
 
         changed = hysteresis(score, params.grow_threshold, params.threshold)
     out = xr.Dataset({
-        "change_score": score.assign_attrs(long_name="change score against the clear-sky baseline"),
+        "change_score": score.assign_attrs(long_name="change score against the clear-sky baseline",
+                                           indices=list(plan.names) if plan is not None else [],
+                                           indices_skipped=list(index_plan(params.indices, bands).skipped)),
         "change": changed.transpose("y", "x").assign_attrs(long_name="changed pixel"),
         "delta_brightness": delta.transpose("y", "x").assign_attrs(long_name="visible brightness minus baseline", units="1"),
     })
