@@ -6,7 +6,8 @@ Writes a synthetic site (``scaleout.write_site``), ingests it on a ``LocalCluste
 thread per worker) and runs ``analysis.analyse_slot`` date by date, measuring per date: wall time,
 the client process's CPU (all threads), its main thread's CPU (graph building, the per-date fits,
 objects, commits), the workers' CPU, the dask graphs and tasks the scheduler received (a
-scheduler plugin; the scheduler runs in this process, on its IO loop) and the client's peak RSS.
+scheduler plugin; the scheduler runs in this process, on its IO loop) and the client's peak RSS
+(reset after the synthetic scenes are written, where Linux allows).
 At the end: CPU by thread name for the whole analysis, and with ``--graphs`` every graph with the
 sitewatch call that submitted it and its most frequent task names. The 1-minute load average is
 recorded: the machine is shared. Report: benchmarks/results/scaleout-client-<size>-<chunk>.md/.json.
@@ -59,6 +60,10 @@ def measure(size: int, dates: int, chunk: int, workers: int, workdir: str) -> di
             self.log.append(collections.Counter(key_split(k) for k in (tasks or ())))
 
     series, refs = write_site(f"{workdir}/site", size, dates)
+    try:  # the peak RSS from here on: generating the synthetic scenes in this process is not the analysis
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
     grid, cube = series.grid, f"{workdir}/cube.zarr"
     dclient.Client._graph_to_futures = graph_to_futures
     try:
