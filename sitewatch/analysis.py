@@ -471,6 +471,10 @@ def analyse_slot(
     derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
                           "mask_flags": m["flags"], "cloud_score": score_pct})
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
+    # the date's layers are stored: drop every reference to them (and to the baseline) so that the
+    # cluster frees them before the fold reads and rewrites the state (lower peak memory)
+    m = ch = derived = score_pct = clear = saturated = baseline = median = labels = near = None  # noqa: F841
+    extra = obscured = rough_clear = changed = None  # noqa: F841
     # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
     fold_slot(cube, cube_url, index, base, values, folded_clear, storage_options, registration)
     valid_fraction = float(cube["valid_fraction"].values[index])
