@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+import dask
 import numpy as np
 import xarray as xr
 from rasterio import features
@@ -27,7 +28,7 @@ from .kernels.baseline import BaselineParams
 from .kernels.baseline_ring import state_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
-from .kernels.objects import ObjectStats, dilate, objects
+from .kernels.objects import ObjectStats, dilate, hysteresis, objects
 from .kernels.qa import QAParams, decode as decode_qa
 from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
@@ -242,12 +243,30 @@ def sun_position(cube: xr.Dataset, index: int, grid: SiteGrid) -> tuple[float, f
     return (az, el) if el > 0 else None
 
 
-def _polygon(labels: xr.DataArray, obj: ObjectStats, grid: SiteGrid, to_lonlat: Transformer) -> dict[str, Any]:
-    win = labels.isel(y=slice(obj.row0, obj.row1), x=slice(obj.col0, obj.col1)).values == obj.label
+def _polygon(win: np.ndarray, obj: ObjectStats, grid: SiteGrid, to_lonlat: Transformer) -> dict[str, Any]:
+    """The object's outline in lon/lat from ``win``, its pixels in its bounding box (bool)."""
     tr = grid.transform @ grid.transform.translation(obj.col0, obj.row0)
     polys = [shape(g) for g, v in features.shapes(win.astype(np.uint8), mask=win, transform=tr, connectivity=8) if v == 1]
     geom = unary_union(polys)
     return mapping(shapely.transform(geom, lambda x, y: to_lonlat.transform(x, y), interleaved=False))
+
+
+def _object_windows(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArray,
+                    objs: Sequence[ObjectStats]) -> list[dict[str, np.ndarray]]:
+    """Per object, its bounding-box windows of the labels (``labels``) and, where the scene and the
+    baseline have red and nir, of the scene's and the baseline median's red/nir (``red``, ``nir``,
+    ``median``): all fetched in one ``dask.compute`` (one round trip for every object of the date
+    instead of a few per object)."""
+    ndvi = "red" in scene and "nir" in scene and {"red", "nir"} <= set(baseline["median"].band.values.tolist())
+    med = baseline["median"].sel(band=["red", "nir"]) if ndvi else None
+    wins = []
+    for o in objs:
+        win = dict(y=slice(o.row0, o.row1), x=slice(o.col0, o.col1))
+        w = {"labels": labels.isel(win).data}
+        if ndvi:
+            w.update(red=scene["red"].isel(win).data, nir=scene["nir"].isel(win).data, median=med.isel(win).data)  # type: ignore[union-attr]
+        wins.append(w)
+    return [{k: np.asarray(v) for k, v in w.items()} for w in dask.compute(*wins)] if wins else []
 
 
 def _change_state(clear: xr.DataArray, baseline: xr.Dataset | None, n_history: int,
@@ -270,23 +289,20 @@ def _change_state(clear: xr.DataArray, baseline: xr.Dataset | None, n_history: i
     return "ok", frac
 
 
-def _ndvi_delta(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArray, obj: ObjectStats,
-                norm: dict[str, tuple[float, float]] | None) -> float | None:
+def _ndvi_delta(win: dict[str, np.ndarray], obj: ObjectStats, norm: dict[str, tuple[float, float]] | None) -> float | None:
     """Mean over the object's pixels of NDVI (scene, normalised like the change score) minus the
-    baseline median's NDVI; None without red and nir."""
-    if "red" not in scene or "nir" not in scene or not {"red", "nir"} <= set(baseline["median"].band.values.tolist()):
+    baseline median's NDVI, from the object's windows (:func:`_object_windows`); None without red and nir."""
+    if "red" not in win:
         return None
-    win = dict(y=slice(obj.row0, obj.row1), x=slice(obj.col0, obj.col1))
-    inside = labels.isel(win).values == obj.label
+    inside = win["labels"] == obj.label
 
     def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(red + nir > 0, (nir - red) / (nir + red), np.nan)
 
     g = norm or {}
-    scaled = {b: scene[b].isel(win).values.astype(np.float64) * g.get(b, (1.0, 0.0))[0] + g.get(b, (1.0, 0.0))[1]
-              for b in ("red", "nir")}
-    med = baseline["median"].sel(band=["red", "nir"]).isel(win).values.astype(np.float64)
+    scaled = {b: win[b].astype(np.float64) * g.get(b, (1.0, 0.0))[0] + g.get(b, (1.0, 0.0))[1] for b in ("red", "nir")}
+    med = win["median"].astype(np.float64)
     d = (ndvi(scaled["red"], scaled["nir"]) - ndvi(med[0], med[1]))[inside]
     d = d[np.isfinite(d)]
     return round(float(d.mean()), 4) if d.size else None
@@ -329,6 +345,12 @@ def analyse_slot(
     folded into the state, which is stored when this slot is the latest analysed one."""
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
     cube = xr.open_zarr(cube_url, mask_and_scale=False, **cube_io._zarr_kwargs(cube_url, storage_options))
+    # the per-time arrays (flags, fractions, sun angles) are read here in one compute: every
+    # ``.values`` on them below would otherwise be a round trip of its own to the cluster
+    per_time = [n for n, v in cube.variables.items() if v.dims == ("time",) and n != "time" and v.chunks is not None]
+    loaded = {n: cube.variables[n].copy(data=v) for n, v in zip(per_time, dask.compute(*[cube.variables[n].data for n in per_time]))}
+    cube = cube.assign_coords({n: v for n, v in loaded.items() if n in cube.coords})
+    cube = cube.assign({n: v for n, v in loaded.items() if n not in cube.coords})
     if not bool(cube["ingested"].values[index]):
         raise ValueError(f"cube slot {index} ({cube.scene_id.values[index]!r}) got no committed scene; expected an ingested slot")
     scene_id = str(cube.scene_id.values[index])
@@ -386,6 +408,12 @@ def analyse_slot(
     state, history_fraction = _change_state(clear, baseline, len(base.folded), params)
     values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
     folded_clear = fold_clear(scene["valid"], m["cloud"], m["shadow"], values)
+    if not eager:
+        # the band stack and the folded pixels feed the registration's four reductions and the
+        # fold: made once (one block of all bands per chunk) instead of rebuilt in every graph;
+        # the scene's bands become views of the stack, so the bands are held once
+        values, folded_clear = dask.persist(values.chunk(band=-1), folded_clear)
+        scene = scene.assign({b: values.sel(band=b, drop=True) for b in bands})
     registration = None
     if baseline is not None and params.change.coregister:
         # one fit (sub-pixel shift, per-band gain/offset) against the baseline median serves the
@@ -397,9 +425,18 @@ def analyse_slot(
             # as a whole; it is neither scored nor folded into the baseline state
             state = "not comparable"
     if state == "ok":
-        ch, norm = change(scene, clear, baseline, bands, params.change,
+        # on dask the hysteresis runs on the persisted score: inside change() it would persist a
+        # copy of the score's graph, and the persist here would compute the score a second time
+        grow = params.change.grow_threshold if not eager else None
+        cp = replace(params.change, grow_threshold=None) if grow is not None else params.change
+        ch, norm = change(scene, clear, baseline, bands, cp,
                           gain_offset=None if params.change.coregister else gain_offset, registration=registration)
-        ch = ch.persist()
+        if grow is None:
+            ch = ch.persist()
+        else:
+            ch = ch.drop_vars("change").persist()
+            changed = hysteresis(ch["change_score"], grow, params.change.threshold).assign_attrs(long_name="changed pixel")
+            ch = ch.assign(change=changed.persist())
     else:  # nothing to compare: no change computed, no detections
         nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
         ch = xr.Dataset({"change_score": nan, "change": xr.zeros_like(scene["valid"]), "delta_brightness": nan})
@@ -410,18 +447,17 @@ def analyse_slot(
         labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px, flag=near)
         min_px = params.min_object_area_m2 / grid.pixel_area_m2
         to_lonlat = Transformer.from_crs(grid.crs, 4326, always_xy=True)
-        for o in objs:
-            if o.area_px < min_px:
-                continue
+        kept = [o for o in objs if o.area_px >= min_px]
+        for o, win in zip(kept, _object_windows(scene, baseline, labels, kept)):
             lon, lat = grid.pixel_to_lonlat(o.row, o.col)
-            dndvi = _ndvi_delta(scene, baseline, labels, o, norm_by_band)
+            dndvi = _ndvi_delta(win, o, norm_by_band)
             veg = None if dndvi is None or abs(dndvi) < params.ndvi_change else ("gain" if dndvi > 0 else "loss")
             detections.append(Detection(
                 scene_id=scene_id, time=when, area_m2=o.area_px * grid.pixel_area_m2, lon=lon, lat=lat,
                 row=o.row, col=o.col, bbox_pixels=(o.row0, o.col0, o.row1, o.col1),
                 score_mean=o.score_mean, score_max=o.score_max,
                 direction="brighter" if o.delta_mean >= 0 else "darker", delta_brightness=o.delta_mean,
-                polygon=_polygon(labels, o, grid, to_lonlat), near_cloud_px=o.flagged_px,
+                polygon=_polygon(win["labels"] == o.label, o, grid, to_lonlat), near_cloud_px=o.flagged_px,
                 delta_ndvi=dndvi, vegetation=veg,
             ))
     # the date's objects file first, then the slot's layers and its "analysed" flag: an analysed
@@ -435,6 +471,10 @@ def analyse_slot(
     derived = xr.Dataset({"cloud": m["cloud"], "shadow": m["shadow"], "change_score": ch["change_score"], "change": ch["change"],
                           "mask_flags": m["flags"], "cloud_score": score_pct})
     cloud_fraction = cube_io.write_derived(cube_url, index, derived, storage_options)
+    # the date's layers are stored: drop every reference to them (and to the baseline) so that the
+    # cluster frees them before the fold reads and rewrites the state (lower peak memory)
+    m = ch = derived = score_pct = clear = saturated = baseline = median = labels = near = None  # noqa: F841
+    extra = obscured = rough_clear = changed = None  # noqa: F841
     # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
     fold_slot(cube, cube_url, index, base, values, folded_clear, storage_options, registration)
     valid_fraction = float(cube["valid_fraction"].values[index])

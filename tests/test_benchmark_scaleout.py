@@ -67,6 +67,20 @@ def test_report_states_target_and_whether_results_agree():
     assert "no warm-up" in md
 
 
+def test_default_chunk_is_the_site_default():
+    from sitewatch.config import SiteConfig
+
+    assert scaleout.SITE_CHUNK == SiteConfig.model_fields["chunk_size"].default
+
+
+def test_thread_cpu_names_the_main_thread():
+    cpu = scaleout.thread_cpu_seconds()
+    if Path("/proc/self/task").exists():
+        assert cpu["MainThread"] >= 0 and sum(cpu.values()) <= scaleout.cpu_seconds() + 0.05
+    else:
+        assert cpu == {}
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit, match="--dates got 1"):
         scaleout.main(["--dates", "1"])
@@ -87,6 +101,7 @@ def test_smoke_run_on_a_real_two_worker_cluster(tmp_path):
     assert r["workers"] == 2 and len(r["peak_rss_per_worker_bytes"]) == 2
     assert all(50 * 2**20 < b < 2 * 2**30 for b in r["peak_rss_per_worker_bytes"])
     assert r["total_s"] == pytest.approx(r["ingest_s"] + r["analyse_s"]) and r["worker_cpu_s"] > 0
+    assert r["tasks"] > r["graphs"] > 0 and 0 < r["client_main_cpu_s"] <= r["client_cpu_s"] + 0.05
     slots = cube_io.slots(str(tmp_path / "cube-w2t1.zarr"))
     assert len(slots) == 2 and all(s.ingested and s.analysed for s in slots)
     local = scaleout.monitor_work(str(tmp_path / "local.zarr"), site[0].grid, site[1], 128)
