@@ -1,6 +1,6 @@
 """Scale-out through the monitor flow itself: Prefect's ``monitor-site`` on an existing Dask cluster of 1 and of 2 worker processes.
 
-    python -m benchmarks.scaleout_flow [--size 4096] [--dates 4] [--chunk 512] [--quick]
+    python -m benchmarks.scaleout_flow [--size 4096] [--dates 4] [--chunk 1024] [--quick]
 
 Issue 8 asks for the monitor flow, on an existing cluster reached by address, with 1 and 2
 worker processes. This runs exactly that, with no code path of its own: one temporary Prefect
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096, help="site width and height in px (default 4096)")
     ap.add_argument("--dates", type=int, default=4, help="number of dates (default 4)")
-    ap.add_argument("--chunk", type=int, default=512, help="cube chunk size in px (default 512)")
+    ap.add_argument("--chunk", type=int, default=1024, help="cube chunk size in px (default 1024, the site default)")
     ap.add_argument("--memory-limit", default="8GB", help="memory limit per worker (default 8GB, the same for both)")
     ap.add_argument("--quick", action="store_true", help="--size 1024 --dates 4")
     ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up site (smoke tests)")

@@ -90,7 +90,11 @@ def _monitor(site: SiteConfig, start: Optional[datetime] = None, end: Optional[d
     quarantined = record_quarantine(site, rejected, [i["scene_id"] for i in ingested])
 
     pending = sorted((sl for sl in cube_io.slots(s.cube_url) if sl.ingested and not sl.analysed), key=lambda sl: sl.time)
-    results = [analyse_scene(site, sl.index) for sl in pending]
+    # one date after the other (each date's baseline uses the dates before it), each submitted rather
+    # than called: on the Dask task runner the task then runs on a worker and its arrays on the whole
+    # cluster (tasks/_dask.py); called here it computed them in the flow's own process (4096 px: 213 s
+    # of CPU in the flow's process against 28 s in the workers, 1.06x from a second worker)
+    results = [analyse_scene.submit(site, sl.index).result() for sl in pending]
     detections = [d for r in results for d in r.detections]
 
     alerts, new_ids, updated, site_state = update_alerts(site, detections, [r.scene_id for r in results])

@@ -81,3 +81,8 @@ def test_flow_on_an_existing_cluster_spreads_kernels_over_its_workers(tmp_path, 
     assert set(chunks) == workers, f"array chunks computed on {dict(chunks)}; expected both workers {workers}"
     assert min(chunks.values()) >= 0.2 * sum(chunks.values()), f"unbalanced: {dict(chunks)}"
     assert set(prefect_tasks) <= workers and sum(prefect_tasks.values()) > 0
+    # the analysis too, not only the ingest: each date's analyse-scene task ran on a worker (from
+    # where its arrays go to the whole cluster), not in the flow's process (it was once called
+    # there and computed every array in that process)
+    analysed = [w for w, key in rec.done if not isinstance(key, tuple) and str(key).startswith("analyse_scene-")]
+    assert len(analysed) == 4 and set(analysed) <= workers, f"analyse-scene ran on {analysed}; expected 4 runs on the workers"
