@@ -111,8 +111,9 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
            f"Same results in both configurations (per date cloud fraction, detections, change state; alerts): {'yes' if same else 'NO'}.",
            ""]
     if worst > 0.5 * cores:
-        md.append(f"The machine was shared while this ran (1-minute load average up to {worst:.1f} on {cores} cores): the figures "
-                  "are what this run got under that load, not the machine's capacity.")
+        md.append(f"1-minute load average up to {worst:.1f} on {cores} cores. It counts this benchmark's own processes (with 2 "
+                  "workers busy and the flow's process, about 3); load from other work, if any, is not told apart, and a "
+                  "figure taken under such load is not the machine's capacity.")
     out = {"meta": meta, "size": size, "dates": dates, "chunk": chunk, "memory_limit": memory_limit, "warmup": warmup,
            "speedup": s, "target": TARGET, "target_met": s >= TARGET, "identical_results": same, "runs": runs}
     return out, "\n".join(md) + "\n"
