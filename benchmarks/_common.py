@@ -22,28 +22,29 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _status_mb(field: str) -> float | None:
+    """``field`` (e.g. ``VmHWM``, ``VmRSS``) of /proc/self/status in MiB; None where unreadable."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _maxrss_mb() -> float:
     """Peak resident set of this process: ``VmHWM`` from /proc (per address space, so it starts
     afresh at ``exec``), else ``getrusage``'s ``ru_maxrss``, which Linux carries over from the
     forking parent when the parent was bigger (a worker started from a 500 MB parent would read
     500 MB)."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _rss_now_mb() -> float:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    now = _status_mb("VmRSS")
+    return now if now is not None else float("nan")
 
 
 def _cpu_s() -> float:

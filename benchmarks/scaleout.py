@@ -275,6 +275,15 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
     return out, "\n".join(md) + "\n"
 
 
+def write_report(results_dir: str, name: str, out: dict[str, Any], md: str) -> None:
+    """``name``.json and ``name``.md under ``results_dir`` (made if missing); the markdown is also printed."""
+    results = Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(out, indent=2))
+    (results / f"{name}.md").write_text(md)
+    print(md)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096, help="site width and height in px (default 4096)")
@@ -309,11 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
             runs.append(r)
     out, md = report(a.size, a.dates, a.chunk, a.memory_limit, runs, warmup=not a.no_warmup)
-    results = Path(a.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (results / f"{name}.md").write_text(md)
-    print(md)
+    write_report(a.results_dir, name, out, md)
     return 0
 
 

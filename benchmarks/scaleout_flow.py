@@ -25,15 +25,13 @@ benchmarks/results/scaleout-flow.md and .json (``scaleout-flow-quick.*`` below 4
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from .scaleout import OUT, TARGET, Config, cpu_seconds, load_average, speedup, vm_hwm_bytes, write_site
+from .scaleout import OUT, TARGET, Config, cpu_seconds, load_average, speedup, vm_hwm_bytes, write_report, write_site
 
 
 def _site_config(series, source: str, store: str, name: str, chunk: int):
@@ -158,11 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 os.environ.pop("PREFECT_API_URL", None)
     out, md = report(a.size, a.dates, a.chunk, a.memory_limit, runs, warmup=not a.no_warmup)
-    results = Path(a.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (results / f"{name}.md").write_text(md)
-    print(md)
+    write_report(a.results_dir, name, out, md)
     return 0
 
 
