@@ -30,3 +30,24 @@ def test_compiled_sums_equal_the_numpy_reference(trim):
         assert r.shape == g.shape and all(int(a) == int(b) for a, b in zip(r.ravel(), g.ravel()))
     n_all, n_inl = int(got[0][0, 1, 1]), int(got[1][0, 1, 1])
     assert (n_all > n_inl > 0) if trim else (n_all == n_inl > 0)
+
+
+def test_parts_in_their_own_dtypes_equal_the_stacked_block():
+    """The fit passes the scene's uint16 counts, the float32 median and a bool ``use`` as separate
+    arrays (no stacked float32 copy): the very integers of the stacked float32 block."""
+    from sitewatch.kernels.register_sums import all_sums_parts, difference_hist_parts
+
+    rng = np.random.default_rng(5)
+    nb, h, w = 2, 23, 31
+    vals = rng.integers(1, 65535, (nb, h, w)).astype(np.uint16)
+    med = (np.rint(2 * (vals + rng.normal(0, 40, vals.shape))) / 2).astype(np.float32)
+    med[0, 3, 4] = np.nan
+    use = rng.random((h, w)) < 0.8
+    block = np.concatenate([vals.astype(np.float32), med, use[None].astype(np.float32)])
+    hist = difference_hist_parts(vals, med, use, HIST_HALF)
+    assert np.array_equal(hist, difference_hist(block, nb, HIST_HALF))
+    centre, tol = inlier_band(hist)
+    for r, g in zip(all_sums(block, nb, centre, tol), all_sums_parts(vals, med, use, centre, tol)):
+        assert all(int(a) == int(b) for a, b in zip(r.ravel(), g.ravel()))
+    with pytest.raises(ValueError, match="registration parts got shapes"):
+        difference_hist_parts(vals, med[:1], use, HIST_HALF)

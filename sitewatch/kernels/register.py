@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from ._util import is_dask
-from .register_sums import all_sums, difference_hist
+from .register_sums import all_sums_parts, difference_hist_parts
 
 MIN_PIXELS = 100
 #: A date whose fitted gain in any band is outside [1 / MAX_GAIN_RATIO, MAX_GAIN_RATIO] is not
@@ -154,13 +154,20 @@ def registration_from_sums(sums: np.ndarray, min_pixels: int = MIN_PIXELS, min_s
     return Registration(tuple(float(g) for g in gain), tuple(float(c) for c in th[:nb]), dy, dx, n_px)
 
 
-def _padded_blocks(stacked: xr.DataArray):
-    """Delayed blocks of ``stacked`` (``(k, y, x)``) padded by 1 px (edge) on y and x."""
-    import dask.array
+def _aligned_parts(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray) -> tuple:
+    """``values``, ``median`` and ``use`` as dask arrays with one block over the bands and the same
+    (y, x) chunks (those of ``values``, else of the first dask input): one block of each per task.
+    The inputs stay in their own dtypes (uint16 counts, float32 median, bool use), with no stacked
+    float32 copy (that copy, rebuilt for each of the fit's four reductions, was most of its cost)."""
+    import dask.array as dsa
 
-    data = stacked.data.rechunk({0: -1})
-    ov = dask.array.overlap.overlap(data, depth={0: 0, 1: 1, 2: 1}, boundary={0: "none", 1: "nearest", 2: "nearest"})
-    return ov.to_delayed()
+    ref = next(a for a in (values, median, use) if is_dask(a))
+    yx = ref.data.chunks[-2:]
+    out = []
+    for a in (values, median, use):
+        d = a.data if is_dask(a) else dsa.from_array(np.asarray(a.values), chunks=(-1,) * (a.ndim - 2) + yx)
+        out.append(d.rechunk((-1,) * (a.ndim - 2) + yx))
+    return tuple(out)
 
 
 def fit_registration(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray, min_pixels: int = MIN_PIXELS,
@@ -179,6 +186,8 @@ def fit_registration(values: xr.DataArray, median: xr.DataArray, use: xr.DataArr
         if reg.pixels < min_pixels:
             break
         moved = shift(median, reg.dy, reg.dx) if (reg.dy or reg.dx) else median
+        if is_dask(moved) and moved is not median:
+            moved = moved.persist()  # both of the step's reductions read it
         # with the median moved, the differences at sharp edges are small: the offsets and the
         # residual shift are fitted on the inliers only, so a large real change does not bias them
         nxt = fit_once(values, moved, use, min_pixels, min_fraction, least_squares_on="inliers")
@@ -209,28 +218,25 @@ def fit_once(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray, min_
     nb = values.sizes["band"]
     if median.sizes["band"] != nb:
         raise ValueError(f"registration median bands got {median.sizes['band']!r}; expected {nb}")
-    parts = [values.astype(np.float32).drop_vars("band", errors="ignore"), median.astype(np.float32).drop_vars("band", errors="ignore"),
-             use.astype(np.float32).expand_dims(band=1)]
-    stacked = xr.concat(parts, dim="band", coords="minimal", compat="override", join="override")
-    if any(is_dask(p) for p in parts):
+    if any(is_dask(a) for a in (values, median, use)):
         import dask
 
-        if not is_dask(stacked):
-            stacked = stacked.chunk()
-        data = stacked.data.rechunk({0: -1})
-        hists = dask.compute(*[dask.delayed(difference_hist)(b, nb, HIST_HALF) for b in data.to_delayed().ravel()])
+        v, m, u = _aligned_parts(values, median, use)
+        hists = dask.compute(*[dask.delayed(difference_hist_parts)(vb, mb, ub, HIST_HALF)
+                               for vb, mb, ub in zip(*(a.to_delayed().ravel() for a in (v, m, u)))])
         band = inlier_band(np.sum(hists, axis=0))
         centre, tol = band if band is not None else (None, None)
-        blocks = _padded_blocks(stacked)
-        tasks = [dask.delayed(all_sums)(blocks[0, i, j], nb, centre, tol)
-                 for i in range(blocks.shape[1]) for j in range(blocks.shape[2])]
+        padded = [dask.array.overlap.overlap(a, depth=(0,) * (a.ndim - 2) + (1, 1), boundary="nearest") for a in (v, m, u)]
+        tasks = [dask.delayed(all_sums_parts)(vb, mb, ub, centre, tol)
+                 for vb, mb, ub in zip(*(a.to_delayed().ravel() for a in padded))]
         parts = dask.compute(*tasks)
         sums = tuple(sum((p[k] for p in parts[1:]), parts[0][k]) for k in range(3))  # Python ints: exact
     else:
-        a = np.asarray(stacked.values)
-        band = inlier_band(difference_hist(a, nb, HIST_HALF))
+        v, m, u = (np.asarray(a.values) for a in (values, median, use))
+        band = inlier_band(difference_hist_parts(v, m, u, HIST_HALF))
         centre, tol = band if band is not None else (None, None)
-        sums = all_sums(np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge"), nb, centre, tol)
+        pad = lambda a: np.pad(a, ((0, 0),) * (a.ndim - 2) + ((1, 1), (1, 1)), mode="edge")  # noqa: E731
+        sums = all_sums_parts(pad(v), pad(m), pad(u), centre, tol)
     return registration_from_sums(sums[1] if least_squares_on == "inliers" else sums[0], min_pixels,
                                   int(np.ceil(min_fraction * use.sizes["y"] * use.sizes["x"])), gain_sums=sums[1], box_sums=sums[2])
 

@@ -17,37 +17,59 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _hist_loop(block, nb, half):  # pragma: no cover - compiled
-    h, w = block.shape[1], block.shape[2]
+def _hist_loop(v, m, u, half):  # pragma: no cover - compiled
+    nb, h, w = v.shape
     out = np.zeros((nb, 2 * half), np.int64)
     for y in range(h):
         for x in range(w):
-            if not block[2 * nb, y, x] > 0.5:
+            if not u[y, x]:
                 continue
             ok = True
             for b in range(nb):
-                if not np.isfinite(block[nb + b, y, x]):
+                if not np.isfinite(m[b, y, x]):
                     ok = False
                     break
             if not ok:
                 continue
             for b in range(nb):
-                d = np.int64(np.rint(2.0 * np.float64(block[b, y, x]))) - np.int64(np.rint(2.0 * np.float64(block[nb + b, y, x])))
+                d = np.int64(np.rint(2.0 * np.float64(v[b, y, x]))) - np.int64(np.rint(2.0 * np.float64(m[b, y, x])))
                 d = min(max(d, -half), half - 1)
                 out[b, d + half] += 1
     return out
+
+
+def _parts(values: np.ndarray, median: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The loops' inputs: ``values`` as they are when 8/16-bit integers (exact), else float32 (as
+    the stacked block had them); ``median`` float32; ``use`` bool (``> 0.5``)."""
+    v = np.asarray(values)
+    v = np.ascontiguousarray(v if v.dtype.kind in "ui" and v.dtype.itemsize <= 2 else v.astype(np.float32, copy=False))
+    m = np.ascontiguousarray(median, np.float32)
+    u = np.asarray(use)
+    u = np.ascontiguousarray(u if u.dtype == np.bool_ else u > 0.5)
+    if v.ndim != 3 or m.shape != v.shape or u.shape != v.shape[1:]:
+        raise ValueError(f"registration parts got shapes {v.shape!r}, {m.shape!r}, {u.shape!r}; expected (band, y, x) "
+                         "twice and (y, x)")
+    return v, m, u
+
+
+def difference_hist_parts(values: np.ndarray, median: np.ndarray, use: np.ndarray, half: int) -> np.ndarray:
+    """:func:`difference_hist` on the scene's values, the median and ``use`` as separate arrays
+    (``(band, y, x)``, ``(band, y, x)``, ``(y, x)``): no stacked float32 copy of the inputs."""
+    return _hist_loop(*_parts(values, median, use), half)
 
 
 def difference_hist(block: np.ndarray, nb: int, half: int) -> np.ndarray:
     """:func:`difference_hist_np`, compiled."""
     if block.ndim != 3 or block.shape[0] != 2 * nb + 1:
         raise ValueError(f"registration block got shape {block.shape!r}; expected ({2 * nb + 1}, y, x)")
-    return _hist_loop(np.ascontiguousarray(block, np.float32), nb, half)
+    block = np.asarray(block, np.float32)
+    return difference_hist_parts(block[:nb], block[nb:2 * nb], block[2 * nb], half)
 
 
 @numba.njit(nogil=True, cache=True)
-def _sums_loop(p, nb, centre, tol, trim):  # pragma: no cover - compiled
-    h, w = p.shape[1] - 2, p.shape[2] - 2
+def _sums_loop(v, m, u, centre, tol, trim):  # pragma: no cover - compiled
+    nb = v.shape[0]
+    h, w = v.shape[1] - 2, v.shape[2] - 2
     hp, wp = h + 2, w + 2
     # per padded pixel: usable (use, a median in every band) and, with trim, an inlier
     fin = np.zeros((hp, wp), np.bool_)
@@ -58,17 +80,17 @@ def _sums_loop(p, nb, centre, tol, trim):  # pragma: no cover - compiled
         for x in range(wp):
             f = True
             for b in range(nb):
-                mv = p[nb + b, y, x]
+                mv = m[b, y, x]
                 if np.isfinite(mv):
                     m2[b, y, x] = np.int64(np.rint(2.0 * np.float64(mv)))
                 else:
                     f = False
-                xi[b, y, x] = np.int64(np.rint(np.float64(p[b, y, x])))
+                xi[b, y, x] = np.int64(np.rint(np.float64(v[b, y, x])))
             fin[y, x] = f
-            g = f and p[2 * nb, y, x] > 0.5
+            g = f and u[y, x]
             if g and trim:
                 for b in range(nb):
-                    d = np.int64(np.rint(2.0 * np.float64(p[b, y, x]))) - m2[b, y, x]
+                    d = np.int64(np.rint(2.0 * np.float64(v[b, y, x]))) - m2[b, y, x]
                     if abs(d - centre[b]) > tol[b]:
                         g = False
                         break
@@ -81,7 +103,7 @@ def _sums_loop(p, nb, centre, tol, trim):  # pragma: no cover - compiled
         py = y + 1
         for x in range(w):
             px = x + 1
-            if not (p[2 * nb, py, px] > 0.5 and fin[py, px] and fin[py + 1, px] and fin[py - 1, px]
+            if not (u[py, px] and fin[py, px] and fin[py + 1, px] and fin[py - 1, px]
                     and fin[py, px + 1] and fin[py, px - 1]):
                 continue
             inlier = good[py, px]
@@ -123,15 +145,16 @@ def _rows_to_int(rows: np.ndarray) -> np.ndarray:
     return rows.astype(object).sum(axis=0) if rows.shape[0] else np.zeros(rows.shape[1:], object)
 
 
-def all_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """``(whole, inliers, box)`` as :func:`_all_sums_np` returns
-    them (Python-int object arrays ``(nb, 5, 5)``, ``(nb, 5, 5)``, ``(nb, 5)``), compiled."""
-    if padded.ndim != 3 or padded.shape[0] != 2 * nb + 1:
-        raise ValueError(f"registration block got shape {padded.shape!r}; expected ({2 * nb + 1}, y + 2, x + 2)")
+def all_sums_parts(values: np.ndarray, median: np.ndarray, use: np.ndarray, centre: np.ndarray | None,
+                   tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """:func:`all_sums` on the padded values, median and ``use`` as separate arrays (``(band, y +
+    2, x + 2)`` twice and ``(y + 2, x + 2)``): no stacked float32 copy of the inputs."""
+    v, m, u = _parts(values, median, use)
+    nb = v.shape[0]
     trim = centre is not None
     c = np.asarray(centre if trim else np.zeros(nb), np.int64)
     t = np.asarray(tol if trim else np.zeros(nb), np.int64)
-    whole, inl, box = _sums_loop(np.ascontiguousarray(padded, np.float32), nb, c, t, trim)
+    whole, inl, box = _sums_loop(v, m, u, c, t, trim)
     w = _rows_to_int(whole)
     for b in range(nb):  # the loop fills the upper triangle
         for r in range(5):
@@ -146,6 +169,15 @@ def all_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.nda
     else:
         i = w
     return w, i, _rows_to_int(box)
+
+
+def all_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """``(whole, inliers, box)`` as :func:`_all_sums_np` returns
+    them (Python-int object arrays ``(nb, 5, 5)``, ``(nb, 5, 5)``, ``(nb, 5)``), compiled."""
+    if padded.ndim != 3 or padded.shape[0] != 2 * nb + 1:
+        raise ValueError(f"registration block got shape {padded.shape!r}; expected ({2 * nb + 1}, y + 2, x + 2)")
+    padded = np.asarray(padded, np.float32)
+    return all_sums_parts(padded[:nb], padded[nb:2 * nb], padded[2 * nb], centre, tol)
 
 
 # ---------------------------------------------------------------- numpy references
