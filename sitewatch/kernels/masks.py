@@ -417,6 +417,39 @@ def _score_block(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool
     return cloud_score_np(*_unpack(arrays, names, has_baseline), params, norm)
 
 
+def _block1_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, names: tuple[str, ...], has_baseline: bool,
+                    params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """:func:`_block1` on the lazy path's stacked blocks (``(band, y, x)`` bands and median,
+    ``(1, y, x)`` valid and count); returns ``(1, y, x)``."""
+    flat = (*bands, valid[0], *((*base[0], base[1][0]) if has_baseline else ()))
+    return _block1(*flat, names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
+
+
+def _score_block_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, names: tuple[str, ...], has_baseline: bool,
+                         params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """:func:`_score_block` on the stacked blocks of :func:`_block1_stacked`; returns ``(1, y, x)``."""
+    flat = (*bands, valid[0], *((*base[0], base[1][0]) if has_baseline else ()))
+    return _score_block(*flat, names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
+
+
+def _stacked_inputs(scene: xr.Dataset, baseline: xr.Dataset | None, names: tuple[str, ...], ref: xr.DataArray) -> list[da.Array]:
+    """The lazy path's inputs as four dask arrays with ``ref``'s (y, x) chunks and one block over
+    their first axis: the bands ``(band, y, x)``, valid ``(1, y, x)`` and, with a baseline, its
+    median ``(band, y, x)`` and count ``(1, y, x)``. Through ``map_overlap`` four arrays cost a
+    quarter of the halo-slicing tasks of the fourteen single-band arrays they replace."""
+    chunks = ref.data.chunks
+
+    def as_dask(a: object, lead: tuple = ()) -> da.Array:
+        a = a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=lead + chunks)
+        return a.rechunk(lead + chunks)
+
+    out = [da.stack([as_dask(scene[b].data) for b in names]).rechunk((-1,) + chunks), as_dask(ref.data)[None]]
+    if baseline is not None:
+        med = baseline["median"].sel(band=list(names)).transpose("band", "y", "x").data
+        out += [as_dask(med, (-1,)), as_dask(baseline["count"].data)[None]]
+    return out
+
+
 def masks(
     scene: xr.Dataset,
     baseline: xr.Dataset | None = None,
@@ -444,18 +477,19 @@ def masks(
     if ref.dims != ("y", "x"):
         raise ValueError(f"scene 'valid' dims got {ref.dims!r}; expected ('y', 'x')")
     geom = _geometry(sun, resolution, params, baseline is not None)
-    inputs = [scene[b].data for b in names] + [ref.data]
-    if baseline is not None:
-        inputs += [baseline["median"].sel(band=b).data for b in names] + [baseline["count"].data]
     fn_kw = dict(names=names, has_baseline=baseline is not None, params=params, norm=dict(norm) if norm else None)
     lazy = is_dask(ref)
     if lazy:
-        chunks = ref.data.chunks
-        inputs = [a.rechunk(chunks) if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for a in inputs]
-        code1 = da.map_overlap(_block1, *inputs, depth=params.depth, boundary="none", dtype=np.uint8, trim=True, **fn_kw)
-        score = da.map_blocks(_score_block, *inputs, dtype=np.float32, **fn_kw)
-        valid = inputs[len(names)].astype(bool)
+        stacked = _stacked_inputs(scene, baseline, names, ref)
+        d = params.depth
+        code1 = da.map_overlap(_block1_stacked, *stacked, depth={0: 0, 1: d, 2: d}, boundary="none", dtype=np.uint8,
+                               trim=True, **fn_kw)[0]
+        score = da.map_blocks(_score_block_stacked, *stacked, dtype=np.float32, **fn_kw)[0]
+        valid = stacked[1][0].astype(bool)
     else:
+        inputs = [scene[b].data for b in names] + [ref.data]
+        if baseline is not None:
+            inputs += [baseline["median"].sel(band=b).data for b in names] + [baseline["count"].data]
         code1 = _block1(*[np.asarray(a) for a in inputs], **fn_kw)
         score = _score_block(*[np.asarray(a) for a in inputs], **fn_kw)
         valid = np.asarray(ref.data, dtype=bool)
