@@ -144,25 +144,6 @@ def test_shift_numpy_hand_and_dask_uneven_chunks():
         shift_np(np.zeros((4, 4)), 0, -1.2)
 
 
-def test_shift_many_equals_shift_of_each_numpy_and_dask_uneven_chunks():
-    """The layers moved together (one map_overlap on dask) are exactly the layers moved one by one."""
-    from sitewatch.kernels.register import shift_many
-
-    rng = np.random.default_rng(8)
-    a = xr.DataArray(rng.normal(size=(3, 40, 50)).astype(np.float32), dims=("band", "y", "x"))
-    m = xr.DataArray(rng.random((40, 50)) > 0.3, dims=("y", "x"))
-    c = xr.DataArray(rng.integers(0, 9, (2, 40, 50)).astype(np.int16), dims=("index", "y", "x"))
-    ref = [shift(x, 0.4, -0.6) for x in (a, m.astype(np.float32), c)]
-    for chunks in (None, {"y": (13, 1, 26), "x": (25, 25)}):
-        ins = [a, m.astype(np.float32), c] if chunks is None else [a.chunk(chunks), m.astype(np.float32).chunk({"y": 20}), c]
-        got = shift_many(ins, 0.4, -0.6)
-        for r, g in zip(ref, got):
-            assert g.dims == r.dims and g.dtype == np.float32 and np.array_equal(r.values, g.values)
-    assert shift_many([], 0.1, 0.1) == []
-    with pytest.raises(ValueError, match="one \\(y, x\\) grid"):
-        shift_many([a.chunk(), m.isel(y=slice(0, 10)).astype(np.float32)], 0.1, 0.1)
-
-
 # ---------------------------------------------------------------- co-registered baseline
 
 

@@ -345,7 +345,7 @@ def change(
     if params.coregister:
         if gain_offset is not None:
             raise ValueError("change gain_offset got a fit with coregister=True; expected None (the registration fits its own gain/offset)")
-        from .register import fit_registration, shift_many
+        from .register import fit_registration, shift
 
         reg = registration
         if reg is None:
@@ -368,15 +368,12 @@ def change(
         shift_px = [reg.dy, reg.dx]
         if reg.dy or reg.dx:
             fin = (median.notnull().all("band") & (count >= params.min_obs)).transpose("y", "x")
-            # the baseline's layers are moved together: one map_overlap on dask
-            fields = [fin.astype(np.float32), median.transpose("band", "y", "x"), mad.transpose("band", "y", "x").fillna(0)]
+            moved_ok = shift(fin.astype(np.float32), reg.dy, reg.dx) > np.float32(0.999)
+            median = shift(median.transpose("band", "y", "x"), reg.dy, reg.dx).where(moved_ok)
+            mad = shift(mad.transpose("band", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
             if plan is not None:
-                fields += [imed.transpose("index", "y", "x").fillna(0), imad.transpose("index", "y", "x").fillna(0)]
-            moved = shift_many(fields, reg.dy, reg.dx)
-            moved_ok = moved[0] > np.float32(0.999)
-            median, mad = moved[1].where(moved_ok), moved[2].where(moved_ok)
-            if plan is not None:
-                imed, imad = moved[3].where(moved_ok), moved[4].where(moved_ok)
+                imed = shift(imed.transpose("index", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
+                imad = shift(imad.transpose("index", "y", "x").fillna(0), reg.dy, reg.dx).where(moved_ok)
             count = xr.where(moved_ok, count.transpose("y", "x").astype(np.int16).clip(min=params.min_obs), 0).astype(np.int16)
     elif registration is not None:
         raise ValueError("change registration got a fit with coregister=False; expected None")

@@ -278,50 +278,12 @@ def shift(arr: xr.DataArray, dy: float, dx: float) -> xr.DataArray:
     return arr.copy(data=data)
 
 
-def shift_many(arrays: Sequence[xr.DataArray], dy: float, dx: float) -> list[xr.DataArray]:
-    """:func:`shift` of each of ``arrays`` (dims ending in ``y, x``, on one grid), identical
-    results; on dask the arrays' planes go through one ``map_overlap`` together (one set of halo
-    slices instead of one per array), then are split again."""
-    arrays = list(arrays)
-    if not arrays:
-        return []
-    for a in arrays:
-        if a.dims[-2:] != ("y", "x"):
-            raise ValueError(f"shift dims got {a.dims!r}; expected (..., 'y', 'x')")
-        if a.shape[-2:] != arrays[0].shape[-2:]:
-            raise ValueError(f"shift_many shapes got {[x.shape for x in arrays]!r}; expected one (y, x) grid")
-    if len(arrays) == 1 or not any(is_dask(a) for a in arrays) or (dy == 0 and dx == 0):
-        return [shift(a, dy, dx) for a in arrays]
-    if abs(dy) > 1 or abs(dx) > 1:
-        raise ValueError(f"shift got {(dy, dx)!r}; expected |dy|, |dx| <= 1 px")
-    import dask.array as dsa
-
-    ref = next(a for a in arrays if is_dask(a))
-    yx = ref.data.chunks[-2:]
-    planes = []
-    for a in arrays:
-        d = a.data if is_dask(a) else dsa.from_array(np.asarray(a.values), chunks=a.shape[:-2] + yx)
-        planes.append(d.astype(np.float32).reshape((-1,) + a.shape[-2:]).rechunk((-1,) + yx))
-    stacked = dsa.concatenate(planes, axis=0).rechunk((-1,) + yx)
-    moved = stacked.map_overlap(lambda b: shift_np(b, dy, dx), depth={0: 0, 1: 1, 2: 1},
-                                boundary={0: "none", 1: "nearest", 2: "nearest"}, trim=False, dtype=np.float32)
-    out, i = [], 0
-    for a, p in zip(arrays, planes):
-        n = p.shape[0]
-        out.append(a.copy(data=moved[i:i + n].reshape(a.shape)))
-        i += n
-    return out
-
-
 def apply_inverse(values: xr.DataArray, reg: Registration) -> xr.DataArray:
     """``values`` (``(band, y, x)``) moved onto the median's grid and radiometry:
     ``(values(p - s) - offset) / gain``."""
-    return _invert_radiometry(shift(values, -reg.dy, -reg.dx), reg)
-
-
-def _invert_radiometry(moved: xr.DataArray, reg: Registration) -> xr.DataArray:
     g = xr.DataArray(np.asarray(reg.gain, np.float32), dims="band")
     o = xr.DataArray(np.asarray(reg.offset, np.float32), dims="band")
+    moved = shift(values, -reg.dy, -reg.dx)
     return ((moved - o) / g).astype(np.float32)
 
 
@@ -342,15 +304,11 @@ def aligned_observation(values: xr.DataArray, clear: xr.DataArray, reg: Registra
     its moved value was clear. The identity registration returns the inputs."""
     if is_identity(reg):
         return values, clear
-    values = values.transpose("band", "y", "x")
-    moved_clear = clear.astype(bool)
-    if reg.dy or reg.dx:  # the values and the clear mask shifted together (one map_overlap on dask)
-        shifted, moved_clear = shift_many([values, clear.astype(np.float32)], -reg.dy, -reg.dx)
-        moved_clear = moved_clear > np.float32(0.999)
-        moved = _invert_radiometry(shifted, reg)
-    else:
-        moved = apply_inverse(values, reg)
+    moved = apply_inverse(values.transpose("band", "y", "x"), reg)
     counts = moved.round().clip(1, 65534).astype(np.uint16)
+    moved_clear = clear.astype(bool)
+    if reg.dy or reg.dx:
+        moved_clear = shift(clear.astype(np.float32), -reg.dy, -reg.dx) > np.float32(0.999)
     return counts, moved_clear
 
 
