@@ -42,7 +42,20 @@ def test_report_states_target_and_whether_results_agree():
     assert "1.20x** (target >= 1.7x): NOT met" in md and "alerts): NO" in md and "no warm-up" in md
 
 
+def test_rounds_give_the_median_speedup_and_each_ceiling():
+    runs = [_run(1, 90.0), _run(2, 50.0), _run(1, 80.0), _run(2, 50.0), _run(1, 100.0), _run(2, 50.0)]
+    out, md = scaleout_flow.report(4096, 4, 512, "8GB", runs, warmup=True, cores=2)
+    assert out["speedup_per_round"] == pytest.approx([1.8, 1.6, 2.0]) and out["speedup"] == pytest.approx(1.8)
+    # ceiling: time(1 worker) / ((10 s workers + 2 s flow process) / 2 cores)
+    assert out["ceiling_per_round"] == pytest.approx([15.0, 80 / 6, 100 / 6])
+    assert "(median of 3 rounds)" in md and "| 2 | 1.60x | 13.33x |" in md and "3 rounds, each" in md
+    with pytest.raises(ValueError, match="1 worker and 1 with 2"):
+        scaleout_flow.report(4096, 4, 512, "8GB", runs[:3], warmup=True)
+
+
 def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit, match="--repeat got 0"):
+        scaleout_flow.main(["--repeat", "0"])
     with pytest.raises(SystemExit, match="--dates got 1"):
         scaleout_flow.main(["--dates", "1"])
     with pytest.raises(SystemExit, match="--size got 64"):
