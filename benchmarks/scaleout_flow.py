@@ -54,14 +54,15 @@ def digest(summary: dict[str, Any]) -> dict[str, Any]:
     return {"scenes": scenes, "alerts": len(summary["new_alert_ids"]), "rejected": len(summary["scenes_rejected"])}
 
 
-def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: str) -> dict[str, Any]:
-    """A LocalCluster of ``cfg`` reached by address; the monitor flow on ``warm`` (untimed, None: none) then on ``site``."""
+def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: str, round_: int = 1) -> dict[str, Any]:
+    """A LocalCluster of ``cfg`` reached by address; the monitor flow on ``warm`` (untimed, None: none) then on ``site``,
+    each into a store of its own for this configuration and round (a store already up to date would have nothing to do)."""
     from distributed import Client, LocalCluster
 
     from flows.monitor import monitor_site
 
     load_before = load_average()
-    tag = f"w{cfg.workers}t{cfg.threads}"
+    tag = f"w{cfg.workers}t{cfg.threads}r{round_}"
     with LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
                       dashboard_address=":0", host="127.0.0.1") as cluster, \
             Client(cluster, set_as_default=False) as probe:  # only to read the workers' CPU and peak memory
@@ -185,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # inherited by the worker processes started below
             try:
                 runs = []
-                for cfg in [Config(w) for _ in range(a.repeat) for w in (1, 2)]:
-                    r = run_flow_config(cfg, d, site, warm, a.chunk, a.memory_limit)
+                for round_, cfg in [(i, Config(w)) for i in range(1, a.repeat + 1) for w in (1, 2)]:
+                    r = run_flow_config(cfg, d, site, warm, a.chunk, a.memory_limit, round_)
+                    if r["scenes"] != a.dates:
+                        raise RuntimeError(f"round {round_}, {cfg.label}: the flow analysed {r['scenes']} date(s); expected {a.dates}")
                     print(f"{cfg.label}: flow {r['total_s']:.1f} s, CPU workers {r['worker_cpu_s']:.1f} s / flow process "
                           f"{r['client_cpu_s']:.1f} s, load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
                     runs.append(r)
