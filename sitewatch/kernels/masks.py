@@ -417,19 +417,23 @@ def _score_block(*arrays: np.ndarray, names: tuple[str, ...], has_baseline: bool
     return cloud_score_np(*_unpack(arrays, names, has_baseline), params, norm)
 
 
+def _flat(bands: np.ndarray, valid: np.ndarray, base: tuple[np.ndarray, ...], has_baseline: bool) -> tuple[np.ndarray, ...]:
+    """The flat block inputs of :func:`_block1` from the lazy path's stacked blocks (``(band, y,
+    x)`` bands and median, ``(1, y, x)`` valid and count)."""
+    return (*bands, valid[0], *((*base[0], base[1][0]) if has_baseline else ()))
+
+
 def _block1_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, names: tuple[str, ...], has_baseline: bool,
                     params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
-    """:func:`_block1` on the lazy path's stacked blocks (``(band, y, x)`` bands and median,
-    ``(1, y, x)`` valid and count); returns ``(1, y, x)``."""
-    flat = (*bands, valid[0], *((*base[0], base[1][0]) if has_baseline else ()))
-    return _block1(*flat, names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
+    """:func:`_block1` on the stacked blocks (:func:`_flat`); returns ``(1, y, x)``."""
+    return _block1(*_flat(bands, valid, base, has_baseline), names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
 
 
 def _score_block_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, names: tuple[str, ...], has_baseline: bool,
                          params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
-    """:func:`_score_block` on the stacked blocks of :func:`_block1_stacked`; returns ``(1, y, x)``."""
-    flat = (*bands, valid[0], *((*base[0], base[1][0]) if has_baseline else ()))
-    return _score_block(*flat, names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
+    """:func:`_score_block` on the stacked blocks (:func:`_flat`); returns ``(1, y, x)``."""
+    return _score_block(*_flat(bands, valid, base, has_baseline), names=names, has_baseline=has_baseline, params=params,
+                        norm=norm)[None]
 
 
 def _stacked_inputs(scene: xr.Dataset, baseline: xr.Dataset | None, names: tuple[str, ...], ref: xr.DataArray) -> list[da.Array]:
