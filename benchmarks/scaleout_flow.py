@@ -17,8 +17,8 @@ Reported per configuration: the flow's wall time, CPU seconds in the workers and
 process (the flow's own process: Prefect's engine, graph building, the analysis' scalar fits
 and object polygons), peak RSS per worker (``VmHWM``) and the load average before and after; the
 speed-up time(1 worker) / time(2 workers) against the target 1.7x, and whether every run found
-the same cloud fractions, change objects and alerts. On a shared VM one pair of runs varies by
-about 0.1x (the same code measured 1.54x, 1.65x and 1.73x on different runs): ``--repeat N``
+the same cloud fractions, change objects and alerts. On this VM single pairs of runs
+vary widely (one version of the code measured 1.65x and 1.73x, the next 1.47x to 1.81x): ``--repeat N``
 runs N rounds of (1 worker, 2 workers) one after the other and reports the median speed-up, and
 each round's ceiling (what the 2-worker run would give with every core busy; the flow's process,
 which holds the LocalCluster's scheduler, competes with the workers for the cores). The site is written by
