@@ -114,6 +114,7 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
     pairs = rounds(runs)
     cores = cores or os.cpu_count() or 1
     per_round = [speedup(one["total_s"], two["total_s"]) for one, two in pairs]
+    ceilings = [ceiling(one, two, cores) for one, two in pairs]
     s = float(np.median(per_round))
     same = all(r["digest"] == runs[0]["digest"] for r in runs)
     meta = {"machine": f"{platform.node()} {platform.machine()}, {cores} cores", "python": platform.python_version(),
@@ -133,7 +134,7 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
             md.append(f"| {i} | {r['config']} | {r['total_s']:.1f} s | {r['worker_cpu_s']:.1f} s / {r['client_cpu_s']:.1f} s | "
                       f"{rss} | {r['load_before']:.2f} / {r['load_after']:.2f} |")
     md += ["", "| round | speed-up (1 worker / 2 workers) | ceiling on this machine |", "|---|---|---|"]
-    md += [f"| {i} | {v:.2f}x | {ceiling(one, two, cores):.2f}x |" for i, (v, (one, two)) in enumerate(zip(per_round, pairs), 1)]
+    md += [f"| {i} | {v:.2f}x | {c:.2f}x |" for i, (v, c) in enumerate(zip(per_round, ceilings), 1)]
     md += ["", f"**speed-up (1 worker / 2 workers) = {s:.2f}x**" + (f" (median of {len(pairs)} rounds)" if len(pairs) > 1 else "")
            + f" (target >= {TARGET}x): {'met' if s >= TARGET else 'NOT met'}.", "",
            f"Ceiling: time(1 worker) / ((CPU of the workers + of the flow's process) / {cores} cores) in the 2-worker run, the "
@@ -146,7 +147,7 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
                   "workers busy and the flow's process, about 3); load from other work, if any, is not told apart, and a "
                   "figure taken under such load is not the machine's capacity.")
     out = {"meta": meta, "size": size, "dates": dates, "chunk": chunk, "memory_limit": memory_limit, "warmup": warmup,
-           "speedup": s, "speedup_per_round": per_round, "ceiling_per_round": [ceiling(o, t, cores) for o, t in pairs],
+           "speedup": s, "speedup_per_round": per_round, "ceiling_per_round": ceilings,
            "target": TARGET, "target_met": s >= TARGET, "identical_results": same, "runs": runs}
     return out, "\n".join(md) + "\n"
 

@@ -423,17 +423,10 @@ def _flat(bands: np.ndarray, valid: np.ndarray, base: tuple[np.ndarray, ...], ha
     return (*bands, valid[0], *((*base[0], base[1][0]) if has_baseline else ()))
 
 
-def _block1_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, names: tuple[str, ...], has_baseline: bool,
-                    params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
-    """:func:`_block1` on the stacked blocks (:func:`_flat`); returns ``(1, y, x)``."""
-    return _block1(*_flat(bands, valid, base, has_baseline), names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
-
-
-def _score_block_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, names: tuple[str, ...], has_baseline: bool,
-                         params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
-    """:func:`_score_block` on the stacked blocks (:func:`_flat`); returns ``(1, y, x)``."""
-    return _score_block(*_flat(bands, valid, base, has_baseline), names=names, has_baseline=has_baseline, params=params,
-                        norm=norm)[None]
+def _on_stacked(bands: np.ndarray, valid: np.ndarray, *base: np.ndarray, fn, names: tuple[str, ...], has_baseline: bool,
+                params: MaskParams, norm: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """``fn`` (:func:`_block1` or :func:`_score_block`) on the stacked blocks (:func:`_flat`); returns ``(1, y, x)``."""
+    return fn(*_flat(bands, valid, base, has_baseline), names=names, has_baseline=has_baseline, params=params, norm=norm)[None]
 
 
 def _stacked_inputs(scene: xr.Dataset, baseline: xr.Dataset | None, names: tuple[str, ...], ref: xr.DataArray) -> list[da.Array]:
@@ -486,9 +479,9 @@ def masks(
     if lazy:
         stacked = _stacked_inputs(scene, baseline, names, ref)
         d = params.depth
-        code1 = da.map_overlap(_block1_stacked, *stacked, depth={0: 0, 1: d, 2: d}, boundary="none", dtype=np.uint8,
+        code1 = da.map_overlap(_on_stacked, *stacked, fn=_block1, depth={0: 0, 1: d, 2: d}, boundary="none", dtype=np.uint8,
                                trim=True, **fn_kw)[0]
-        score = da.map_blocks(_score_block_stacked, *stacked, dtype=np.float32, **fn_kw)[0]
+        score = da.map_blocks(_on_stacked, *stacked, fn=_score_block, dtype=np.float32, **fn_kw)[0]
         valid = stacked[1][0].astype(bool)
     else:
         inputs = [scene[b].data for b in names] + [ref.data]

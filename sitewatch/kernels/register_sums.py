@@ -155,20 +155,17 @@ def all_sums_parts(values: np.ndarray, median: np.ndarray, use: np.ndarray, cent
     c = np.asarray(centre if trim else np.zeros(nb), np.int64)
     t = np.asarray(tol if trim else np.zeros(nb), np.int64)
     whole, inl, box = _sums_loop(v, m, u, c, t, trim)
-    w = _rows_to_int(whole)
-    for b in range(nb):  # the loop fills the upper triangle
-        for r in range(5):
+    w = _symmetric(_rows_to_int(whole))
+    return w, _symmetric(_rows_to_int(inl)) if trim else w, _rows_to_int(box)
+
+
+def _symmetric(a: np.ndarray) -> np.ndarray:
+    """``a`` (``(nb, 5, 5)``, upper triangle filled by the loop) with its lower triangle mirrored in place."""
+    for b in range(a.shape[0]):
+        for r in range(a.shape[1]):
             for cc in range(r):
-                w[b, r, cc] = w[b, cc, r]
-    if trim:
-        i = _rows_to_int(inl)
-        for b in range(nb):
-            for r in range(5):
-                for cc in range(r):
-                    i[b, r, cc] = i[b, cc, r]
-    else:
-        i = w
-    return w, i, _rows_to_int(box)
+                a[b, r, cc] = a[b, cc, r]
+    return a
 
 
 def all_sums(padded: np.ndarray, nb: int, centre: np.ndarray | None, tol: np.ndarray | None) -> tuple[np.ndarray, ...]:
