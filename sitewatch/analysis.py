@@ -32,7 +32,7 @@ from .kernels.objects import ObjectStats, dilate, hysteresis, objects
 from .kernels.qa import QAParams, decode as decode_qa
 from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
-from .locality import persist_in_regions
+from .locality import persist_in_regions, threads
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
 
@@ -75,7 +75,8 @@ class AnalysisParams:
     # Edge of the Dask chunks a lazy analysis works on, in px, rounded down to a multiple of the
     # cube's stored chunks (at least one). Chunks larger than the stored ones mean fewer tasks
     # (each costs the scheduler and the workers a few ms, and map_overlap slices halos per chunk);
-    # None works on the stored chunks. See work_chunk().
+    # None works on the stored chunks. Smaller where a site would otherwise have fewer than two
+    # chunks per thread of the cluster. See work_chunk().
     work_chunk_px: int | None = 2048
 
     def __post_init__(self) -> None:
@@ -277,20 +278,33 @@ def _object_windows(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArra
     return [{k: np.asarray(v) for k, v in w.items()} for w in dask.compute(*wins)] if wins else []
 
 
-def work_chunk(stored: int, work_px: int | None) -> int:
+def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None = None, min_chunks: int = 1) -> int:
     """The Dask chunk edge the analysis works on: ``work_px`` rounded down to a multiple of the
-    ``stored`` chunk edge (at least one stored chunk; ``None``: the stored edge)."""
-    return stored if work_px is None else max(1, work_px // stored) * stored
+    ``stored`` chunk edge (at least one stored chunk; ``None``: the stored edge), and smaller
+    (by whole stored chunks) while a site of ``shape`` holds fewer than ``min_chunks`` chunks'
+    worth of pixels: every thread of the cluster then has a full chunk to work on (counting
+    area, not chunks: a 2048 px site is not four chunks of 1536 px, one of them 9x the last)."""
+    edge = stored if work_px is None else max(1, work_px // stored) * stored
+
+    def n(e: int) -> float:
+        return 1.0 if shape is None else shape[0] * shape[1] / (e * e)
+
+    while edge > stored and n(edge) < min_chunks:
+        edge -= stored
+    return edge
 
 
 def open_for_analysis(cube_url: str, work_chunk_px: int | None = None,
-                      storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+                      storage_options: dict[str, Any] | None = None, min_chunks: int = 1) -> xr.Dataset:
     """The cube as raw counts (no CF decoding), lazily, in Dask chunks of :func:`work_chunk`
-    edge: every Dask chunk is a block of whole stored chunks, read in one task."""
+    edge (with at least ``min_chunks`` chunks where the stored chunks allow): every Dask chunk is
+    a block of whole stored chunks, read in one task."""
     kw = cube_io._zarr_kwargs(cube_url, storage_options)
     cube = xr.open_zarr(cube_url, mask_and_scale=False, **kw)
     cy, cx = cube["valid"].encoding["chunks"][-2:]
-    wy, wx = work_chunk(cy, work_chunk_px), work_chunk(cx, work_chunk_px)
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    edge = work_chunk(min(cy, cx), work_chunk_px, shape, min_chunks)
+    wy, wx = (edge, edge) if edge > min(cy, cx) else (cy, cx)
     if (wy, wx) == (cy, cx):
         return cube
     cube.close()
@@ -372,7 +386,8 @@ def analyse_slot(
     ``baseline_note`` say which). After the slot's masks are committed, its clear pixels are
     folded into the state, which is stored when this slot is the latest analysed one."""
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
-    cube = open_for_analysis(cube_url, params.work_chunk_px, storage_options)
+    # two chunks per thread of the cluster at least, so that every thread has work
+    cube = open_for_analysis(cube_url, params.work_chunk_px, storage_options, min_chunks=2 * threads())
     # the per-time arrays (flags, fractions, sun angles) are read here in one compute: every
     # ``.values`` on them below would otherwise be a round trip of its own to the cluster
     per_time = [n for n, v in cube.variables.items() if v.dims == ("time",) and n != "time" and v.chunks is not None]
@@ -406,7 +421,7 @@ def analyse_slot(
     baseline = None
     if base.folded:
         baseline = state_baseline(base.state, cube.time.values[index], base.season_days, params.change.indices)  # seasonal: around this date
-        baseline = baseline if eager else baseline.persist()
+        baseline = baseline if eager else persist_in_regions(baseline)  # where the state's regions are, or are read
     scene = scene.load() if eager else persist_in_regions(scene)  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None

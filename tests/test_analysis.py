@@ -315,6 +315,10 @@ def test_cube_chunks_are_as_configured(runs):
 
 def test_analysis_works_on_blocks_of_stored_chunks(runs):
     """work_chunk_px: Dask chunks of whole stored chunks (rounded down, at least one stored chunk)."""
+    # smaller, by whole stored chunks, while a site would have fewer than min_chunks chunks
+    assert work_chunk(1024, 2048, (4096, 4096), 4) == 2048 and work_chunk(1024, 2048, (4096, 4096), 16) == 1024
+    assert work_chunk(512, 2048, (2048, 2048), 4) == 1024 and work_chunk(512, 2048, (1024, 1024), 4) == 512
+    assert work_chunk(512, 2048, (300, 200), 4) == 512  # never below one stored chunk
     assert work_chunk(64, 128) == 128 and work_chunk(64, 200) == 192 and work_chunk(64, 32) == 64 and work_chunk(64, None) == 64
     url = runs[SMALL_CHUNK].cube_url
     cube = open_for_analysis(url, SMALL_CHUNK)

@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 from distributed import Client, LocalCluster, wait
 
-from sitewatch.locality import persist_in_regions, split
+from sitewatch.locality import compute_on, persist_in_regions, plan, split, threads
 
 
 def _ds(seed: int = 0, chunks: tuple[int, int] = (32, 32)) -> xr.Dataset:
@@ -74,3 +74,34 @@ def test_one_chunk_along_both_dims_is_a_plain_persist(client):
     out = persist_in_regions(ds)
     xr.testing.assert_identical(out.compute(), ds.compute())
     assert out.chunks == ds.chunks
+
+
+def test_threads_of_the_cluster_or_of_the_local_scheduler(client):
+    assert threads() == 2  # the fixture's 2 workers x 1 thread
+
+
+def test_threads_without_a_cluster():
+    with dask.config.set(scheduler="threads", num_workers=3):
+        assert threads() == 3
+
+
+def test_plan_and_compute_on_the_planned_workers(client):
+    assert plan({"y": (32, 32, 32), "x": (128,)})[:2] == ("y", [(0, 64), (64, 96)])
+    assert plan({"y": (96,), "x": (128,)}) is None  # one chunk: nothing to place
+    dim, spans, workers = plan({"y": (32, 32, 32), "x": (32,) * 4})
+    assert dim == "x" and spans == [(0, 64), (64, 128)] and workers == sorted(client.scheduler_info()["workers"])
+    from distributed import get_worker
+
+    def where(x):
+        return get_worker().address
+
+    out = compute_on([(dask.delayed(where)(k), w) for k, w in enumerate(workers)])
+    assert out == workers
+    with pytest.raises(ZeroDivisionError):
+        compute_on([(dask.delayed(lambda: 1 / 0)(), workers[0]), (dask.delayed(where)(1), workers[1])])
+
+
+def test_plan_without_a_cluster():
+    with dask.config.set(scheduler="threads"):
+        assert plan({"y": (32, 32), "x": (32, 32)}) is None
+        assert compute_on([(dask.delayed(sum)([1, 2]), "nowhere")]) == [3]
