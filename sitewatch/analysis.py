@@ -8,6 +8,7 @@ back are the per-band normalisation sums and the per-object statistics.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -32,7 +33,6 @@ from .kernels.objects import ObjectStats, dilate, hysteresis, objects
 from .kernels.qa import QAParams, decode as decode_qa
 from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
-from .locality import persist_in_regions, threads
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
 
@@ -278,6 +278,17 @@ def _object_windows(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArra
     return [{k: np.asarray(v) for k, v in w.items()} for w in dask.compute(*wins)] if wins else []
 
 
+def threads() -> int:
+    """Threads dask computes with now: of all workers of the current ``distributed`` client, or
+    of the local scheduler (``num_workers`` in dask's config, else the CPU count)."""
+    from distributed import Client
+
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    if isinstance(client, Client):
+        return max(1, sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()))
+    return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
+
+
 def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None = None, min_chunks: int = 1) -> int:
     """The Dask chunk edge the analysis works on: ``work_px`` rounded down to a multiple of the
     ``stored`` chunk edge (at least one stored chunk; ``None``: the stored edge), and smaller
@@ -415,14 +426,12 @@ def analyse_slot(
     if eager:
         base.state = base.state.load()
     elif base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
-        # read (or rebuilt) once: the baseline and the fold below use it; held region by region
-        # on the workers that hold the same regions of the scene (sitewatch.locality)
-        base.state = persist_in_regions(base.state)
+        base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
     baseline = None
     if base.folded:
         baseline = state_baseline(base.state, cube.time.values[index], base.season_days, params.change.indices)  # seasonal: around this date
-        baseline = baseline if eager else persist_in_regions(baseline)  # where the state's regions are, or are read
-    scene = scene.load() if eager else persist_in_regions(scene)  # read the scene once; every step below reuses it
+        baseline = baseline if eager else baseline.persist()
+    scene = scene.load() if eager else scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
     # per-method masks beside sitewatch's own rules: the scene's QA band, s2cloudless

@@ -13,7 +13,7 @@ import xarray as xr
 from shapely.geometry import Point, shape
 
 from sitewatch.analysis import (AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices,
-                                open_for_analysis, work_chunk)
+                                open_for_analysis, threads, work_chunk)
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
@@ -327,6 +327,15 @@ def test_analysis_works_on_blocks_of_stored_chunks(runs):
     assert open_for_analysis(url, None)["red"].data.chunksize == (1, STORED_CHUNK, STORED_CHUNK)
     with pytest.raises(ValueError, match="work_chunk_px got 8"):
         AnalysisParams(work_chunk_px=8)
+
+
+def test_threads_of_the_cluster_or_of_the_local_scheduler():
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(scheduler="threads", num_workers=3):
+        assert threads() == 3
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, Client(cl):
+        assert threads() == 4
 
 
 # ---------------------------------------------------------------- history_indices and errors

@@ -43,7 +43,6 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from .. import locality
 from ..kernels.baseline_ring import N_OBS_DTYPE, RING_DTYPE
 from ..kernels.season import DAY_DTYPE
 from . import store
@@ -243,26 +242,9 @@ def write_state(url: str, state: xr.Dataset, folded: Sequence[Key], n_before: in
         # value cost about 0.3 s per (non-contiguous) ring chunk, 20 % of the analysis at 2048^2 px
         with zarr.config.set({"array.write_empty_chunks": True}):
             targets.append(g[name])
-    _store(sources, targets)  # 2. chunk-aligned writes
+    da.store(sources, targets, lock=False)  # 2. chunk-aligned writes
     g.attrs.update({"status": "ready", "folded": [list(k) for k in folded], "n_before": int(n_before), "note": "",
                     "alignment": alignment, "season_days": None if season_days is None else int(season_days)})  # 3.
-
-
-def _store(sources: list[da.Array], targets: list[Any]) -> None:
-    """``da.store`` of ``(..., y, x)`` arrays, region by region on the workers that hold the
-    regions of the site (:mod:`sitewatch.locality`): a state too large to be held between the
-    baseline and the fold is read again here, next to the scene's pixels it folds in."""
-    p = locality.plan({"y": sources[0].chunks[-2], "x": sources[0].chunks[-1]})
-    if p is None:
-        da.store(sources, targets, lock=False)
-        return
-    dim, spans, workers = p
-    work = []
-    for (a, b), w in zip(spans, workers):
-        where = (slice(a, b), slice(None)) if dim == "y" else (slice(None), slice(a, b))
-        regions = [(slice(None),) * (s.ndim - 2) + where for s in sources]
-        work.append((da.store([s[r] for s, r in zip(sources, regions)], targets, regions=regions, lock=False, compute=False), w))
-    locality.compute_on(work)
 
 
 def invalidate(url: str, note: str, storage_options: dict[str, Any] | None = None) -> bool:
