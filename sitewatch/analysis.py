@@ -8,6 +8,7 @@ back are the per-band normalisation sums and the per-object statistics.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -71,8 +72,16 @@ class AnalysisParams:
     # dates: 512^2 px 0.85 s in memory vs 1.4 s on dask; 1024^2 px 3.6 s vs 3.3 s, and only dask
     # spreads over a cluster's workers.
     eager_max_px: int = 512 * 512
+    # Edge of the Dask chunks a lazy analysis works on, in px, rounded down to a multiple of the
+    # cube's stored chunks (at least one). Chunks larger than the stored ones mean fewer tasks
+    # (each costs the scheduler and the workers a few ms, and map_overlap slices halos per chunk);
+    # None works on the stored chunks. Smaller where a site would otherwise have fewer than two
+    # chunks per thread of the cluster. See work_chunk().
+    work_chunk_px: int | None = 2048
 
     def __post_init__(self) -> None:
+        if self.work_chunk_px is not None and self.work_chunk_px < 64:
+            raise ValueError(f"work_chunk_px got {self.work_chunk_px!r}; expected None or >= 64 px")
         if self.min_history < 1:
             raise ValueError(f"min_history got {self.min_history!r}; expected >= 1 earlier scene")
         if not 0 < self.ndvi_change < 2:
@@ -269,6 +278,50 @@ def _object_windows(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArra
     return [{k: np.asarray(v) for k, v in w.items()} for w in dask.compute(*wins)] if wins else []
 
 
+def threads() -> int:
+    """Threads dask computes with now: of all workers of the current ``distributed`` client, or
+    of the local scheduler (``num_workers`` in dask's config, else the CPU count)."""
+    from distributed import Client
+
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    if isinstance(client, Client):
+        return max(1, sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()))
+    return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
+
+
+def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None = None, min_chunks: int = 1) -> int:
+    """The Dask chunk edge the analysis works on: ``work_px`` rounded down to a multiple of the
+    ``stored`` chunk edge (at least one stored chunk; ``None``: the stored edge), and smaller
+    (by whole stored chunks) while a site of ``shape`` holds fewer than ``min_chunks`` chunks'
+    worth of pixels: every thread of the cluster then has a full chunk to work on (counting
+    area, not chunks: a 2048 px site is not four chunks of 1536 px, one of them 9x the last)."""
+    edge = stored if work_px is None else max(1, work_px // stored) * stored
+
+    def n(e: int) -> float:
+        return 1.0 if shape is None else shape[0] * shape[1] / (e * e)
+
+    while edge > stored and n(edge) < min_chunks:
+        edge -= stored
+    return edge
+
+
+def open_for_analysis(cube_url: str, work_chunk_px: int | None = None,
+                      storage_options: dict[str, Any] | None = None, min_chunks: int = 1) -> xr.Dataset:
+    """The cube as raw counts (no CF decoding), lazily, in Dask chunks of :func:`work_chunk`
+    edge (with at least ``min_chunks`` chunks where the stored chunks allow): every Dask chunk is
+    a block of whole stored chunks, read in one task."""
+    kw = cube_io._zarr_kwargs(cube_url, storage_options)
+    cube = xr.open_zarr(cube_url, mask_and_scale=False, **kw)
+    cy, cx = cube["valid"].encoding["chunks"][-2:]
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    edge = work_chunk(min(cy, cx), work_chunk_px, shape, min_chunks)
+    wy, wx = (edge, edge) if edge > min(cy, cx) else (cy, cx)
+    if (wy, wx) == (cy, cx):
+        return cube
+    cube.close()
+    return xr.open_zarr(cube_url, mask_and_scale=False, chunks={"y": wy, "x": wx}, **kw)
+
+
 def _change_state(clear: xr.DataArray, baseline: xr.Dataset | None, n_history: int,
                   params: AnalysisParams) -> tuple[str, float | None]:
     """The date's change state and the share of its clear pixels with at least ``min_obs``
@@ -344,7 +397,8 @@ def analyse_slot(
     ``baseline_note`` say which). After the slot's masks are committed, its clear pixels are
     folded into the state, which is stored when this slot is the latest analysed one."""
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
-    cube = xr.open_zarr(cube_url, mask_and_scale=False, **cube_io._zarr_kwargs(cube_url, storage_options))
+    # two chunks per thread of the cluster at least, so that every thread has work
+    cube = open_for_analysis(cube_url, params.work_chunk_px, storage_options, min_chunks=2 * threads())
     # the per-time arrays (flags, fractions, sun angles) are read here in one compute: every
     # ``.values`` on them below would otherwise be a round trip of its own to the cluster
     per_time = [n for n, v in cube.variables.items() if v.dims == ("time",) and n != "time" and v.chunks is not None]
@@ -405,15 +459,17 @@ def analyse_slot(
     m = m.persist()
     saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
-    state, history_fraction = _change_state(clear, baseline, len(base.folded), params)
     values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
     folded_clear = fold_clear(scene["valid"], m["cloud"], m["shadow"], values)
     if not eager:
         # the band stack and the folded pixels feed the registration's four reductions and the
         # fold: made once (one block of all bands per chunk) instead of rebuilt in every graph;
-        # the scene's bands become views of the stack, so the bands are held once
+        # the scene's bands become views of the stack, so the bands are held once. Submitted
+        # before the change state's sums below wait on the masks, so the workers have this
+        # work queued while the client waits (on a cluster, persist does not block)
         values, folded_clear = dask.persist(values.chunk(band=-1), folded_clear)
         scene = scene.assign({b: values.sel(band=b, drop=True) for b in bands})
+    state, history_fraction = _change_state(clear, baseline, len(base.folded), params)
     registration = None
     if baseline is not None and params.change.coregister:
         # one fit (sub-pixel shift, per-band gain/offset) against the baseline median serves the

@@ -107,7 +107,9 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
     if info is not None and this in info.folded:
         state_io.invalidate(url, f"slot {this[1]!r} ({this[0]}) re-analysed", storage_options)
     if reason is None:
-        state = state_io.open_state(url, info, cube.y, cube.x, storage_options)  # type: ignore[arg-type]
+        # in the cube's Dask chunks (the analysis may work on blocks of several stored chunks)
+        state = state_io.open_state(url, info, cube.y, cube.x, storage_options,  # type: ignore[arg-type]
+                                    chunks=cube["valid"].data.chunks[-2:] if cube["valid"].chunks else None)
         return SlotBaseline(state, list(info.folded), earlier[info.n_before:], info.n_before, "state", "", writable,  # type: ignore[union-attr]
                             alignment, max_gain_ratio, params.season_days)
     hist = earlier[-REBUILD_SCENES_PER_WINDOW * window:]

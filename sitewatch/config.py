@@ -168,7 +168,9 @@ class SiteConfig(BaseModel):
     bands: tuple[str, ...] = Field(DEFAULT_BANDS, description="Reflectance bands (STAC eo common names) to ingest; "
                                    "default: the sensor profile's default bands")
     min_alert_area_m2: float = Field(1000.0, ge=0, description="Smallest change object that raises an alert")
-    chunk_size: int = Field(1024, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube and the Dask arrays (default 1024: about 1M pixels per chunk)")
+    chunk_size: int = Field(1024, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube as stored, and of the Dask arrays of ingest (default 1024: about 1M pixels per chunk)")
+    work_chunk_size: int = Field(2048, ge=64, le=16384, description="Spatial chunk size (pixels) of the Dask arrays the analysis works on, "
+                                 "rounded down to a multiple of chunk_size (at least one): larger means fewer Dask tasks, more memory per task")
     baseline_window: int = Field(8, ge=1, le=100, description="Clear observations per pixel in the clear-sky baseline (the last W in earlier scenes; "
                                  "default 8, or 60 with baseline_season_days)")
     baseline_season_days: Optional[int] = Field(

@@ -24,6 +24,7 @@ def analysis_params(cfg: SiteConfig) -> AnalysisParams:
         mask_method=cfg.mask_method,
         qa_band=profile.qa_band,
         qa_kind=profile.qa_kind,
+        work_chunk_px=cfg.work_chunk_size,
     )
 
 

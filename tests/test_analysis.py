@@ -12,7 +12,8 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, shape
 
-from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices
+from sitewatch.analysis import (AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices,
+                                open_for_analysis, threads, work_chunk)
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
@@ -24,7 +25,8 @@ from sitewatch.synthetic import BANDS, SyntheticSpec, generate_series
 
 SPEC = SyntheticSpec(width=256, height=256, n_dates=12, seed=3)
 FULL_CHUNK = 256  # the whole series is analysed on a cube with this chunk size
-SMALL_CHUNK = 128  # ... and its first N_COMPARE dates again on a cube with 2 x 2 chunks
+SMALL_CHUNK = 128  # ... and its first N_COMPARE dates again in 2 x 2 Dask chunks of
+STORED_CHUNK = 64  # ... 2 x 2 stored chunks each (AnalysisParams.work_chunk_px)
 N_COMPARE = 7  # dates 0-6: the baseline growing to 6 scenes, cloudy dates 2, 4, 5, a swath edge
 #                on 5, and the aircraft arrivals on 5 (one of them across the 128 px chunk border)
 
@@ -76,8 +78,8 @@ def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
     return {
         FULL_CHUNK: _run(series, source, str(root / f"cube{FULL_CHUNK}" / "cube.zarr"), FULL_CHUNK),
         # the same dates chunked and lazy (dask) instead of in memory (numpy): same results
-        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), SMALL_CHUNK, N_COMPARE,
-                          params=AnalysisParams(eager_max_px=0)),
+        SMALL_CHUNK: _run(series, source, str(root / f"cube{SMALL_CHUNK}" / "cube.zarr"), STORED_CHUNK, N_COMPARE,
+                          params=AnalysisParams(eager_max_px=0, work_chunk_px=SMALL_CHUNK)),
         # an RGB+NIR product (commercial 4-band): spectral masks without SWIR
         "rgbn": _run(series, source, str(root / "cube-rgbn" / "cube.zarr"), FULL_CHUNK, N_COMPARE,
                      bands=("blue", "green", "red", "nir")),
@@ -306,9 +308,34 @@ def test_results_independent_of_chunk_size_and_of_eager_or_dask(runs):
 
 
 def test_cube_chunks_are_as_configured(runs):
-    for chunk in (FULL_CHUNK, SMALL_CHUNK):
-        ds = cube_io.open_cube(runs[chunk].cube_url)
+    for run, chunk in ((FULL_CHUNK, FULL_CHUNK), (SMALL_CHUNK, STORED_CHUNK)):
+        ds = cube_io.open_cube(runs[run].cube_url)
         assert ds["change"].data.chunksize == (1, chunk, chunk)
+
+
+def test_analysis_works_on_blocks_of_stored_chunks(runs):
+    """work_chunk_px: Dask chunks of whole stored chunks (rounded down, at least one stored chunk)."""
+    # smaller, by whole stored chunks, while a site would have fewer than min_chunks chunks
+    assert work_chunk(1024, 2048, (4096, 4096), 4) == 2048 and work_chunk(1024, 2048, (4096, 4096), 16) == 1024
+    assert work_chunk(512, 2048, (2048, 2048), 4) == 1024 and work_chunk(512, 2048, (1024, 1024), 4) == 512
+    assert work_chunk(512, 2048, (300, 200), 4) == 512  # never below one stored chunk
+    assert work_chunk(64, 128) == 128 and work_chunk(64, 200) == 192 and work_chunk(64, 32) == 64 and work_chunk(64, None) == 64
+    url = runs[SMALL_CHUNK].cube_url
+    cube = open_for_analysis(url, SMALL_CHUNK)
+    assert cube["red"].data.chunksize == (1, SMALL_CHUNK, SMALL_CHUNK) and cube["red"].encoding["chunks"] == (1, STORED_CHUNK, STORED_CHUNK)
+    assert cube["red"].dtype == np.uint16  # raw counts, not CF-decoded
+    assert open_for_analysis(url, None)["red"].data.chunksize == (1, STORED_CHUNK, STORED_CHUNK)
+    with pytest.raises(ValueError, match="work_chunk_px got 8"):
+        AnalysisParams(work_chunk_px=8)
+
+
+def test_threads_of_the_cluster_or_of_the_local_scheduler():
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(scheduler="threads", num_workers=3):
+        assert threads() == 3
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, Client(cl):
+        assert threads() == 4
 
 
 # ---------------------------------------------------------------- history_indices and errors

@@ -207,3 +207,16 @@ def test_bad_records_are_refused(tmp_path):
     with pytest.raises(ValueError, match="lacks 'day'"):
         st.write_state(url, _state().drop_vars("day"), KEYS[:1], 0, CHUNKS)
     assert st.read_info(url) is None
+
+
+def test_open_in_dask_chunks_of_several_stored_chunks(tmp_path):
+    """The analysis may work on Dask chunks of several stored chunks: the state opened in them
+    reads the same values."""
+    url = str(tmp_path / "cube.baseline.zarr")
+    state = _state()
+    st.write_state(url, state, KEYS[:6], 0, CHUNKS)
+    info = st.read_info(url)
+    back = st.open_state(url, info, state.y, state.x, chunks=((50,), (64, 6)))
+    assert back["ring"].chunks == ((4,), (3,), (50,), (64, 6)) and back["day"].chunks == ((4,), (50,), (64, 6))
+    assert back["n_obs"].chunks == ((50,), (64, 6))
+    xr.testing.assert_identical(back.compute(), state)

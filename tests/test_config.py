@@ -55,7 +55,7 @@ def test_valid_file_merges_defaults_and_resolves_paths(tmp_path):
     assert a.resolution == 20.0 and a.min_alert_area_m2 == 2500.0
     assert b.resolution == 10.0 and b.min_alert_area_m2 == 2500.0
     # model defaults where neither gives a value
-    assert a.bands == DEFAULT_BANDS and a.chunk_size == 1024 and a.baseline_window == 8
+    assert a.bands == DEFAULT_BANDS and a.chunk_size == 1024 and a.work_chunk_size == 2048 and a.baseline_window == 8
     assert b.bands == ("blue", "green", "red", "nir", "swir16") and b.chunk_size == 256
     # relative local paths are taken relative to the file's folder
     assert a.source == str((tmp_path / "scenes").resolve())
@@ -227,7 +227,7 @@ def test_bad_default_is_reported_for_the_site(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("resolution", "0"), ("resolution", "-10"), ("chunk_size", "32"),
-                                          ("chunk_size", "10000"), ("baseline_window", "0"), ("change_threshold", "0"),
+                                          ("chunk_size", "10000"), ("work_chunk_size", "32"), ("baseline_window", "0"), ("change_threshold", "0"),
                                           ("baseline_season_days", "0"), ("baseline_season_days", "183"),
                                           ("min_alert_area_m2", "-1"), ("name", "Bad Name")])
 def test_out_of_range_fields(tmp_path, field, value):

@@ -216,3 +216,12 @@ def test_bad_scenes_are_named_and_nothing_stored_is_lost(demo_run, tmp_path):
     for v, arr in kept.items():
         np.testing.assert_array_equal(ds[v].isel(time=slice(0, n0)).values, arr, err_msg=v)
     assert bool(ds.ingested.all()) and bool(ds.analysed.all())
+
+
+def test_site_config_sets_the_analysis_work_chunks():
+    from sitewatch.config import SiteConfig
+    from tasks.analyse import analysis_params
+
+    base = dict(name="w", bbox=(1, 2, 3, 4), source="s", store="t")
+    assert analysis_params(SiteConfig(**base)).work_chunk_px == 2048
+    assert analysis_params(SiteConfig(**base, chunk_size=512, work_chunk_size=4096)).work_chunk_px == 4096

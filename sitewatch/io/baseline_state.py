@@ -163,15 +163,18 @@ def mismatch(info: StateInfo | None, earlier: Sequence[Key], window: int, bands:
 
 
 def open_state(url: str, info: StateInfo, y: xr.DataArray, x: xr.DataArray,
-               storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    """The stored ``ring``, ``n_obs`` and ``day`` as a lazy Dataset (dask chunks = Zarr chunks) with the
-    cube's ``y``/``x`` coordinates and the state's ``band`` names. Dask keys are unique per
-    call, so a read after a write never aliases an earlier read."""
+               storage_options: dict[str, Any] | None = None,
+               chunks: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> xr.Dataset:
+    """The stored ``ring``, ``n_obs`` and ``day`` as a lazy Dataset with the cube's ``y``/``x``
+    coordinates and the state's ``band`` names, in Dask ``chunks`` along ``(y, x)`` (default:
+    the Zarr chunks). Dask keys are unique per call, so a read after a write never aliases an
+    earlier read."""
     g = _open_group(url, storage_options, "r")
     token = uuid.uuid4().hex
-    ring = da.from_array(g["ring"], chunks=g["ring"].chunks, name=f"state-ring-{token}", asarray=True)
-    n_obs = da.from_array(g["n_obs"], chunks=g["n_obs"].chunks, name=f"state-n_obs-{token}", asarray=True)
-    day = da.from_array(g["day"], chunks=g["day"].chunks, name=f"state-day-{token}", asarray=True)
+    yx = tuple(g["n_obs"].chunks) if chunks is None else tuple(chunks)
+    ring = da.from_array(g["ring"], chunks=(*g["ring"].chunks[:2], *yx), name=f"state-ring-{token}", asarray=True)
+    n_obs = da.from_array(g["n_obs"], chunks=yx, name=f"state-n_obs-{token}", asarray=True)
+    day = da.from_array(g["day"], chunks=(g["day"].chunks[0], *yx), name=f"state-day-{token}", asarray=True)
     return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs), "day": (("k", "y", "x"), day)},
                       coords={"band": list(info.bands), "y": y, "x": x})
 
