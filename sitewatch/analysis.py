@@ -298,7 +298,7 @@ def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None =
     edge = stored if work_px is None else max(1, work_px // stored) * stored
 
     def n(e: int) -> float:
-        return 1.0 if shape is None else shape[0] * shape[1] / (e * e)
+        return 1.0 if shape is None else shape[0] * shape[1] / (min(e, shape[0]) * min(e, shape[1]))
 
     while edge > stored and n(edge) < min_chunks:
         edge -= stored
@@ -314,8 +314,11 @@ def open_for_analysis(cube_url: str, work_chunk_px: int | None = None,
     cube = xr.open_zarr(cube_url, mask_and_scale=False, **kw)
     cy, cx = cube["valid"].encoding["chunks"][-2:]
     shape = (cube.sizes["y"], cube.sizes["x"])
-    edge = work_chunk(min(cy, cx), work_chunk_px, shape, min_chunks)
-    wy, wx = (edge, edge) if edge > min(cy, cx) else (cy, cx)
+    whole_y, whole_x = cy >= shape[0], cx >= shape[1]  # one stored chunk spans the axis
+    if not (whole_y or whole_x) and cy != cx:
+        return cube  # not a cube sitewatch made (its chunks are square but at the edges): as stored
+    edge = work_chunk(cx if whole_y else cy, work_chunk_px, shape, min_chunks)
+    wy, wx = (cy if whole_y else edge), (cx if whole_x else edge)
     if (wy, wx) == (cy, cx):
         return cube
     cube.close()

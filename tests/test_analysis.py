@@ -386,6 +386,16 @@ def test_analyse_uningested_slot_raises(tmp_path):
     assert not cube_io.slots(url)[0].analysed
 
 
+def test_work_chunks_of_a_narrow_site_stay_aligned(tmp_path):
+    """A site narrower than one stored chunk along y (48 x 256 px, stored 48 x 64): work chunks
+    grow along x only, by whole stored chunks."""
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=256, height=48)
+    url = str(tmp_path / "cube.zarr")
+    cube_io.extend(url, grid, BANDS, [("ONLY", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))], chunk=64)
+    assert open_for_analysis(url, 128)["red"].data.chunks[1:] == ((48,), (128, 128))
+    assert open_for_analysis(url, 128, min_chunks=4)["red"].data.chunks[1:] == ((48,), (64,) * 4)
+
+
 def test_analysis_params_validation():
     with pytest.raises(ValueError, match="min_object_area_m2"):
         AnalysisParams(min_object_area_m2=-1.0)
