@@ -310,19 +310,17 @@ def open_for_analysis(cube_url: str, work_chunk_px: int | None = None,
     """The cube as raw counts (no CF decoding), lazily, in Dask chunks of :func:`work_chunk`
     edge (with at least ``min_chunks`` chunks where the stored chunks allow): every Dask chunk is
     a block of whole stored chunks, read in one task."""
-    kw = cube_io._zarr_kwargs(cube_url, storage_options)
-    cube = xr.open_zarr(cube_url, mask_and_scale=False, **kw)
-    cy, cx = cube["valid"].encoding["chunks"][-2:]
-    shape = (cube.sizes["y"], cube.sizes["x"])
+    valid = cube_io._group(cube_url, storage_options)["valid"]  # the stored chunks: metadata only
+    (cy, cx), shape = valid.chunks[-2:], valid.shape[-2:]
     whole_y, whole_x = cy >= shape[0], cx >= shape[1]  # one stored chunk spans the axis
-    if not (whole_y or whole_x) and cy != cx:
-        return cube  # not a cube sitewatch made (its chunks are square but at the edges): as stored
-    edge = work_chunk(cx if whole_y else cy, work_chunk_px, shape, min_chunks)
-    wy, wx = (cy if whole_y else edge), (cx if whole_x else edge)
-    if (wy, wx) == (cy, cx):
-        return cube
-    cube.close()
-    return xr.open_zarr(cube_url, mask_and_scale=False, chunks={"y": wy, "x": wx}, **kw)
+    open_kw: dict[str, Any] = {}  # {}: the stored chunks
+    # a cube sitewatch made has square chunks (but at the edges); another is opened as stored
+    if whole_y or whole_x or cy == cx:
+        edge = work_chunk(cx if whole_y else cy, work_chunk_px, shape, min_chunks)
+        wy, wx = (cy if whole_y else edge), (cx if whole_x else edge)
+        if (wy, wx) != (cy, cx):
+            open_kw = {"chunks": {"y": wy, "x": wx}}
+    return xr.open_zarr(cube_url, mask_and_scale=False, **open_kw, **cube_io._zarr_kwargs(cube_url, storage_options))
 
 
 def _change_state(clear: xr.DataArray, baseline: xr.Dataset | None, n_history: int,
