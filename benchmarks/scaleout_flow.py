@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _cpu_probe
 from .scaleout import OUT, TARGET, Config, cpu_seconds, load_average, speedup, vm_hwm_bytes, write_report, write_site
 
 
@@ -61,6 +62,7 @@ def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_li
 
     from flows.monitor import monitor_site
 
+    cpu_before = _cpu_probe.probe()
     load_before = load_average()
     tag = f"w{cfg.workers}t{cfg.threads}r{round_}"
     with LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
@@ -88,8 +90,17 @@ def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_li
     summary = state.result()
     return {"config": cfg.label, "workers": cfg.workers, "threads_per_worker": cfg.threads, "total_s": total, "warmup_s": warm_s,
             "worker_cpu_s": cpu_w1 - cpu_w0, "client_cpu_s": cpu_c1 - cpu_c0, "peak_rss_per_worker_bytes": sorted(peaks.values()),
-            "load_before": load_before, "load_after": load_average(), "scenes": len(summary["scenes_analysed"]),
+            "load_before": load_before, "load_after": load_average(), "cpu_probe_before": cpu_before,
+            "cpu_probe_after": _cpu_probe.probe(), "scenes": len(summary["scenes_analysed"]),
             "digest": digest(summary)}
+
+
+def _probe_cell(r: dict[str, Any]) -> str:
+    """The CPU probe's figures around a run (runs recorded before the probe existed: "-")."""
+    if "cpu_probe_before" not in r:
+        return "-"
+    b, a = r["cpu_probe_before"], r["cpu_probe_after"]
+    return f"{b['single_s']:.2f} s, {b['cores']:.2f} cores / {a['single_s']:.2f} s, {a['cores']:.2f} cores"
 
 
 def rounds(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -126,13 +137,13 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
           f"limit {memory_limit} per worker, chunks {chunk} px); "
           + ("each cluster ran the flow on a small warm-up site first (not timed)." if warmup else "no warm-up.")
           + (f" {len(pairs)} rounds, each a 1-worker then a 2-worker run." if len(pairs) > 1 else ""), "",
-          "| round | configuration | flow run | CPU in workers / in the flow's process | peak RSS per worker (VmHWM) | load avg before / after |",
-          "|---|---|---|---|---|---|"]
+          "| round | configuration | flow run | CPU in workers / in the flow's process | peak RSS per worker (VmHWM) | load avg before / after | CPU probe before / after |",
+          "|---|---|---|---|---|---|---|"]
     for i, pair in enumerate(pairs, 1):
         for r in pair:
             rss = ", ".join(f"{b / 2**30:.2f} GiB" for b in r["peak_rss_per_worker_bytes"])
             md.append(f"| {i} | {r['config']} | {r['total_s']:.1f} s | {r['worker_cpu_s']:.1f} s / {r['client_cpu_s']:.1f} s | "
-                      f"{rss} | {r['load_before']:.2f} / {r['load_after']:.2f} |")
+                      f"{rss} | {r['load_before']:.2f} / {r['load_after']:.2f} | {_probe_cell(r)} |")
     md += ["", "| round | speed-up (1 worker / 2 workers) | ceiling on this machine |", "|---|---|---|"]
     md += [f"| {i} | {v:.2f}x | {c:.2f}x |" for i, (v, c) in enumerate(zip(per_round, ceilings), 1)]
     md += ["", f"**speed-up (1 worker / 2 workers) = {s:.2f}x**" + (f" (median of {len(pairs)} rounds)" if len(pairs) > 1 else "")
@@ -142,6 +153,15 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
            "with the two workers for the cores.", "",
            f"Same results in every run (per date cloud fraction, detections, change state; alerts): {'yes' if same else 'NO'}.",
            ""]
+    probed = [r for r in runs if "cpu_probe_before" in r]
+    if probed:
+        singles = [p["single_s"] for r in probed for p in (r["cpu_probe_before"], r["cpu_probe_after"])]
+        cores_seen = [p["cores"] for r in probed for p in (r["cpu_probe_before"], r["cpu_probe_after"])]
+        md += [f"CPU probe (benchmarks/_cpu_probe.py: a fixed single-threaded numpy sort, timed alone and in two processes at "
+               f"once, before and after every run, outside the cluster): alone {min(singles):.2f}-{max(singles):.2f} s "
+               f"(slowest / fastest {max(singles) / min(singles):.2f}), cores given to two processes "
+               f"{min(cores_seen):.2f}-{max(cores_seen):.2f}. A 1-worker run next to a slow probe ran on a slow machine; "
+               "the speed-up of 2 workers cannot exceed the cores the two processes got.", ""]
     if worst > 0.5 * cores:
         md.append(f"1-minute load average up to {worst:.1f} on {cores} cores. It counts this benchmark's own processes (with 2 "
                   "workers busy and the flow's process, about 3); load from other work, if any, is not told apart, and a "
@@ -192,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     if r["scenes"] != a.dates:
                         raise RuntimeError(f"round {round_}, {cfg.label}: the flow analysed {r['scenes']} date(s); expected {a.dates}")
                     print(f"{cfg.label}: flow {r['total_s']:.1f} s, CPU workers {r['worker_cpu_s']:.1f} s / flow process "
-                          f"{r['client_cpu_s']:.1f} s, load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
+                          f"{r['client_cpu_s']:.1f} s, load {r['load_before']:.2f} -> {r['load_after']:.2f}, CPU probe "
+                          f"{_cpu_probe.describe(r['cpu_probe_before'])} -> {_cpu_probe.describe(r['cpu_probe_after'])}", flush=True)
                     runs.append(r)
             finally:
                 os.environ.pop("PREFECT_API_URL", None)

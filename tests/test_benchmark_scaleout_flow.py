@@ -53,6 +53,18 @@ def test_rounds_give_the_median_speedup_and_each_ceiling():
         scaleout_flow.report(4096, 4, 512, "8GB", runs[:3], warmup=True)
 
 
+def test_report_shows_the_cpu_probe_around_each_run():
+    slow = {"single_s": 0.68, "pair_s": [0.9, 0.9], "cores": 1.51}
+    fast = {"single_s": 0.34, "pair_s": [0.34, 0.34], "cores": 2.0}
+    runs = [_run(1, 90.0) | {"cpu_probe_before": slow, "cpu_probe_after": fast}, _run(2, 50.0) | {"cpu_probe_before": fast, "cpu_probe_after": fast}]
+    out, md = scaleout_flow.report(4096, 4, 512, "8GB", runs, warmup=True, cores=2)
+    assert "| 0.68 s, 1.51 cores / 0.34 s, 2.00 cores |" in md
+    assert "alone 0.34-0.68 s (slowest / fastest 2.00), cores given to two processes 1.51-2.00" in md
+    assert out["runs"][0]["cpu_probe_before"] == slow
+    _, md = scaleout_flow.report(4096, 4, 512, "8GB", [_run(1, 90.0), _run(2, 50.0)], warmup=True)  # runs from before the probe
+    assert "CPU probe (" not in md and "| 0.10 / 0.20 | - |" in md
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit, match="--repeat got 0"):
         scaleout_flow.main(["--repeat", "0"])

@@ -1,0 +1,141 @@
+"""Where the work of each date runs on a 2-worker cluster: per date, each worker's busy time,
+transfers and tasks, from dask's task stream.
+
+    python -m benchmarks.scaleout_balance [--size 4096] [--dates 4] [--chunk 1024] [--workers 2]
+
+The speed-up of the monitor flow from 1 to 2 workers (issue 8) is bounded by how evenly the
+chunks of a date are spread over the workers and by the data moved between them. This runs the
+monitor work through the library (``benchmarks.scaleout.monitor_work``: ingest, then
+``analyse_slot`` per date; no Prefect) on a ``distributed.LocalCluster`` under
+``distributed.get_task_stream`` and reports, per phase (the ingest, then each date's
+``analyse_slot``):
+
+* the wall time, and each worker's compute seconds and its share of the wall time (its use);
+* each worker's seconds spent receiving data from the other worker (transfers);
+* for the main task groups (reads, baseline, fold, masks, change, registration sums) the tasks
+  and compute seconds on each worker: a 3 + 1 split of 4 chunks shows here.
+
+Writes benchmarks/results/scaleout-balance.md and .json (``--out`` for another name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any
+
+from .scaleout import OUT, write_report, write_site
+
+#: task-name prefixes reported one by one (others are summed under "other")
+GROUPS = ("read", "open_dataset", "state_baseline_np", "fold_np", "all_sums_parts", "difference_hist_parts",
+          "change_score_np", "store-map", "getitem-store-map")
+
+
+def prefix(key: Any) -> str:
+    """The task group of a task key: ``('fold_np-abc123', 0, 1)`` -> ``fold_np``."""
+    name = key[0] if isinstance(key, tuple) else str(key)
+    head, _, tail = str(name).rpartition("-")
+    return head if head and len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) else str(name)
+
+
+def summarise(stream: list[dict[str, Any]], phases: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """Per phase ``(name, t0, t1)`` (wall-clock seconds): the task stream's compute and transfer
+    seconds per worker, and per task group the tasks and compute seconds per worker. A task
+    counts in the phase where its compute started."""
+    workers = sorted({r["worker"] for r in stream})
+    out = []
+    for name, t0, t1 in phases:
+        compute = dict.fromkeys(workers, 0.0)
+        transfer = dict.fromkeys(workers, 0.0)
+        groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: {w: [0, 0.0] for w in workers})
+        for r in stream:
+            for ss in r["startstops"]:
+                if not t0 <= ss["start"] < t1:
+                    continue
+                dt = ss["stop"] - ss["start"]
+                if ss["action"] == "compute":
+                    compute[r["worker"]] += dt
+                    g = prefix(r["key"])
+                    g = g if g in GROUPS else "other"
+                    groups[g][r["worker"]][0] += 1
+                    groups[g][r["worker"]][1] += dt
+                elif ss["action"] == "transfer":
+                    transfer[r["worker"]] += dt
+        wall = t1 - t0
+        out.append({"phase": name, "wall_s": wall, "compute_s": compute, "transfer_s": transfer,
+                    "use": {w: (c / wall if wall > 0 else 0.0) for w, c in compute.items()},
+                    "groups": {g: {w: tuple(v) for w, v in per.items()} for g, per in sorted(groups.items())}})
+    return out
+
+
+def report_md(size: int, dates: int, chunk: int, workers: int, rows: list[dict[str, Any]]) -> str:
+    names = sorted({w for r in rows for w in r["compute_s"]})
+    short = {w: f"w{i}" for i, w in enumerate(names)}
+    md = [f"# Balance of the monitor work over {workers} workers: {size} x {size} px, {dates} dates, chunks {chunk} px", "",
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. `python -m benchmarks.scaleout_balance --size {size} "
+          f"--dates {dates} --chunk {chunk} --workers {workers}`: the library path (no Prefect) on a LocalCluster "
+          f"({workers} processes x 1 thread), under dask's task stream.", "",
+          "| phase | wall | compute per worker (use) | transfers per worker |", "|---|---|---|---|"]
+    for r in rows:
+        comp = ", ".join(f"{short[w]} {r['compute_s'][w]:.1f} s ({r['use'][w]:.0%})" for w in names)
+        tr = ", ".join(f"{short[w]} {r['transfer_s'][w]:.1f} s" for w in names)
+        md.append(f"| {r['phase']} | {r['wall_s']:.1f} s | {comp} | {tr} |")
+    md += ["", "Task groups: tasks and compute seconds per worker.", "",
+           "| phase | group | " + " | ".join(short[w] for w in names) + " |", "|---|---|" + "---|" * len(names)]
+    for r in rows:
+        for g, per in r["groups"].items():
+            md.append(f"| {r['phase']} | `{g}` | " + " | ".join(f"{per[w][0]} / {per[w][1]:.1f} s" for w in names) + " |")
+    return "\n".join(md) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--dates", type=int, default=4)
+    ap.add_argument("--chunk", type=int, default=1024, help="cube chunk size in px (default 1024, the site default)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="scaleout-balance")
+    a = ap.parse_args(argv)
+    if a.dates < 2 or a.workers < 1:
+        raise SystemExit(f"--dates got {a.dates!r} and --workers {a.workers!r}; expected dates >= 2 and workers >= 1")
+    from distributed import Client, LocalCluster, get_task_stream
+
+    import sitewatch.analysis as analysis
+
+    from .scaleout import monitor_work
+
+    phases: list[tuple[str, float, float]] = []
+    real = analysis.analyse_slot
+
+    def timed(cube, index, *args, **kw):  # noqa: ANN001, ANN202 (wraps analyse_slot as the benchmark calls it)
+        t0 = time.time()
+        try:
+            return real(cube, index, *args, **kw)
+        finally:
+            phases.append((f"date {len(phases)}", t0, time.time()))
+
+    with tempfile.TemporaryDirectory(prefix="sitewatch-balance-") as d:
+        series, refs = write_site(f"{d}/site", a.size, a.dates)
+        warm_series, warm_refs = write_site(f"{d}/warm", max(192, min(a.size, 2 * a.chunk)), 3, seed=12)
+        with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          host="127.0.0.1") as cluster, Client(cluster):
+            monitor_work(f"{d}/warm.zarr", warm_series.grid, warm_refs, a.chunk)  # imports, numba: not measured
+            analysis.analyse_slot = timed
+            try:
+                t0 = time.time()
+                with get_task_stream() as ts:
+                    monitor_work(f"{d}/cube.zarr", series.grid, refs, a.chunk)
+            finally:
+                analysis.analyse_slot = real
+    phases.insert(0, ("ingest", t0, phases[0][1] if phases else time.time()))
+    rows = summarise(ts.data, phases)
+    write_report(str(OUT), a.out,
+                 {"size": a.size, "dates": a.dates, "chunk": a.chunk, "workers": a.workers, "phases": rows},
+                 report_md(a.size, a.dates, a.chunk, a.workers, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Tests of the balance report (benchmarks/scaleout_balance.py): task groups from keys, and the
+per-phase sums over a task stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import scaleout_balance as sb
+
+
+def test_prefix_strips_the_token_only():
+    assert sb.prefix(("fold_np-0123456789abcdef0123456789abcdef", 0, 1)) == "fold_np"
+    assert sb.prefix(("getitem-store-map-0123456789abcdef", 2)) == "getitem-store-map"
+    assert sb.prefix("finalize-hlgfinalizecompute-0123456789abcdef") == "finalize-hlgfinalizecompute"
+    assert sb.prefix(("read-green", 0, 0)) == "read-green"  # no token: the name as it is
+
+
+def _task(key, worker, start, stop, action="compute"):
+    return {"key": key, "worker": worker, "startstops": [{"action": action, "start": start, "stop": stop}]}
+
+
+def test_summarise_splits_by_phase_worker_and_group():
+    stream = [_task(("fold_np-0123456789abcdef", 0, 0), "A", 1.0, 3.0), _task(("fold_np-0123456789abcdef", 0, 1), "A", 3.0, 4.0),
+              _task(("fold_np-0123456789abcdef", 1, 0), "B", 1.0, 2.0), _task(("x-0123456789abcdef", 0), "B", 2.0, 2.5),
+              _task(("change_score_np-0123456789abcdef", 0), "B", 11.0, 12.0),
+              _task(("fold_np-0123456789abcdef", 1, 1), "B", 2.0, 2.5, action="transfer")]
+    rows = sb.summarise(stream, [("date 0", 0.0, 10.0), ("date 1", 10.0, 20.0)])
+    first, second = rows
+    assert first["compute_s"] == {"A": pytest.approx(3.0), "B": pytest.approx(1.5)}
+    assert first["transfer_s"] == {"A": 0.0, "B": pytest.approx(0.5)}
+    assert first["use"]["A"] == pytest.approx(0.3)
+    assert first["groups"]["fold_np"] == {"A": (2, pytest.approx(3.0)), "B": (1, pytest.approx(1.0))}
+    assert first["groups"]["other"]["B"] == (1, pytest.approx(0.5))
+    assert second["groups"] == {"change_score_np": {"A": (0, 0.0), "B": (1, pytest.approx(1.0))}}
+    md = sb.report_md(4096, 2, 1024, 2, rows)
+    assert "| date 0 | 10.0 s | w0 3.0 s (30%), w1 1.5 s (15%) | w0 0.0 s, w1 0.5 s |" in md
+    assert "| date 0 | `fold_np` | 2 / 3.0 s | 1 / 1.0 s |" in md
