@@ -12,8 +12,8 @@ monitor work through the library (``benchmarks.scaleout.monitor_work``: ingest, 
 
 * the wall time, and each worker's compute seconds and its share of the wall time (its use);
 * each worker's seconds spent receiving data from the other worker (transfers);
-* for the main task groups (reads, baseline, fold, masks, change, registration sums) the tasks
-  and compute seconds on each worker: a 3 + 1 split of 4 chunks shows here.
+* for the costliest task groups of each phase (by task-name prefix) the tasks and compute
+  seconds on each worker: a 3 + 1 split of 4 chunks shows here.
 
 Writes benchmarks/results/scaleout-balance.md and .json (``--out`` for another name).
 """
@@ -28,9 +28,8 @@ from typing import Any
 
 from .scaleout import OUT, write_report, write_site
 
-#: task-name prefixes reported one by one (others are summed under "other")
-GROUPS = ("read", "open_dataset", "state_baseline_np", "fold_np", "all_sums_parts", "difference_hist_parts",
-          "change_score_np", "store-map", "getitem-store-map")
+#: task groups shown per phase, the costliest first (the rest summed as "other")
+TOP = 8
 
 
 def prefix(key: Any) -> str:
@@ -42,14 +41,15 @@ def prefix(key: Any) -> str:
 
 def summarise(stream: list[dict[str, Any]], phases: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
     """Per phase ``(name, t0, t1)`` (wall-clock seconds): the task stream's compute and transfer
-    seconds per worker, and per task group the tasks and compute seconds per worker. A task
-    counts in the phase where its compute started."""
+    seconds per worker, and per task group the tasks, compute seconds and seconds of transfers of
+    its inputs per worker. A task counts in the phase where its compute started, a transfer where
+    it started."""
     workers = sorted({r["worker"] for r in stream})
     out = []
     for name, t0, t1 in phases:
         compute = dict.fromkeys(workers, 0.0)
         transfer = dict.fromkeys(workers, 0.0)
-        groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: {w: [0, 0.0] for w in workers})
+        groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: {w: [0, 0.0, 0.0] for w in workers})
         for r in stream:
             for ss in r["startstops"]:
                 if not t0 <= ss["start"] < t1:
@@ -58,11 +58,11 @@ def summarise(stream: list[dict[str, Any]], phases: list[tuple[str, float, float
                 if ss["action"] == "compute":
                     compute[r["worker"]] += dt
                     g = prefix(r["key"])
-                    g = g if g in GROUPS else "other"
                     groups[g][r["worker"]][0] += 1
                     groups[g][r["worker"]][1] += dt
-                elif ss["action"] == "transfer":
+                elif ss["action"] == "transfer":  # the inputs this task waited for, from another worker
                     transfer[r["worker"]] += dt
+                    groups[prefix(r["key"])][r["worker"]][2] += dt
         wall = t1 - t0
         out.append({"phase": name, "wall_s": wall, "compute_s": compute, "transfer_s": transfer,
                     "use": {w: (c / wall if wall > 0 else 0.0) for w, c in compute.items()},
@@ -82,11 +82,16 @@ def report_md(size: int, dates: int, chunk: int, workers: int, rows: list[dict[s
         comp = ", ".join(f"{short[w]} {r['compute_s'][w]:.1f} s ({r['use'][w]:.0%})" for w in names)
         tr = ", ".join(f"{short[w]} {r['transfer_s'][w]:.1f} s" for w in names)
         md.append(f"| {r['phase']} | {r['wall_s']:.1f} s | {comp} | {tr} |")
-    md += ["", "Task groups: tasks and compute seconds per worker.", "",
+    md += ["", "Task groups: tasks / compute seconds / seconds receiving their inputs from the other worker, per worker.", "",
            "| phase | group | " + " | ".join(short[w] for w in names) + " |", "|---|---|" + "---|" * len(names)]
     for r in rows:
-        for g, per in r["groups"].items():
-            md.append(f"| {r['phase']} | `{g}` | " + " | ".join(f"{per[w][0]} / {per[w][1]:.1f} s" for w in names) + " |")
+        ranked = sorted(r["groups"].items(), key=lambda kv: -sum(v[1] + v[2] for v in kv[1].values()))
+        cell = lambda v: f"{v[0]} / {v[1]:.1f} s / {v[2]:.1f} s"  # noqa: E731
+        for g, per in ranked[:TOP]:
+            md.append(f"| {r['phase']} | `{g}` | " + " | ".join(cell(per[w]) for w in names) + " |")
+        if len(ranked) > TOP:
+            rest = {w: [sum(per[w][i] for _, per in ranked[TOP:]) for i in range(3)] for w in names}
+            md.append(f"| {r['phase']} | other ({len(ranked) - TOP} groups) | " + " | ".join(cell(rest[w]) for w in names) + " |")
     return "\n".join(md) + "\n"
 
 

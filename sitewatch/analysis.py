@@ -8,7 +8,6 @@ back are the per-band normalisation sums and the per-object statistics.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -23,6 +22,8 @@ from pyproj import Transformer
 
 from .baseline_source import PERSIST_STATE_BYTES, analysed_earlier, fold_clear, fold_slot, n_seen, slot_baseline
 from .grid import SiteGrid
+from .io import baseline_state as state_io
+from .io import colocated
 from .io import cube as cube_io
 from .io import objects_file
 from .kernels.baseline import BaselineParams
@@ -35,6 +36,7 @@ from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
+from .work_chunks import open_for_analysis, threads
 
 MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
 
@@ -76,7 +78,7 @@ class AnalysisParams:
     # cube's stored chunks (at least one). Chunks larger than the stored ones mean fewer tasks
     # (each costs the scheduler and the workers a few ms, and map_overlap slices halos per chunk);
     # None works on the stored chunks. Smaller where a site would otherwise have fewer than two
-    # chunks per thread of the cluster. See work_chunk().
+    # chunks per thread of the cluster. See sitewatch.work_chunks.
     work_chunk_px: int | None = 2048
 
     def __post_init__(self) -> None:
@@ -278,51 +280,6 @@ def _object_windows(scene: xr.Dataset, baseline: xr.Dataset, labels: xr.DataArra
     return [{k: np.asarray(v) for k, v in w.items()} for w in dask.compute(*wins)] if wins else []
 
 
-def threads() -> int:
-    """Threads dask computes with now: of all workers of the current ``distributed`` client, or
-    of the local scheduler (``num_workers`` in dask's config, else the CPU count)."""
-    from distributed import Client
-
-    client = getattr(dask.base.get_scheduler(), "__self__", None)
-    if isinstance(client, Client):
-        return max(1, sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()))
-    return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
-
-
-def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None = None, min_chunks: int = 1) -> int:
-    """The Dask chunk edge the analysis works on: ``work_px`` rounded down to a multiple of the
-    ``stored`` chunk edge (at least one stored chunk; ``None``: the stored edge), and smaller
-    (by whole stored chunks) while a site of ``shape`` holds fewer than ``min_chunks`` chunks'
-    worth of pixels: every thread of the cluster then has a full chunk to work on (counting
-    area, not chunks: a 2048 px site is not four chunks of 1536 px, one of them 9x the last)."""
-    edge = stored if work_px is None else max(1, work_px // stored) * stored
-
-    def n(e: int) -> float:
-        return 1.0 if shape is None else shape[0] * shape[1] / (min(e, shape[0]) * min(e, shape[1]))
-
-    while edge > stored and n(edge) < min_chunks:
-        edge -= stored
-    return edge
-
-
-def open_for_analysis(cube_url: str, work_chunk_px: int | None = None,
-                      storage_options: dict[str, Any] | None = None, min_chunks: int = 1) -> xr.Dataset:
-    """The cube as raw counts (no CF decoding), lazily, in Dask chunks of :func:`work_chunk`
-    edge (with at least ``min_chunks`` chunks where the stored chunks allow): every Dask chunk is
-    a block of whole stored chunks, read in one task."""
-    valid = cube_io._group(cube_url, storage_options)["valid"]  # the stored chunks: metadata only
-    (cy, cx), shape = valid.chunks[-2:], valid.shape[-2:]
-    whole_y, whole_x = cy >= shape[0], cx >= shape[1]  # one stored chunk spans the axis
-    open_kw: dict[str, Any] = {}  # {}: the stored chunks
-    # a cube sitewatch made has square chunks (but at the edges); another is opened as stored
-    if whole_y or whole_x or cy == cx:
-        edge = work_chunk(cx if whole_y else cy, work_chunk_px, shape, min_chunks)
-        wy, wx = (cy if whole_y else edge), (cx if whole_x else edge)
-        if (wy, wx) != (cy, cx):
-            open_kw = {"chunks": {"y": wy, "x": wx}}
-    return xr.open_zarr(cube_url, mask_and_scale=False, **open_kw, **cube_io._zarr_kwargs(cube_url, storage_options))
-
-
 def _change_state(clear: xr.DataArray, baseline: xr.Dataset | None, n_history: int,
                   params: AnalysisParams) -> tuple[str, float | None]:
     """The date's change state and the share of its clear pixels with at least ``min_obs``
@@ -424,14 +381,19 @@ def analyse_slot(
     # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
     # view: bi-temporal); the scenes are those folded into the baseline state.
     params = replace(params, change=replace(params.change, min_obs=max(1, min(params.change.min_obs, n_seen(cube, base.indices)))))
+    state_held = eager or base.state["ring"].nbytes <= PERSIST_STATE_BYTES
     if eager:
         base.state = base.state.load()
-    elif base.state["ring"].nbytes <= PERSIST_STATE_BYTES:
+    elif state_held:
         base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
     baseline = None
     if base.folded:
         baseline = state_baseline(base.state, cube.time.values[index], base.season_days, params.change.indices)  # seasonal: around this date
         baseline = baseline if eager else baseline.persist()
+    if not eager and baseline is not None:
+        # each chunk of the scene read by the worker that holds the baseline's chunk: the masks, the
+        # change and the fold combine the two without copying either between workers
+        scene = colocated.slot_beside(cube_io._group(cube_url, storage_options), scene, index, baseline["count"])
     scene = scene.load() if eager else scene.persist()  # read the scene once; every step below reuses it
     gain_offset = None
     norm_by_band = None
@@ -532,6 +494,9 @@ def analyse_slot(
     # cluster frees them before the fold reads and rewrites the state (lower peak memory)
     m = ch = derived = score_pct = clear = saturated = baseline = median = labels = near = None  # noqa: F841
     extra = obscured = rough_clear = changed = None  # noqa: F841
+    if not state_held and base.source == "state":
+        # the stored state, too large to hold, is read a second time for the fold: beside the date's pixels
+        base.state = state_io.open_state_beside(state_io.state_url(cube_url), base.state, folded_clear, storage_options)
     # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state
     fold_slot(cube, cube_url, index, base, values, folded_clear, storage_options, registration)
     valid_fraction = float(cube["valid_fraction"].values[index])

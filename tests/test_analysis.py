@@ -12,8 +12,7 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, shape
 
-from sitewatch.analysis import (AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices,
-                                open_for_analysis, threads, work_chunk)
+from sitewatch.analysis import AnalysisParams, Detection, SlotResult, analyse_slot, analysed_earlier, history_indices
 from sitewatch.demo import write_synthetic_scenes
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
@@ -83,7 +82,33 @@ def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
         # an RGB+NIR product (commercial 4-band): spectral masks without SWIR
         "rgbn": _run(series, source, str(root / "cube-rgbn" / "cube.zarr"), FULL_CHUNK, N_COMPARE,
                      bands=("blue", "green", "red", "nir")),
+        "unheld": _unheld_state_run(series, source, str(root / "cube-unheld" / "cube.zarr")),
     }
+
+
+N_UNHELD = 4
+
+
+def _unheld_state_run(series, source: str, cube_url: str) -> Pipeline:
+    """The lazy run of the first N_UNHELD dates as a large site runs it: the baseline state too
+    large to hold (PERSIST_STATE_BYTES 0), so it is read again for the fold, beside the date's
+    pixels (``open_state_beside``, counted)."""
+    import sitewatch.analysis as analysis
+    from sitewatch.io import baseline_state as state_io
+
+    calls = []
+    real = state_io.open_state_beside
+
+    def counted(*a, **kw):
+        calls.append(a[0])
+        return real(*a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(analysis, "PERSIST_STATE_BYTES", 0)
+        mp.setattr(state_io, "open_state_beside", counted)
+        out = _run(series, source, cube_url, STORED_CHUNK, N_UNHELD, params=AnalysisParams(eager_max_px=0, work_chunk_px=SMALL_CHUNK))
+    out.state_rereads = calls
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -307,35 +332,25 @@ def test_results_independent_of_chunk_size_and_of_eager_or_dask(runs):
     assert crossing
 
 
+def test_a_state_too_large_to_hold_is_read_again_beside_the_pixels_with_the_same_results(runs):
+    unheld, full = runs["unheld"], runs[FULL_CHUNK]
+    # every date folded after the first reads the stored state a second time (the first has none yet)
+    assert len(unheld.state_rereads) == N_UNHELD - 1
+    a, b = unheld.cube, full.cube.isel(time=slice(0, N_UNHELD))
+    for v in ("cloud", "shadow", "change", "change_score"):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    assert [len(r.detections) for r in unheld.results] == [len(r.detections) for r in full.results[:N_UNHELD]]
+
+
 def test_cube_chunks_are_as_configured(runs):
     for run, chunk in ((FULL_CHUNK, FULL_CHUNK), (SMALL_CHUNK, STORED_CHUNK)):
         ds = cube_io.open_cube(runs[run].cube_url)
         assert ds["change"].data.chunksize == (1, chunk, chunk)
 
 
-def test_analysis_works_on_blocks_of_stored_chunks(runs):
-    """work_chunk_px: Dask chunks of whole stored chunks (rounded down, at least one stored chunk)."""
-    # smaller, by whole stored chunks, while a site would have fewer than min_chunks chunks
-    assert work_chunk(1024, 2048, (4096, 4096), 4) == 2048 and work_chunk(1024, 2048, (4096, 4096), 16) == 1024
-    assert work_chunk(512, 2048, (2048, 2048), 4) == 1024 and work_chunk(512, 2048, (1024, 1024), 4) == 512
-    assert work_chunk(512, 2048, (300, 200), 4) == 512  # never below one stored chunk
-    assert work_chunk(64, 128) == 128 and work_chunk(64, 200) == 192 and work_chunk(64, 32) == 64 and work_chunk(64, None) == 64
-    url = runs[SMALL_CHUNK].cube_url
-    cube = open_for_analysis(url, SMALL_CHUNK)
-    assert cube["red"].data.chunksize == (1, SMALL_CHUNK, SMALL_CHUNK) and cube["red"].encoding["chunks"] == (1, STORED_CHUNK, STORED_CHUNK)
-    assert cube["red"].dtype == np.uint16  # raw counts, not CF-decoded
-    assert open_for_analysis(url, None)["red"].data.chunksize == (1, STORED_CHUNK, STORED_CHUNK)
+def test_work_chunk_px_is_validated():
     with pytest.raises(ValueError, match="work_chunk_px got 8"):
         AnalysisParams(work_chunk_px=8)
-
-
-def test_threads_of_the_cluster_or_of_the_local_scheduler():
-    from distributed import Client, LocalCluster
-
-    with dask.config.set(scheduler="threads", num_workers=3):
-        assert threads() == 3
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, Client(cl):
-        assert threads() == 4
 
 
 # ---------------------------------------------------------------- history_indices and errors
@@ -384,16 +399,6 @@ def test_analyse_uningested_slot_raises(tmp_path):
     with pytest.raises(ValueError, match="ONLY"):
         analyse_slot(url, 0, grid, BANDS)
     assert not cube_io.slots(url)[0].analysed
-
-
-def test_work_chunks_of_a_narrow_site_stay_aligned(tmp_path):
-    """A site narrower than one stored chunk along y (48 x 256 px, stored 48 x 64): work chunks
-    grow along x only, by whole stored chunks."""
-    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=256, height=48)
-    url = str(tmp_path / "cube.zarr")
-    cube_io.extend(url, grid, BANDS, [("ONLY", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))], chunk=64)
-    assert open_for_analysis(url, 128)["red"].data.chunks[1:] == ((48,), (128, 128))
-    assert open_for_analysis(url, 128, min_chunks=4)["red"].data.chunks[1:] == ((48,), (64,) * 4)
 
 
 def test_analysis_params_validation():

@@ -220,3 +220,20 @@ def test_open_in_dask_chunks_of_several_stored_chunks(tmp_path):
     assert back["ring"].chunks == ((4,), (3,), (50,), (64, 6)) and back["day"].chunks == ((4,), (50,), (64, 6))
     assert back["n_obs"].chunks == ((50,), (64, 6))
     xr.testing.assert_identical(back.compute(), state)
+
+
+def test_open_state_beside_reads_the_same_state_in_the_anchors_chunks(tmp_path):
+    """The fold's second read of a state too large to hold: each block beside the date's pixels
+    (placement itself: tests/test_colocated.py), same values, dims, coordinates."""
+    url = str(tmp_path / "cube.baseline.zarr")
+    state = _state()
+    st.write_state(url, state, KEYS[:6], 0, CHUNKS)
+    info = st.read_info(url)
+    lazy = st.open_state(url, info, state.y, state.x, chunks=((50,), (64, 6)))
+    anchor = xr.DataArray(da.zeros((H, W), dtype=bool, chunks=((50,), (64, 6))), dims=("y", "x"))
+    back = st.open_state_beside(url, lazy, anchor)
+    assert back["ring"].chunks == ((4,), (3,), (50,), (64, 6)) and back["n_obs"].chunks == ((50,), (64, 6))
+    assert "beside" in back["ring"].data.name and "beside" in back["day"].data.name
+    xr.testing.assert_identical(back.compute(), state)
+    with pytest.raises(ValueError, match="n_obs .* got shape"):
+        st.open_state_beside(url, lazy.assign(n_obs=lazy["n_obs"].astype(np.int32)), anchor)

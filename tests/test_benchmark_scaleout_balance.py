@@ -29,9 +29,13 @@ def test_summarise_splits_by_phase_worker_and_group():
     assert first["compute_s"] == {"A": pytest.approx(3.0), "B": pytest.approx(1.5)}
     assert first["transfer_s"] == {"A": 0.0, "B": pytest.approx(0.5)}
     assert first["use"]["A"] == pytest.approx(0.3)
-    assert first["groups"]["fold_np"] == {"A": (2, pytest.approx(3.0)), "B": (1, pytest.approx(1.0))}
-    assert first["groups"]["other"]["B"] == (1, pytest.approx(0.5))
-    assert second["groups"] == {"change_score_np": {"A": (0, 0.0), "B": (1, pytest.approx(1.0))}}
+    assert first["groups"]["fold_np"] == {"A": (2, pytest.approx(3.0), 0.0), "B": (1, pytest.approx(1.0), pytest.approx(0.5))}
+    assert first["groups"]["x"]["B"] == (1, pytest.approx(0.5), 0.0) and first["groups"]["x"]["A"] == (0, 0.0, 0.0)
+    assert second["groups"] == {"change_score_np": {"A": (0, 0.0, 0.0), "B": (1, pytest.approx(1.0), 0.0)}}
     md = sb.report_md(4096, 2, 1024, 2, rows)
     assert "| date 0 | 10.0 s | w0 3.0 s (30%), w1 1.5 s (15%) | w0 0.0 s, w1 0.5 s |" in md
-    assert "| date 0 | `fold_np` | 2 / 3.0 s | 1 / 1.0 s |" in md
+    assert "| date 0 | `fold_np` | 2 / 3.0 s / 0.0 s | 1 / 1.0 s / 0.5 s |" in md
+    assert md.index("`fold_np`") < md.index("| date 0 | `x` |")  # the costliest group first
+    many = [_task((f"g{i}-0123456789abcdef", 0), "A", 1.0, 1.0 + i / 10) for i in range(1, 11)]
+    md = sb.report_md(4096, 2, 1024, 2, sb.summarise(many, [("date 0", 0.0, 10.0)]))
+    assert "`g10`" in md and "`g2`" not in md and "| date 0 | other (2 groups) | 2 / 0.3 s / 0.0 s |" in md

@@ -46,6 +46,7 @@ from zarr.codecs import BloscCodec
 from ..kernels.baseline_ring import N_OBS_DTYPE, RING_DTYPE
 from ..kernels.season import DAY_DTYPE
 from . import store
+from .colocated import read_beside
 
 STATE_TITLE = "sitewatch baseline state"
 #: 2: the ``day`` array and the ``season_days`` attribute (version 1 had neither).
@@ -167,16 +168,37 @@ def open_state(url: str, info: StateInfo, y: xr.DataArray, x: xr.DataArray,
                chunks: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> xr.Dataset:
     """The stored ``ring``, ``n_obs`` and ``day`` as a lazy Dataset with the cube's ``y``/``x``
     coordinates and the state's ``band`` names, in Dask ``chunks`` along ``(y, x)`` (default:
-    the Zarr chunks). Dask keys are unique per call, so a read after a write never aliases an
-    earlier read."""
+    the Zarr chunks; ``n_obs`` and ``day`` are read beside the ring's blocks). Dask keys are
+    unique per call, so a read after a write never aliases an earlier read."""
     g = _open_group(url, storage_options, "r")
     token = uuid.uuid4().hex
     yx = tuple(g["n_obs"].chunks) if chunks is None else tuple(chunks)
     ring = da.from_array(g["ring"], chunks=(*g["ring"].chunks[:2], *yx), name=f"state-ring-{token}", asarray=True)
-    n_obs = da.from_array(g["n_obs"], chunks=yx, name=f"state-n_obs-{token}", asarray=True)
-    day = da.from_array(g["day"], chunks=(g["day"].chunks[0], *yx), name=f"state-day-{token}", asarray=True)
+    # n_obs and day read beside the ring's blocks: every use of the state needs all three, and
+    # read as separate root tasks they land on different workers of a cluster
+    anchor = ring[0, 0]
+    n_obs = read_beside(g["n_obs"], anchor, (), name="state-n_obs")
+    day = read_beside(g["day"], anchor, (slice(None),), name="state-day")
     return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs), "day": (("k", "y", "x"), day)},
                       coords={"band": list(info.bands), "y": y, "x": x})
+
+
+def open_state_beside(url: str, state: xr.Dataset, anchor: xr.DataArray,
+                      storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+    """``state`` (as :func:`open_state` returned it, lazily) read again, each ``(y, x)`` block on
+    the Dask worker that holds ``anchor``'s block (a persisted ``(y, x)`` array on the same grid;
+    :func:`sitewatch.io.colocated.read_beside`). The analysis reads the state a second time for
+    the fold when it is too large to hold; read beside the date's pixels, the fold moves no
+    block of the state or of the scene between workers."""
+    g = _open_group(url, storage_options, "r")
+    data = {"ring": read_beside(g["ring"], anchor.data, (slice(None), slice(None)), name="state-ring-beside"),
+            "n_obs": read_beside(g["n_obs"], anchor.data, (), name="state-n_obs-beside"),
+            "day": read_beside(g["day"], anchor.data, (slice(None),), name="state-day-beside")}
+    for name, d in data.items():
+        if d.shape != state[name].shape or d.dtype != state[name].dtype:
+            raise ValueError(f"baseline state {name} at {url} got shape {d.shape!r} {d.dtype}; expected the open state's "
+                             f"{state[name].shape!r} {state[name].dtype}")
+    return state.assign({name: state[name].copy(data=d) for name, d in data.items()})
 
 
 def _create(url: str, window: int, bands: Sequence[str], shape: tuple[int, int], chunks: tuple[int, int],

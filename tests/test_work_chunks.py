@@ -1,0 +1,56 @@
+"""Tests of sitewatch.work_chunks: the Dask chunks a lazy analysis works on (blocks of whole
+stored chunks), and the threads of the cluster they are sized for. The analysis in work chunks
+equals the in-memory analysis: tests/test_analysis.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dask
+import numpy as np
+
+from sitewatch.grid import SiteGrid
+from sitewatch.io import cube as cube_io
+from sitewatch.synthetic import BANDS
+from sitewatch.work_chunks import open_for_analysis, threads, work_chunk
+
+
+def _cube(tmp_path, width: int, height: int, chunk: int) -> str:
+    grid = SiteGrid(crs="EPSG:32636", x0=760000.0, y0=3920000.0, resolution=10.0, width=width, height=height)
+    url = str(tmp_path / "cube.zarr")
+    cube_io.extend(url, grid, BANDS, [("ONLY", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))], chunk=chunk)
+    return url
+
+
+def test_work_chunk_is_whole_stored_chunks_and_shrinks_for_the_threads():
+    # smaller, by whole stored chunks, while a site would have fewer than min_chunks chunks
+    assert work_chunk(1024, 2048, (4096, 4096), 4) == 2048 and work_chunk(1024, 2048, (4096, 4096), 16) == 1024
+    assert work_chunk(512, 2048, (2048, 2048), 4) == 1024 and work_chunk(512, 2048, (1024, 1024), 4) == 512
+    assert work_chunk(512, 2048, (300, 200), 4) == 512  # never below one stored chunk
+    assert work_chunk(64, 128) == 128 and work_chunk(64, 200) == 192 and work_chunk(64, 32) == 64 and work_chunk(64, None) == 64
+
+
+def test_open_for_analysis_reads_blocks_of_stored_chunks_as_raw_counts(tmp_path):
+    url = _cube(tmp_path, 256, 256, 64)
+    cube = open_for_analysis(url, 128)
+    assert cube["red"].data.chunksize == (1, 128, 128) and cube["red"].encoding["chunks"] == (1, 64, 64)
+    assert cube["red"].dtype == np.uint16  # raw counts, not CF-decoded
+    assert open_for_analysis(url, None)["red"].data.chunksize == (1, 64, 64)
+    assert open_for_analysis(url, 256, min_chunks=4)["red"].data.chunksize == (1, 128, 128)
+
+
+def test_work_chunks_of_a_narrow_site_stay_aligned(tmp_path):
+    """A site narrower than one stored chunk along y (48 x 256 px, stored 48 x 64): work chunks
+    grow along x only, by whole stored chunks."""
+    url = _cube(tmp_path, 256, 48, 64)
+    assert open_for_analysis(url, 128)["red"].data.chunks[1:] == ((48,), (128, 128))
+    assert open_for_analysis(url, 128, min_chunks=4)["red"].data.chunks[1:] == ((48,), (64,) * 4)
+
+
+def test_threads_of_the_cluster_or_of_the_local_scheduler():
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(scheduler="threads", num_workers=3):
+        assert threads() == 3
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, Client(cl):
+        assert threads() == 4
