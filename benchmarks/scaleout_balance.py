@@ -84,9 +84,9 @@ def report_md(size: int, dates: int, chunk: int, workers: int, rows: list[dict[s
         md.append(f"| {r['phase']} | {r['wall_s']:.1f} s | {comp} | {tr} |")
     md += ["", "Task groups: tasks / compute seconds / seconds receiving their inputs from the other worker, per worker.", "",
            "| phase | group | " + " | ".join(short[w] for w in names) + " |", "|---|---|" + "---|" * len(names)]
+    cell = lambda v: f"{v[0]} / {v[1]:.1f} s / {v[2]:.1f} s"  # noqa: E731
     for r in rows:
         ranked = sorted(r["groups"].items(), key=lambda kv: -sum(v[1] + v[2] for v in kv[1].values()))
-        cell = lambda v: f"{v[0]} / {v[1]:.1f} s / {v[2]:.1f} s"  # noqa: E731
         for g, per in ranked[:TOP]:
             md.append(f"| {r['phase']} | `{g}` | " + " | ".join(cell(per[w]) for w in names) + " |")
         if len(ranked) > TOP:

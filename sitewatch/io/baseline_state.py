@@ -176,11 +176,17 @@ def open_state(url: str, info: StateInfo, y: xr.DataArray, x: xr.DataArray,
     ring = da.from_array(g["ring"], chunks=(*g["ring"].chunks[:2], *yx), name=f"state-ring-{token}", asarray=True)
     # n_obs and day read beside the ring's blocks: every use of the state needs all three, and
     # read as separate root tasks they land on different workers of a cluster
-    anchor = ring[0, 0]
-    n_obs = read_beside(g["n_obs"], anchor, (), name="state-n_obs")
-    day = read_beside(g["day"], anchor, (slice(None),), name="state-day")
-    return xr.Dataset({"ring": (("k", "band", "y", "x"), ring), "n_obs": (("y", "x"), n_obs), "day": (("k", "y", "x"), day)},
-                      coords={"band": list(info.bands), "y": y, "x": x})
+    data = {"ring": ring, **_read_beside(g, ring[0, 0], ("n_obs", "day"), "")}
+    return xr.Dataset({name: (_DIMS[name], d) for name, d in data.items()}, coords={"band": list(info.bands), "y": y, "x": x})
+
+
+#: the state's arrays: dimensions, and the index of the leading ones for a read of whole (y, x) blocks
+_DIMS = {"ring": ("k", "band", "y", "x"), "n_obs": ("y", "x"), "day": ("k", "y", "x")}
+_LEAD = {"ring": (slice(None), slice(None)), "n_obs": (), "day": (slice(None),)}
+
+
+def _read_beside(g: zarr.Group, anchor: da.Array, names: Sequence[str], suffix: str) -> dict[str, da.Array]:
+    return {n: read_beside(g[n], anchor, _LEAD[n], name=f"state-{n}{suffix}") for n in names}
 
 
 def open_state_beside(url: str, state: xr.Dataset, anchor: xr.DataArray,
@@ -190,10 +196,7 @@ def open_state_beside(url: str, state: xr.Dataset, anchor: xr.DataArray,
     :func:`sitewatch.io.colocated.read_beside`). The analysis reads the state a second time for
     the fold when it is too large to hold; read beside the date's pixels, the fold moves no
     block of the state or of the scene between workers."""
-    g = _open_group(url, storage_options, "r")
-    data = {"ring": read_beside(g["ring"], anchor.data, (slice(None), slice(None)), name="state-ring-beside"),
-            "n_obs": read_beside(g["n_obs"], anchor.data, (), name="state-n_obs-beside"),
-            "day": read_beside(g["day"], anchor.data, (slice(None),), name="state-day-beside")}
+    data = _read_beside(_open_group(url, storage_options, "r"), anchor.data, tuple(_DIMS), "-beside")
     for name, d in data.items():
         if d.shape != state[name].shape or d.dtype != state[name].dtype:
             raise ValueError(f"baseline state {name} at {url} got shape {d.shape!r} {d.dtype}; expected the open state's "
