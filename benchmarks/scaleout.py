@@ -167,9 +167,10 @@ def write_site(workdir: str, size: int, dates: int, seed: int = 11):
     return series, sorted(refs, key=lambda r: r.datetime)
 
 
-def monitor_work(cube: str, grid, refs, chunk: int) -> dict[str, Any]:
+def monitor_work(cube: str, grid, refs, chunk: int, work_chunk_px: int | None = None) -> dict[str, Any]:
     """The monitor flow's ingest + analyse through the library, on whatever dask scheduler is
-    the default (here: the benchmark's Client). Returns timings and a result digest."""
+    the default (here: the benchmark's Client), with the analysis's default work chunks or
+    ``work_chunk_px``. Returns timings and a result digest."""
     from sitewatch.analysis import AnalysisParams, analyse_slot
     from sitewatch.io import cube as cube_io
     from sitewatch.io import scenes as scene_io
@@ -186,7 +187,7 @@ def monitor_work(cube: str, grid, refs, chunk: int) -> dict[str, Any]:
         written = list(pool.map(ingest, refs))
     cube_io.commit(cube, {i: {"valid_fraction": vf, "ingested": True} for i, vf in written})
     t1 = time.perf_counter()
-    params = AnalysisParams()
+    params = AnalysisParams() if work_chunk_px is None else AnalysisParams(work_chunk_px=work_chunk_px)
     pending = sorted((s for s in cube_io.slots(cube) if s.ingested and not s.analysed), key=lambda s: s.time)
     results = [analyse_slot(cube, s.index, grid, BANDS, params) for s in pending]
     t2 = time.perf_counter()
@@ -197,8 +198,10 @@ def monitor_work(cube: str, grid, refs, chunk: int) -> dict[str, Any]:
 
 def run_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: str) -> dict[str, Any]:
     """Start a LocalCluster of ``cfg``, warm it up on ``warm`` (None: no warm-up), time the work on ``site``."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from flows.runner import local_cluster  # workers started as sitewatch starts its own
 
     class TaskCount(SchedulerPlugin):
         """Tasks and graphs the scheduler received."""
@@ -211,7 +214,7 @@ def run_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: 
             self.tasks += len(tasks or ())
 
     load_before = load_average()
-    with LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
+    with local_cluster(n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
                       dashboard_address=":0", host="127.0.0.1") as cluster, Client(cluster) as client:
         client.wait_for_workers(cfg.workers)
         count = TaskCount()

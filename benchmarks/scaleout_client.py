@@ -37,7 +37,9 @@ def _caller() -> str:
 def measure(size: int, dates: int, chunk: int, workers: int, workdir: str) -> dict[str, Any]:
     import distributed.client as dclient
     from dask.utils import key_split
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from flows.runner import local_cluster  # workers started as sitewatch starts its own
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     from sitewatch.analysis import AnalysisParams, analyse_slot
@@ -67,7 +69,7 @@ def measure(size: int, dates: int, chunk: int, workers: int, workdir: str) -> di
     grid, cube = series.grid, f"{workdir}/cube.zarr"
     dclient.Client._graph_to_futures = graph_to_futures
     try:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit="8GB",
+        with local_cluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit="8GB",
                           dashboard_address=":0", host="127.0.0.1") as cluster, Client(cluster) as client:
             graphs = Graphs()
             cluster.scheduler.add_plugin(graphs, name="sitewatch-graphs")

@@ -55,18 +55,22 @@ def digest(summary: dict[str, Any]) -> dict[str, Any]:
     return {"scenes": scenes, "alerts": len(summary["new_alert_ids"]), "rejected": len(summary["scenes_rejected"])}
 
 
-def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: str, round_: int = 1) -> dict[str, Any]:
+def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: str, round_: int = 1,
+                    dask_env: bool = False) -> dict[str, Any]:
     """A LocalCluster of ``cfg`` reached by address; the monitor flow on ``warm`` (untimed, None: none) then on ``site``,
-    each into a store of its own for this configuration and round (a store already up to date would have nothing to do)."""
+    each into a store of its own for this configuration and round (a store already up to date would have nothing to do).
+    Its workers start as sitewatch starts its own (``flows.runner.local_cluster``), or with dask's defaults (``dask_env``)."""
     from distributed import Client, LocalCluster
 
     from flows.monitor import monitor_site
+    from flows.runner import local_cluster
 
     cpu_before = _cpu_probe.probe()
     load_before = load_average()
     tag = f"w{cfg.workers}t{cfg.threads}r{round_}"
-    with LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
-                      dashboard_address=":0", host="127.0.0.1") as cluster, \
+    with (LocalCluster if dask_env else local_cluster)(
+            n_workers=cfg.workers, threads_per_worker=cfg.threads, processes=True, memory_limit=memory_limit,
+            dashboard_address=":0", host="127.0.0.1") as cluster, \
             Client(cluster, set_as_default=False) as probe:  # only to read the workers' CPU and peak memory
         probe.wait_for_workers(cfg.workers)
         os.environ["SITEWATCH_DASK_ADDRESS"] = cluster.scheduler_address
@@ -121,7 +125,7 @@ def ceiling(one: dict[str, Any], two: dict[str, Any], cores: int) -> float:
 
 
 def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict[str, Any]], warmup: bool,
-           cores: int | None = None) -> tuple[dict[str, Any], str]:
+           cores: int | None = None, dask_env: bool = False) -> tuple[dict[str, Any], str]:
     pairs = rounds(runs)
     cores = cores or os.cpu_count() or 1
     per_round = [speedup(one["total_s"], two["total_s"]) for one, two in pairs]
@@ -135,6 +139,9 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
           f"{meta['date']}, {meta['machine']}, Python {meta['python']}. `flows.monitor.monitor_site` (Prefect, one temporary "
           f"server) with `SITEWATCH_DASK_ADDRESS` pointing at a `distributed.LocalCluster` (processes, 1 thread each, memory "
           f"limit {memory_limit} per worker, chunks {chunk} px); "
+          + ("workers started with dask's default environment (`--dask-worker-env`); " if dask_env else
+             "workers started as sitewatch starts its own (`flows.runner.local_cluster`: malloc keeps freed memory, "
+             "`WORKER_MALLOC_ENV`); ")
           + ("each cluster ran the flow on a small warm-up site first (not timed)." if warmup else "no warm-up.")
           + (f" {len(pairs)} rounds, each a 1-worker then a 2-worker run." if len(pairs) > 1 else ""), "",
           "| round | configuration | flow run | CPU in workers / in the flow's process | peak RSS per worker (VmHWM) | load avg before / after | CPU probe before / after |",
@@ -166,7 +173,7 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
         md.append(f"1-minute load average up to {worst:.1f} on {cores} cores. It counts this benchmark's own processes (with 2 "
                   "workers busy and the flow's process, about 3); load from other work, if any, is not told apart, and a "
                   "figure taken under such load is not the machine's capacity.")
-    out = {"meta": meta, "size": size, "dates": dates, "chunk": chunk, "memory_limit": memory_limit, "warmup": warmup,
+    out = {"meta": meta, "size": size, "dates": dates, "chunk": chunk, "memory_limit": memory_limit, "warmup": warmup, "dask_worker_env": dask_env,
            "speedup": s, "speedup_per_round": per_round, "ceiling_per_round": ceilings,
            "target": TARGET, "target_met": s >= TARGET, "identical_results": same, "runs": runs}
     return out, "\n".join(md) + "\n"
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up site (smoke tests)")
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default scaleout-flow, or scaleout-flow-quick below 4096 px)")
+    ap.add_argument("--dask-worker-env", action="store_true",
+                    help="start the workers with dask's default environment instead of sitewatch's (flows.runner.WORKER_MALLOC_ENV)")
     a = ap.parse_args(argv)
     if a.quick:
         a.size, a.dates = 1024, 4
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 runs = []
                 for round_, cfg in [(i, Config(w)) for i in range(1, a.repeat + 1) for w in (1, 2)]:
-                    r = run_flow_config(cfg, d, site, warm, a.chunk, a.memory_limit, round_)
+                    r = run_flow_config(cfg, d, site, warm, a.chunk, a.memory_limit, round_, a.dask_worker_env)
                     if r["scenes"] != a.dates:
                         raise RuntimeError(f"round {round_}, {cfg.label}: the flow analysed {r['scenes']} date(s); expected {a.dates}")
                     print(f"{cfg.label}: flow {r['total_s']:.1f} s, CPU workers {r['worker_cpu_s']:.1f} s / flow process "
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(r)
             finally:
                 os.environ.pop("PREFECT_API_URL", None)
-    out, md = report(a.size, a.dates, a.chunk, a.memory_limit, runs, warmup=not a.no_warmup)
+    out, md = report(a.size, a.dates, a.chunk, a.memory_limit, runs, warmup=not a.no_warmup, dask_env=a.dask_worker_env)
     write_report(a.results_dir, name, out, md)
     return 0
 

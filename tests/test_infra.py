@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from flows.runner import worker_environ_variable
+
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 
@@ -37,7 +39,8 @@ def test_compose_services_are_wired_and_healthchecked():
     env = s["prefect-worker"]["environment"]
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert env["SITEWATCH_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
-    assert s["dask-worker"]["environment"] == env  # the workers see the same S3 settings (GDAL reads them there)
+    # the workers see the same S3 settings (GDAL reads them there), and start as sitewatch starts its own
+    assert s["dask-worker"]["environment"] == env | worker_environ_variable()
     assert "sitewatch-process" in s["prefect-worker"]["command"]
     assert s["prefect-worker"]["build"]["dockerfile"] == "infra/Dockerfile"
     assert s["dask-worker"]["command"][2] == "tcp://dask-scheduler:8786"

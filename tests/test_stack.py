@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows import stack
+from flows.runner import WORKER_MALLOC_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +131,9 @@ def test_stack_up_run_a_site_on_it_and_down(tmp_path, monkeypatch, sites_yaml):
 
         with Client(env["SITEWATCH_DASK_ADDRESS"], timeout=10) as c:
             done = c.run(lambda dask_worker: dask_worker.state.transition_counter)
+            malloc = c.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC_ENV})
         assert len(done) == 2 and all(n > 0 for n in done.values()), done
+        assert list(malloc.values()) == [WORKER_MALLOC_ENV] * 2, malloc  # the workers started with sitewatch's malloc settings
     finally:
         r = _cli("stack", "down", "--dir", str(folder))
     assert r.returncode == 0, r.stdout + r.stderr
