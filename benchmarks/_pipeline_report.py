@@ -116,13 +116,17 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
           f"`python -m benchmarks.pipeline --sizes {' '.join(map(str, meta['sizes']))} --dates {d} --chunk {meta['chunk']}"
           + (f" --cluster-sizes {' '.join(map(str, meta['cluster_sizes']))}" if meta["cluster_sizes"] else " --no-cluster")
           + (f" --profile {meta['profile']}" if meta.get("profile") else "") + (" --what-if" if meta.get("what_if") else "")
-          + (" --quick" if meta.get("quick") else "") + "`", "",
+          + (" --quick" if meta.get("quick") else "") + (" --default-malloc" if meta.get("default_malloc") else "") + "`", "",
           "Synthetic scenes (sitewatch.synthetic: six uint16 bands as COGs + STAC items in a local folder, on the site grid) "
           "written once per size, not timed. Each measurement ran in a fresh Python process (dask's threaded scheduler, "
           f"{os.cpu_count()} threads, unless a LocalCluster is named), "
           + ("after the same work on a 256 px warm-up site (imports, numba), not measured. " if meta["warmup"] else
              "without warm-up (times include numba compilation). ")
-          + "Library path, no Prefect: the calls the monitor flow's tasks make.", "",
+          + "Library path, no Prefect: the calls the monitor flow's tasks make. "
+          + ("Each measured process started with glibc's default malloc settings (LocalCluster workers still as "
+             "sitewatch starts them)." if meta.get("default_malloc") else
+             "Each process (and each LocalCluster worker) started as the `sitewatch` command starts its own: with "
+             "`flows.dask_env.WORKER_MALLOC_ENV` (malloc keeps freed memory)."), "",
           SECTIONS[0], "",
           f"- machine: {machine()}",
           f"- run: {meta['started']} to {meta['finished']}",

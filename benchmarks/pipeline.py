@@ -65,9 +65,10 @@ def write_sites(workdir: Path, sizes: list[int], dates: int, warm_size: int | No
 
 
 def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chunk: int,
-              profile_to: Path | None = None) -> dict[str, Any]:
+              profile_to: Path | None = None, default_malloc: bool = False) -> dict[str, Any]:
     """Run one phase in a fresh Python process (under py-spy, writing ``profile_to``, when
-    given); returns its measurements."""
+    given); returns its measurements. The process starts as the ``sitewatch`` command starts
+    (with ``flows.dask_env.WORKER_MALLOC_ENV``), or as Python starts by default (``default_malloc``)."""
     result = work.with_suffix(".json")
     prefix: list[str] = []
     if profile_to is not None:
@@ -81,7 +82,11 @@ def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
            "--work", str(work), "--chunk", str(chunk), "--child-out", str(result)]
     if warm_dir is not None:
         cmd += ["--warm-dir", str(warm_dir)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    from flows.dask_env import WORKER_MALLOC_ENV
+
+    env = {k: v for k, v in os.environ.items() if not (default_malloc and k in WORKER_MALLOC_ENV)}
+    env.update({} if default_malloc else WORKER_MALLOC_ENV)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -122,6 +127,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cluster-sizes", type=int, nargs="*", default=None,
                     help="sizes run on LocalClusters of 1 and 2 workers (default: the smallest size)")
     ap.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster runs")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="start each measured process with glibc's default malloc settings instead of the sitewatch "
+                         "command's (flows.dask_env.WORKER_MALLOC_ENV)")
     ap.add_argument("--no-warmup", action="store_true", help="no warm-up site (times then include numba compilation)")
     ap.add_argument("--quick", action="store_true", help="smoke run: sizes 192 256, 2 dates, chunk 128, no warm-up")
     ap.add_argument("--allow-8192", action="store_true", help="allow sizes above 4096 (8192^2 px: long, several GB)")
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         what_if: list[dict[str, Any]] = []
         for size in a.sizes:
             for phase in ("floor", "full", "hand"):
-                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
+                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
+                              default_malloc=a.default_malloc)
                 print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB, "
                       f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
                 runs.append(r)
@@ -197,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             what_if = measure_what_if(work, a.sizes[0], warm, a.chunk)
         for size in a.cluster_sizes:
             for phase in ("cluster-1", "cluster-2"):
-                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk)
+                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
+                              default_malloc=a.default_malloc)
                 print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB", flush=True)
                 runs.append(r)
         if a.profile is not None:
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_start": list(load_start), "load_end": list(os.getloadavg()), "load_now": load_average(),
             "sizes": a.sizes, "dates": a.dates, "chunk": a.chunk, "cluster_sizes": a.cluster_sizes,
             "warmup": not a.no_warmup, "write_scenes_s": written["write_s"], "quick": a.quick,
-            "profile": a.profile, "what_if": a.what_if}
+            "profile": a.profile, "what_if": a.what_if, "default_malloc": a.default_malloc}
     name = a.out or ("pipeline-quick" if a.quick else "pipeline")
     md = write_report(Path(a.results_dir), name, meta, runs, profile, what_if)
     print(md)

@@ -201,7 +201,7 @@ def run_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_limit: 
     from distributed import Client
     from distributed.diagnostics.plugin import SchedulerPlugin
 
-    from flows.runner import local_cluster  # workers started as sitewatch starts its own
+    from flows.dask_env import local_cluster  # workers started as sitewatch starts its own
 
     class TaskCount(SchedulerPlugin):
         """Tasks and graphs the scheduler received."""

@@ -116,7 +116,7 @@ def report_md(size: int, dates: int, chunk: int, workers: int, rows: list[dict[s
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. `python -m benchmarks.scaleout_balance --size {size} "
           f"--dates {dates} --chunk {chunk} --workers {workers}{extra}`: the library path (no Prefect) on a LocalCluster "
           f"({workers} processes x 1 thread), under dask's task stream; workers started "
-          + ("with dask's default environment." if dask_env else "as sitewatch starts its own (`flows.runner.local_cluster`).")
+          + ("with dask's default environment." if dask_env else "as sitewatch starts its own (`flows.dask_env.local_cluster`).")
           + ("" if not peaks else " Peak RSS per worker (VmHWM): " + ", ".join(f"{b / 2**30:.2f} GiB" for b in peaks) + "."), "",
           "| phase | wall | compute per worker (use) | transfers per worker | no worker computing | one worker alone |",
           "|---|---|---|---|---|---|"]
@@ -150,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-chunk", type=int, help="the analysis's work chunk edge in px (default: the analysis's own)")
     ap.add_argument("--out", default="scaleout-balance")
     ap.add_argument("--dask-worker-env", action="store_true",
-                    help="start the workers with dask's default environment instead of sitewatch's (flows.runner.WORKER_MALLOC_ENV)")
+                    help="start the workers with dask's default environment instead of sitewatch's (flows.dask_env.WORKER_MALLOC_ENV)")
     a = ap.parse_args(argv)
     if a.dates < 2 or a.workers < 1:
         raise SystemExit(f"--dates got {a.dates!r} and --workers {a.workers!r}; expected dates >= 2 and workers >= 1")
     from distributed import Client, LocalCluster, get_task_stream
 
-    from flows.runner import local_cluster
+    from flows.dask_env import local_cluster
 
     import sitewatch.analysis as analysis
 

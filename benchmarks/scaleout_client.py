@@ -39,7 +39,7 @@ def measure(size: int, dates: int, chunk: int, workers: int, workdir: str) -> di
     from dask.utils import key_split
     from distributed import Client
 
-    from flows.runner import local_cluster  # workers started as sitewatch starts its own
+    from flows.dask_env import local_cluster  # workers started as sitewatch starts its own
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     from sitewatch.analysis import AnalysisParams, analyse_slot

@@ -59,11 +59,11 @@ def run_flow_config(cfg: Config, workdir: str, site, warm, chunk: int, memory_li
                     dask_env: bool = False) -> dict[str, Any]:
     """A LocalCluster of ``cfg`` reached by address; the monitor flow on ``warm`` (untimed, None: none) then on ``site``,
     each into a store of its own for this configuration and round (a store already up to date would have nothing to do).
-    Its workers start as sitewatch starts its own (``flows.runner.local_cluster``), or with dask's defaults (``dask_env``)."""
+    Its workers start as sitewatch starts its own (``flows.dask_env.local_cluster``), or with dask's defaults (``dask_env``)."""
     from distributed import Client, LocalCluster
 
     from flows.monitor import monitor_site
-    from flows.runner import local_cluster
+    from flows.dask_env import local_cluster
 
     cpu_before = _cpu_probe.probe()
     load_before = load_average()
@@ -140,7 +140,7 @@ def report(size: int, dates: int, chunk: int, memory_limit: str, runs: list[dict
           f"server) with `SITEWATCH_DASK_ADDRESS` pointing at a `distributed.LocalCluster` (processes, 1 thread each, memory "
           f"limit {memory_limit} per worker, chunks {chunk} px); "
           + ("workers started with dask's default environment (`--dask-worker-env`); " if dask_env else
-             "workers started as sitewatch starts its own (`flows.runner.local_cluster`: malloc keeps freed memory, "
+             "workers started as sitewatch starts its own (`flows.dask_env.local_cluster`: malloc keeps freed memory, "
              "`WORKER_MALLOC_ENV`); ")
           + ("each cluster ran the flow on a small warm-up site first (not timed)." if warmup else "no warm-up.")
           + (f" {len(pairs)} rounds, each a 1-worker then a 2-worker run." if len(pairs) > 1 else ""), "",
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", default=str(OUT), help="where the report goes (default benchmarks/results)")
     ap.add_argument("--out", help="report name (default scaleout-flow, or scaleout-flow-quick below 4096 px)")
     ap.add_argument("--dask-worker-env", action="store_true",
-                    help="start the workers with dask's default environment instead of sitewatch's (flows.runner.WORKER_MALLOC_ENV)")
+                    help="start the workers with dask's default environment instead of sitewatch's (flows.dask_env.WORKER_MALLOC_ENV)")
     a = ap.parse_args(argv)
     if a.quick:
         a.size, a.dates = 1024, 4

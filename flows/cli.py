@@ -494,5 +494,20 @@ def _complete_help(sub: argparse._SubParsersAction) -> None:
                 a.help = _OPTION_HELP.get(a.option_strings[-1])
 
 
+def entry() -> int:
+    """The ``sitewatch`` command: :func:`main` in a process started with
+    :data:`flows.dask_env.WORKER_MALLOC_ENV` (without it, on Linux, the command starts itself again
+    once with it: glibc reads it only at start). With no cluster configured, the flows compute in
+    this process's threads, which then keep freed memory as the Dask workers do.
+    ``SITEWATCH_KEEP_MALLOC=1`` leaves the process as it was started."""
+    from flows.dask_env import WORKER_MALLOC_ENV
+
+    missing = any(os.environ.get(k) != v for k, v in WORKER_MALLOC_ENV.items())
+    if missing and sys.platform.startswith("linux") and not os.environ.get("SITEWATCH_KEEP_MALLOC"):
+        env = {**os.environ, **WORKER_MALLOC_ENV, "SITEWATCH_KEEP_MALLOC": "1"}  # once, whatever happens
+        os.execve(sys.executable, [sys.executable, "-m", "flows.cli", *sys.argv[1:]], env)
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

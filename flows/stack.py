@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .runner import worker_environ_variable
+from .dask_env import worker_environ_variable
 
 DEFAULT_DIR = ".sitewatch-stack"
 HOST = "127.0.0.1"
@@ -259,7 +259,7 @@ def up(folder: str | os.PathLike[str] = DEFAULT_DIR, spec: StackSpec = StackSpec
         _wait("Dask scheduler", lambda: socket.create_connection((HOST, ports["dask"]), timeout=1).close() is None,
               timeout, svcs["dask-scheduler"])
         env = stack_env(state)
-        worker_env = base | env | worker_environ_variable()  # malloc keeps freed memory (flows.runner)
+        worker_env = base | env | worker_environ_variable()  # malloc keeps freed memory (flows.dask_env)
         svcs["dask-workers"] = _start("dask-workers", [
             sys.executable, "-m", "distributed.cli.dask_worker", sched, "--nworkers", str(spec.workers),
             "--nthreads", str(spec.threads_per_worker), "--memory-limit", spec.memory_limit, "--no-dashboard",

@@ -44,6 +44,40 @@ def test_run_with_missing_field_and_missing_file(tmp_path, capsys):
     assert "no such site config file" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the malloc settings are glibc's")
+def test_the_command_starts_itself_again_once_with_the_malloc_settings(monkeypatch):
+    from flows import cli
+    from flows.dask_env import WORKER_MALLOC_ENV
+
+    starts = []
+
+    def execve(path, args, env):  # what os.execve would start instead of this process
+        starts.append((path, args, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setattr(sys, "argv", ["sitewatch", "site", "scenes", "--help"])
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    for k in [*WORKER_MALLOC_ENV, "SITEWATCH_KEEP_MALLOC"]:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit):
+        cli.entry()
+    (path, args, env), = starts
+    assert path == sys.executable and args[1:] == ["-m", "flows.cli", "site", "scenes", "--help"]
+    assert {k: env[k] for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV and env["SITEWATCH_KEEP_MALLOC"] == "1"
+    for k, v in WORKER_MALLOC_ENV.items():  # started with them: runs, no second start
+        monkeypatch.setenv(k, v)
+    assert cli.entry() == 0 and len(starts) == 1
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("SITEWATCH_KEEP_MALLOC", "1")  # told to leave the process as it is
+    assert cli.entry() == 0 and len(starts) == 1
+    # for real: the command started again answers as itself
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC_ENV and k != "SITEWATCH_KEEP_MALLOC"}
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "site", "scenes", "--help"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: sitewatch site scenes" in r.stdout, r.stdout + r.stderr
+
+
 def test_shipped_example_config_is_valid():
     from sitewatch.config import load_sites
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from flows.runner import worker_environ_variable
+from flows.dask_env import worker_environ_variable
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

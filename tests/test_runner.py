@@ -5,13 +5,12 @@ on that cluster's workers (both of them), not serially inside one."""
 from __future__ import annotations
 
 import collections
-import os
 import shutil
 
 import pytest
 
-from flows.runner import (WORKER_MALLOC_ENV, SitewatchTaskRunner, local_cluster, runner_settings, worker_environ_variable,
-                          worker_spawn_environ)
+from flows.dask_env import local_cluster
+from flows.runner import SitewatchTaskRunner, runner_settings
 
 
 def test_settings_from_the_environment():
@@ -26,25 +25,6 @@ def test_settings_from_the_environment():
         runner_settings({"SITEWATCH_DASK_WORKERS": "two"})
     with pytest.raises(ValueError, match="SITEWATCH_DASK_ADDRESS got 'nowhere'"):
         runner_settings({"SITEWATCH_DASK_ADDRESS": "nowhere"})
-
-
-def test_worker_processes_start_with_the_malloc_settings_and_dasks_own():
-    import dask
-    from distributed import Client
-
-    env = worker_spawn_environ()
-    assert {k: env[k] for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
-    assert env["OMP_NUM_THREADS"] == "1"  # dask's own pre-spawn settings are kept
-    assert env["MALLOC_TRIM_THRESHOLD_"] != "65536"  # ... but not its trim threshold
-    # the variable for `dask worker` elsewhere (stack, compose file) reads back as the same settings
-    parsed = dask.config.collect_env(worker_environ_variable())
-    assert {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", config=parsed).items()} == env
-    before = dask.config.get("distributed.nanny.pre-spawn-environ")
-    with local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC_ENV})
-    assert list(seen.values()) == [WORKER_MALLOC_ENV]  # in the worker process, from its start
-    assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # this process's config is left as it was
 
 
 def test_runner_reads_the_environment_when_a_run_starts(monkeypatch):

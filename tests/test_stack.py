@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows import stack
-from flows.runner import WORKER_MALLOC_ENV
+from flows.dask_env import WORKER_MALLOC_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,38 @@
+"""How sitewatch starts Dask worker processes (flows/dask_env.py): dask's own settings plus the
+malloc settings, in the worker process from its start, and as the variable for `dask worker`."""
+
+from __future__ import annotations
+
+import os
+
+import dask
+from distributed import Client
+
+from flows.dask_env import WORKER_MALLOC_ENV, local_cluster, worker_environ_variable, worker_spawn_environ
+
+
+def _environ_at_start() -> dict[str, str | None]:
+    """The malloc variables in the environment this process was started with (not os.environ,
+    which a nanny could still update after the start, too late for glibc)."""
+    if os.path.exists("/proc/self/environ"):
+        with open("/proc/self/environ", "rb") as f:
+            start = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
+    else:  # not Linux: the best there is
+        start = dict(os.environ)
+    return {k: start.get(k) for k in WORKER_MALLOC_ENV}
+
+
+def test_worker_processes_start_with_the_malloc_settings_and_dasks_own():
+    env = worker_spawn_environ()
+    assert {k: env[k] for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
+    assert env["OMP_NUM_THREADS"] == "1"  # dask's own pre-spawn settings are kept
+    assert env["MALLOC_TRIM_THRESHOLD_"] != "65536"  # ... but not its trim threshold
+    # the variable for `dask worker` elsewhere (stack, compose file) reads back as the same settings
+    parsed = dask.config.collect_env(worker_environ_variable())
+    assert {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", config=parsed).items()} == env
+    before = dask.config.get("distributed.nanny.pre-spawn-environ")
+    with local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        seen = client.run(_environ_at_start)
+    assert list(seen.values()) == [WORKER_MALLOC_ENV]  # in the worker process from its start, where glibc reads it
+    assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # this process's config is left as it was
