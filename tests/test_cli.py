@@ -75,7 +75,7 @@ def test_the_command_starts_itself_again_once_with_the_malloc_settings(monkeypat
     env = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC_ENV and k != "SITEWATCH_KEEP_MALLOC"}
     r = subprocess.run([sys.executable, "-m", "flows.cli", "site", "scenes", "--help"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "usage: sitewatch site scenes" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "usage: sitewatch site" in r.stdout and "scenes" in r.stdout, r.stdout + r.stderr
 
 
 def test_shipped_example_config_is_valid():

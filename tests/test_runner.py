@@ -5,7 +5,9 @@ on that cluster's workers (both of them), not serially inside one."""
 from __future__ import annotations
 
 import collections
+import os
 import shutil
+import sys
 
 import pytest
 
@@ -89,3 +91,30 @@ def test_flow_on_an_existing_cluster_spreads_kernels_over_its_workers(tmp_path, 
     # there and computed every array in that process)
     analysed = [w for w, key in rec.done if not isinstance(key, tuple) and str(key).startswith("analyse_scene-")]
     assert len(analysed) == 4 and set(analysed) <= workers, f"analyse-scene ran on {analysed}; expected 4 runs on the workers"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/environ")
+def test_a_local_process_cluster_from_the_environment_starts_workers_with_the_malloc_settings(monkeypatch, prefect_server):
+    from prefect import flow, task
+
+    from flows.dask_env import WORKER_MALLOC_ENV
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # the worker process talks to the session's server
+    monkeypatch.delenv("SITEWATCH_DASK_ADDRESS", raising=False)
+    monkeypatch.setenv("SITEWATCH_DASK_WORKERS", "1")
+    monkeypatch.setenv("SITEWATCH_DASK_THREADS", "1")
+
+    @task
+    def environ_at_start() -> dict:
+        with open("/proc/self/environ", "rb") as f:
+            start = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
+        return {"pid": os.getpid(), **{k: start.get(k) for k in WORKER_MALLOC_ENV}}
+
+    @flow(task_runner=SitewatchTaskRunner())
+    def probe() -> dict:
+        return environ_at_start.submit().result()
+
+    seen = probe()
+    assert seen.pop("pid") != os.getpid()  # ran in the local cluster's worker process ...
+    assert seen == WORKER_MALLOC_ENV  # ... which started with the settings
