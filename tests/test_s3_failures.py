@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from discovery_sites import upload as upload_folder  # tests/ is on sys.path
+
 pytestmark = pytest.mark.slow
 
 BUCKET = "scenes-bkt"
@@ -97,13 +99,7 @@ def upload(moto: Moto, root: Path, bucket: str = BUCKET, prefix: str = "scenes")
     s3 = moto.client()
     if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
         s3.create_bucket(Bucket=bucket)
-    keys = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            key = f"{prefix}/{p.relative_to(root).as_posix()}"
-            s3.upload_file(str(p), bucket, key)
-            keys.append(key)
-    return keys
+    return upload_folder(s3, bucket, root, prefix)
 
 
 @pytest.fixture()
