@@ -13,6 +13,7 @@ through :func:`worker_environ_variable`.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,9 +45,24 @@ def worker_environ_variable() -> dict[str, str]:
 
 
 def local_cluster(**kwargs: Any) -> "LocalCluster":
-    """``distributed.LocalCluster(**kwargs)`` whose worker processes start with :func:`worker_spawn_environ`."""
+    """``distributed.LocalCluster(**kwargs)`` whose worker processes start with :func:`worker_spawn_environ`.
+
+    A nanny takes a pre-spawn variable from this process's environment when it is there, before
+    the config, and a nanny started earlier in this process (any other LocalCluster) leaves dask's
+    ``MALLOC_TRIM_THRESHOLD_=65536`` there: so the variables are also set in this process's
+    environment while the nannies start, and put back as they were afterwards."""
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_spawn_environ()}):
-        return LocalCluster(**kwargs)
+    spawn = worker_spawn_environ()
+    before = {k: os.environ.get(k) for k in spawn}
+    os.environ.update(spawn)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+            return LocalCluster(**kwargs)
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -22,7 +22,8 @@ def _environ_at_start() -> dict[str, str | None]:
     return {k: start.get(k) for k in WORKER_MALLOC_ENV}
 
 
-def test_worker_processes_start_with_the_malloc_settings_and_dasks_own():
+def test_worker_processes_start_with_the_malloc_settings_and_dasks_own(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1")  # restored after the test
     env = worker_spawn_environ()
     assert {k: env[k] for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
     assert env["OMP_NUM_THREADS"] == "1"  # dask's own pre-spawn settings are kept
@@ -31,8 +32,12 @@ def test_worker_processes_start_with_the_malloc_settings_and_dasks_own():
     parsed = dask.config.collect_env(worker_environ_variable())
     assert {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", config=parsed).items()} == env
     before = dask.config.get("distributed.nanny.pre-spawn-environ")
+    # what a nanny started earlier in this process leaves in its environment (dask's trim threshold)
+    # must not win over the settings
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     with local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         seen = client.run(_environ_at_start)
     assert list(seen.values()) == [WORKER_MALLOC_ENV]  # in the worker process from its start, where glibc reads it
     assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # this process's config is left as it was
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # ... and its environment

@@ -104,6 +104,14 @@ def test_a_local_process_cluster_from_the_environment_starts_workers_with_the_ma
     monkeypatch.delenv("SITEWATCH_DASK_ADDRESS", raising=False)
     monkeypatch.setenv("SITEWATCH_DASK_WORKERS", "1")
     monkeypatch.setenv("SITEWATCH_DASK_THREADS", "1")
+    # as in a flow's own process: prefect-dask reuses a default Dask client when the process has
+    # one, and an earlier test in this pytest process may have left one (with its own workers)
+    import distributed
+
+    def no_default_client():
+        raise ValueError("no default client")
+
+    monkeypatch.setattr(distributed, "get_client", no_default_client)
 
     @task
     def environ_at_start() -> dict:
