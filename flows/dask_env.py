@@ -44,6 +44,18 @@ def worker_environ_variable() -> dict[str, str]:
     return {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(worker_spawn_environ())}
 
 
+def malloc_env_at_start() -> dict[str, str | None]:
+    """The :data:`WORKER_MALLOC_ENV` variables as this process was started with them (Linux:
+    ``/proc/self/environ``, not ``os.environ``, which can change after the start, too late for
+    glibc; elsewhere ``os.environ``). ``client.run(malloc_env_at_start)`` shows a cluster's workers'."""
+    if os.path.exists("/proc/self/environ"):
+        with open("/proc/self/environ", "rb") as f:
+            start = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
+    else:
+        start = dict(os.environ)
+    return {k: start.get(k) for k in WORKER_MALLOC_ENV}
+
+
 def local_cluster(**kwargs: Any) -> "LocalCluster":
     """``distributed.LocalCluster(**kwargs)`` whose worker processes start with :func:`worker_spawn_environ`.
 

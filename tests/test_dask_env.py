@@ -8,18 +8,8 @@ import os
 import dask
 from distributed import Client
 
-from flows.dask_env import WORKER_MALLOC_ENV, local_cluster, worker_environ_variable, worker_spawn_environ
-
-
-def _environ_at_start() -> dict[str, str | None]:
-    """The malloc variables in the environment this process was started with (not os.environ,
-    which a nanny could still update after the start, too late for glibc)."""
-    if os.path.exists("/proc/self/environ"):
-        with open("/proc/self/environ", "rb") as f:
-            start = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
-    else:  # not Linux: the best there is
-        start = dict(os.environ)
-    return {k: start.get(k) for k in WORKER_MALLOC_ENV}
+from flows.dask_env import (WORKER_MALLOC_ENV, local_cluster, malloc_env_at_start, worker_environ_variable,
+                             worker_spawn_environ)
 
 
 def test_worker_processes_start_with_the_malloc_settings_and_dasks_own(monkeypatch):
@@ -37,7 +27,7 @@ def test_worker_processes_start_with_the_malloc_settings_and_dasks_own(monkeypat
     os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     with local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        seen = client.run(_environ_at_start)
+        seen = client.run(malloc_env_at_start)
     assert list(seen.values()) == [WORKER_MALLOC_ENV]  # in the worker process from its start, where glibc reads it
     assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # this process's config is left as it was
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # ... and its environment

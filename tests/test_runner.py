@@ -98,7 +98,7 @@ def test_flow_on_an_existing_cluster_spreads_kernels_over_its_workers(tmp_path, 
 def test_a_local_process_cluster_from_the_environment_starts_workers_with_the_malloc_settings(monkeypatch, prefect_server):
     from prefect import flow, task
 
-    from flows.dask_env import WORKER_MALLOC_ENV
+    from flows.dask_env import WORKER_MALLOC_ENV, malloc_env_at_start
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # the worker process talks to the session's server
     monkeypatch.delenv("SITEWATCH_DASK_ADDRESS", raising=False)
@@ -115,9 +115,7 @@ def test_a_local_process_cluster_from_the_environment_starts_workers_with_the_ma
 
     @task
     def environ_at_start() -> dict:
-        with open("/proc/self/environ", "rb") as f:
-            start = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
-        return {"pid": os.getpid(), **{k: start.get(k) for k in WORKER_MALLOC_ENV}}
+        return {"pid": os.getpid(), **malloc_env_at_start()}
 
     @flow(task_runner=SitewatchTaskRunner())
     def probe() -> dict:
