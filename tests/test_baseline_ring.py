@@ -109,6 +109,34 @@ def test_stack_fold_equals_one_by_one_and_inputs_not_mutated():
         np.testing.assert_array_equal(a, b)
 
 
+def test_stored_layout_in_and_out_without_transposing_and_same_values():
+    """The state as stored, (k, band, y, x), reaches the kernels as a core-last view (apply_ufunc):
+    fold and baseline give the same values as from core-last C arrays, and their outputs are
+    planar again once the wrapper transposes them back (contiguous chunks for the store)."""
+    values, clear = _stack(seed=3)
+    days = np.arange(20000, 20000 + values.shape[0], dtype=np.uint16)
+    ring_c, n, day_c = _np_state(values[:6], clear[:6], 5, days)  # core-last, C-contiguous
+    ring_p = np.ascontiguousarray(ring_c.transpose(2, 3, 0, 1))  # stored layout (k, band, y, x)
+    day_p = np.ascontiguousarray(day_c.transpose(2, 0, 1))
+    ring_v, day_v = np.moveaxis(ring_p, (0, 1), (-2, -1)), np.moveaxis(day_p, 0, -1)  # what apply_ufunc passes
+    v = np.moveaxis(values[6], 0, -1)
+    keep = (ring_p.copy(), day_p.copy(), n.copy())
+    out_c = fold_np(ring_c, n, day_c, v, clear[6], int(days[6]))
+    out_v = fold_np(ring_v, n, day_v, v, clear[6], int(days[6]))
+    for a, b in zip(out_c, out_v):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(keep, (ring_p, day_p, n)):
+        np.testing.assert_array_equal(a, b)  # inputs not modified
+    assert np.moveaxis(out_v[0], (-2, -1), (0, 1)).flags.c_contiguous
+    assert np.moveaxis(out_v[2], -1, 0).flags.c_contiguous
+    base_c = state_baseline_np(out_c[0], out_c[1], out_c[2])
+    base_v = state_baseline_np(np.moveaxis(np.ascontiguousarray(np.moveaxis(out_v[0], (-2, -1), (0, 1))), (0, 1), (-2, -1)),
+                               out_v[1], out_v[2])
+    for a, b in zip(base_c, base_v):
+        np.testing.assert_array_equal(a, b)
+    assert np.moveaxis(base_v[0], -1, 0).flags.c_contiguous and np.moveaxis(base_v[1], -1, 0).flags.c_contiguous
+
+
 @pytest.mark.parametrize("chunks", [{"y": 13, "x": 17}, {"y": 40, "x": 7}])
 def test_xarray_numpy_and_dask_uneven_chunks_identical(chunks):
     values, clear = _stack(seed=5)

@@ -150,15 +150,33 @@ def fold_stack_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray, values: 
     if od.shape != (n_t,) or od.dtype != DAY_DTYPE:
         raise ValueError(f"baseline fold obs_days got shape {od.shape!r}, dtype {od.dtype}; expected ({n_t},) "
                          f"{np.dtype(DAY_DTYPE)} days since 1970-01-01, one per time step")
-    r = np.array(ring.reshape(-1, k, n_b), dtype=RING_DTYPE, order="C", copy=True)
+    # the new ring and day are copies laid out slot- and band-planar, as the state is stored
+    # (``(k, band, y, x)``): apply_ufunc hands the kernel a view of such a chunk with the core
+    # dims last, so the copy is a plain memcpy, and the xarray wrapper's transpose back gives a
+    # contiguous chunk to the store (no transposing copy on the way in, nor on the way out)
+    r = _pixels_first(_core_first_copy(ring.reshape(-1, k, n_b), 2))
+    d = _pixels_first(_core_first_copy(day.reshape(-1, k), 1))
     n = np.array(n_obs.reshape(-1), dtype=N_OBS_DTYPE, copy=True)
-    d = np.array(day.reshape(-1, k), dtype=DAY_DTYPE, order="C", copy=True)
-    v = np.ascontiguousarray(values.reshape(-1, n_t, n_b))
-    c = np.ascontiguousarray(clear.reshape(-1, n_t), dtype=np.bool_)
+    v = values.reshape(-1, n_t, n_b)  # views where the layout allows; the loop takes any strides
+    c = clear.reshape(-1, n_t).astype(np.bool_, copy=False)
     zeros = _fold_loop(r, n, d, v, c, od)
     if zeros:
         raise ValueError(f"baseline fold got {zeros} clear value(s) of 0 (nodata); expected band counts >= 1 wherever clear")
     return r.reshape(ring.shape), n.reshape(n_obs.shape), d.reshape(day.shape)
+
+
+def _core_first_copy(a: np.ndarray, n_core: int) -> np.ndarray:
+    """A C-contiguous copy of ``a`` ``(pixels, *core)`` laid out core dims first
+    ``(*core, pixels)``: a memcpy when ``a`` is a core-last view of such an array."""
+    moved = np.moveaxis(a, 0, n_core)
+    out = np.empty(moved.shape, a.dtype)
+    np.copyto(out, moved)
+    return out
+
+
+def _pixels_first(a: np.ndarray) -> np.ndarray:
+    """The view ``(pixels, *core)`` of a core-first array ``(*core, pixels)``."""
+    return np.moveaxis(a, -1, 0)
 
 
 def fold_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray, values: np.ndarray, clear: np.ndarray,
@@ -187,17 +205,19 @@ def state_baseline_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray | Non
     if index is not None and index.num.shape[1] != n_b:
         raise ValueError(f"baseline index plan got {index.num.shape[1]} band(s); expected the ring's {n_b}")
     lead = ring.shape[:-2]
-    r = np.ascontiguousarray(ring.reshape(-1, k, n_b))
+    r = ring.reshape(-1, k, n_b)  # a view where the layout allows (the stored (k, band, y, x) chunk): no copy
     use = np.ascontiguousarray(slot_use_np(day.reshape(-1, k), n_obs.reshape(-1), target_day, season_days))
-    median = np.empty((r.shape[0], n_b), np.float32)
-    mad = np.empty((r.shape[0], n_b), np.float32)
-    count = np.empty(r.shape[0], np.int16)
+    n_p = r.shape[0]
+    # outputs band- and index-planar, as the wrapper hands them on ((band, y, x)): contiguous there
+    median = _pixels_first(np.empty((n_b, n_p), np.float32))
+    mad = _pixels_first(np.empty((n_b, n_p), np.float32))
+    count = np.empty(n_p, np.int16)
     n_i = 0 if index is None else len(index.names)
     inum = np.zeros((0, n_b), np.float32) if index is None else index.num
     iden = np.zeros((0, n_b), np.float32) if index is None else index.den
     ifloor = np.zeros(0, np.float32) if index is None else index.den_floor
-    imedian = np.empty((r.shape[0], n_i), np.float32)
-    imad = np.empty((r.shape[0], n_i), np.float32)
+    imedian = _pixels_first(np.empty((n_i, n_p), np.float32))
+    imad = _pixels_first(np.empty((n_i, n_p), np.float32))
     _state_baseline_loop(r, use, median, mad, count, inum, iden, ifloor, imedian, imad)
     out = (median.reshape(lead + (n_b,)), mad.reshape(lead + (n_b,)), count.reshape(lead))
     if index is None:
