@@ -63,6 +63,15 @@ def test_report_shows_the_cpu_probe_around_each_run():
     assert out["runs"][0]["cpu_probe_before"] == slow
     _, md = scaleout_flow.report(4096, 4, 512, "8GB", [_run(1, 90.0), _run(2, 50.0)], warmup=True)  # runs from before the probe
     assert "CPU probe (" not in md and "| 0.10 / 0.20 | - |" in md
+    assert "Memory stream" not in md  # probes from before the stream workload: no such line
+
+
+def test_report_gives_the_memory_stream_share_of_two_processes():
+    probe = {"single_s": 0.5, "pair_s": [0.5, 0.5], "cores": 2.0, "stream_single_s": 0.3, "stream_pair_s": [0.5, 0.5], "stream_cores": 1.2}
+    other = probe | {"stream_cores": 1.26}
+    runs = [_run(1, 90.0) | {"cpu_probe_before": probe, "cpu_probe_after": other}, _run(2, 50.0) | {"cpu_probe_before": probe, "cpu_probe_after": probe}]
+    _, md = scaleout_flow.report(4096, 4, 512, "8GB", runs, warmup=True, cores=2)
+    assert "two processes got 1.20-1.26x the throughput of one" in md
 
 
 def test_bad_arguments_are_refused():
