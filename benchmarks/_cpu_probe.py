@@ -23,9 +23,10 @@ stream 1.19: a second worker process speeds memory-bound steps up by about a fif
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -47,7 +48,9 @@ def work(rounds: int = ROUNDS, n: int = N) -> float:
 def stream_arrays(n: int = STREAM_N) -> tuple[np.ndarray, ...]:
     """The stream workload's arrays ``a, b, c, out`` (float32, touched: no page faults later)."""
     a = np.random.default_rng(0).random(n, dtype=np.float32)
-    return a, a[::-1].copy(), a * np.float32(0.5), np.zeros_like(a)
+    arrays = a, a[::-1].copy(), a * np.float32(0.5), np.full_like(a, 0.0)  # full, not zeros: calloc leaves pages untouched
+    stream(arrays, 1)  # warm
+    return arrays
 
 
 def stream(arrays: tuple[np.ndarray, ...], rounds: int = STREAM_ROUNDS) -> float:
@@ -98,6 +101,42 @@ def probe(rounds: int = ROUNDS, stream_rounds: int = STREAM_ROUNDS, stream_n: in
     return {"single_s": single, "pair_s": pair, "cores": 2 * single / mean if mean > 0 else float("nan"),
             "stream_single_s": s_single, "stream_pair_s": s_pair,
             "stream_cores": 2 * s_single / s_mean if s_mean > 0 else float("nan")}
+
+
+CO_RUNNERS = ("stream", "sort")
+
+
+def _loop(kind: str, stop, out, n: int) -> None:  # noqa: ANN001 (multiprocessing primitives)
+    arrays = stream_arrays(n) if kind == "stream" else None
+    rounds = 0
+    while not stop.is_set():
+        if arrays is not None:
+            stream(arrays, 1)
+        else:
+            work(1)
+        rounds += 1
+    out.put(rounds)
+
+
+@contextlib.contextmanager
+def co_runner(kind: str, n: int | None = None) -> Iterator[dict[str, Any]]:
+    """A process running workload ``kind`` ("stream": :func:`stream`, "sort": :func:`work`) round
+    after round on the other core while the block runs: what a measurement loses to a neighbour
+    that takes the memory bandwidth, against one that takes a core but stays in the caches.
+    Yields a dict that gets ``rounds`` (the rounds the neighbour ran) when the block ends."""
+    if kind not in CO_RUNNERS:
+        raise ValueError(f"co-runner got {kind!r}; expected one of {CO_RUNNERS!r}")
+    ctx = mp.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_loop, args=(kind, stop, out, n or (STREAM_N if kind == "stream" else N)), daemon=True)
+    proc.start()
+    info: dict[str, Any] = {"kind": kind}
+    try:
+        yield info
+    finally:
+        stop.set()
+        info["rounds"] = out.get(timeout=300)
+        proc.join(timeout=60)
 
 
 def describe(p: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 transfers and tasks, from dask's task stream.
 
     python -m benchmarks.scaleout_balance [--size 4096] [--dates 4] [--chunk 1024] [--workers 2]
+                                          [--co-runner stream|sort]
 
 The speed-up of the monitor flow from 1 to 2 workers (issue 8) is bounded by how evenly the
 chunks of a date are spread over the workers and by the data moved between them. This runs the
@@ -15,12 +16,18 @@ monitor work through the library (``benchmarks.scaleout.monitor_work``: ingest, 
 * for the costliest task groups of each phase (by task-name prefix) the tasks and compute
   seconds on each worker: a 3 + 1 split of 4 chunks shows here.
 
+With ``--co-runner stream`` (or ``sort``) a process of ``benchmarks._cpu_probe`` streams through
+memory (or sorts in the caches) on the other core during the measured work: run with 1 worker,
+it shows how much of the work slows down when a neighbour takes the memory bandwidth, which a
+second worker does.
+
 Writes benchmarks/results/scaleout-balance.md and .json (``--out`` for another name).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from collections import defaultdict
@@ -108,8 +115,9 @@ def summarise(stream: list[dict[str, Any]], phases: list[tuple[str, float, float
 
 
 def report_md(size: int, dates: int, chunk: int, workers: int, rows: list[dict[str, Any]], work_chunk: int | None = None,
-              peaks: list[int] | None = None, dask_env: bool = False) -> str:
-    extra = ("" if work_chunk is None else f" --work-chunk {work_chunk}") + (" --dask-worker-env" if dask_env else "")
+              peaks: list[int] | None = None, dask_env: bool = False, co_runner: dict[str, Any] | None = None) -> str:
+    extra = (("" if work_chunk is None else f" --work-chunk {work_chunk}") + (" --dask-worker-env" if dask_env else "")
+             + ("" if co_runner is None else f" --co-runner {co_runner['kind']}"))
     names = sorted({w for r in rows for w in r["compute_s"]})
     short = {w: f"w{i}" for i, w in enumerate(names)}
     md = [f"# Balance of the monitor work over {workers} workers: {size} x {size} px, {dates} dates, chunks {chunk} px", "",
@@ -117,7 +125,9 @@ def report_md(size: int, dates: int, chunk: int, workers: int, rows: list[dict[s
           f"--dates {dates} --chunk {chunk} --workers {workers}{extra}`: the library path (no Prefect) on a LocalCluster "
           f"({workers} processes x 1 thread), under dask's task stream; workers started "
           + ("with dask's default environment." if dask_env else "as sitewatch starts its own (`flows.dask_env.local_cluster`).")
-          + ("" if not peaks else " Peak RSS per worker (VmHWM): " + ", ".join(f"{b / 2**30:.2f} GiB" for b in peaks) + "."), "",
+          + ("" if not peaks else " Peak RSS per worker (VmHWM): " + ", ".join(f"{b / 2**30:.2f} GiB" for b in peaks) + ".")
+          + ("" if co_runner is None else f" A co-runner process ran the CPU probe's {co_runner['kind']} workload on the other "
+             f"core throughout the measured work ({co_runner.get('rounds', '?')} rounds)."), "",
           "| phase | wall | compute per worker (use) | transfers per worker | no worker computing | one worker alone |",
           "|---|---|---|---|---|---|"]
     for r in rows:
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work-chunk", type=int, help="the analysis's work chunk edge in px (default: the analysis's own)")
     ap.add_argument("--out", default="scaleout-balance")
+    ap.add_argument("--co-runner", choices=("stream", "sort"),
+                    help="run the CPU probe's memory stream (or in-cache sort) in a process beside the measured work")
     ap.add_argument("--dask-worker-env", action="store_true",
                     help="start the workers with dask's default environment instead of sitewatch's (flows.dask_env.WORKER_MALLOC_ENV)")
     a = ap.parse_args(argv)
@@ -157,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster, get_task_stream
 
     from flows.dask_env import local_cluster
+
+    from . import _cpu_probe
 
     import sitewatch.analysis as analysis
 
@@ -181,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             analysis.analyse_slot = timed
             try:
                 t0 = time.time()
-                with get_task_stream() as ts:
+                with (_cpu_probe.co_runner(a.co_runner) if a.co_runner else contextlib.nullcontext({})) as co, \
+                        get_task_stream() as ts:
                     monitor_work(f"{d}/cube.zarr", series.grid, refs, a.chunk, a.work_chunk)
                 peaks = sorted(client.run(vm_hwm_bytes).values())
             finally:
@@ -190,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(ts.data, phases)
     write_report(str(OUT), a.out,
                  {"size": a.size, "dates": a.dates, "chunk": a.chunk, "workers": a.workers, "work_chunk": a.work_chunk,
-                  "dask_worker_env": a.dask_worker_env, "peak_rss_per_worker_bytes": peaks, "phases": rows},
-                 report_md(a.size, a.dates, a.chunk, a.workers, rows, a.work_chunk, peaks, a.dask_worker_env))
+                  "dask_worker_env": a.dask_worker_env, "co_runner": co or None, "peak_rss_per_worker_bytes": peaks, "phases": rows},
+                 report_md(a.size, a.dates, a.chunk, a.workers, rows, a.work_chunk, peaks, a.dask_worker_env, co or None))
     return 0
 
 

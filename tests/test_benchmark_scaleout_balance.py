@@ -40,6 +40,10 @@ def test_summarise_splits_by_phase_worker_and_group():
     many = [_task((f"g{i}-0123456789abcdef", 0), "A", 1.0, 1.0 + i / 10) for i in range(1, 11)]
     md = sb.report_md(4096, 2, 1024, 2, sb.summarise(many, [("date 0", 0.0, 10.0)]))
     assert "`g10`" in md and "`g2`" not in md and "| date 0 | other (2 groups) | 2 / 0.3 s / 0.0 s |" in md
+    assert "co-runner" not in md
+    md = sb.report_md(4096, 2, 1024, 1, rows, co_runner={"kind": "stream", "rounds": 40})
+    assert "--workers 1 --co-runner stream`" in md and "ran the CPU probe's stream workload on the other core" in md
+    assert "(40 rounds)" in md
 
 
 def test_idle_split_tells_all_idle_from_one_worker_alone():
