@@ -53,13 +53,16 @@ class PeakRSS:
         self.peak = 0
         self.start_rss = 0
         self.samples = 0
+        self.rises: list[tuple[float, int]] = []  # (perf_counter, new peak) each time the peak rose
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
         v = tree_rss(self.pid)
         self.samples += 1
-        self.peak = max(self.peak, v)
+        if v > self.peak:
+            self.rises.append((time.perf_counter(), v))
+            self.peak = v
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -171,6 +174,7 @@ class CallTimer:
         self.targets = dict(targets)
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.spans: list[tuple[float, float, str]] = []  # (start, end, label) of every call
 
     def _wrap(self, label: str, fn: Any) -> Any:
         def timed(*args: Any, **kw: Any) -> Any:
@@ -178,8 +182,10 @@ class CallTimer:
             try:
                 return fn(*args, **kw)
             finally:
-                self.seconds[label] += time.perf_counter() - t
+                end = time.perf_counter()
+                self.seconds[label] += end - t
                 self.calls[label] += 1
+                self.spans.append((t, end, label))
         timed.__wrapped__ = fn  # type: ignore[attr-defined]
         return timed
 
@@ -197,3 +203,25 @@ class CallTimer:
         finally:
             for mod, attr, fn in reversed(saved):
                 setattr(mod, attr, fn)
+
+
+#: where :func:`peak_growth` puts a rise that no wrapped call was running at
+OUTSIDE_CALLS = "outside the wrapped calls (ingest, analyse_slot's own persists, alerts)"
+
+
+def peak_growth(rises: list[tuple[float, int]], start_rss: int, spans: list[tuple[float, float, str]]) -> dict[str, int]:
+    """Bytes by which the peak RSS rose (``rises``: :attr:`PeakRSS.rises`, from ``start_rss``)
+    while each call ran (``spans``: :attr:`CallTimer.spans`; the innermost, i.e. shortest, span
+    around a rise takes it; none: :data:`OUTSIDE_CALLS`). With memory kept by the allocator, a
+    step that needs no more than an earlier one freed adds nothing: this tells which steps set
+    the peak, not what each holds."""
+    out: dict[str, int] = defaultdict(int)
+    level = start_rss
+    for t, v in rises:
+        if v <= level:
+            continue
+        around = [s for s in spans if s[0] <= t <= s[1]]
+        label = min(around, key=lambda s: s[1] - s[0])[2] if around else OUTSIDE_CALLS
+        out[label] += v - level
+        level = v
+    return dict(out)

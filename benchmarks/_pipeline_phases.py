@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ._pipeline_measure import CallTimer, PeakRSS, TaskTimer
+from ._pipeline_measure import CallTimer, PeakRSS, TaskTimer, peak_growth
 
 PHASES = ("floor", "full", "full-write-empty-chunks", "hand", "cluster-1", "cluster-2")
 
@@ -184,6 +184,7 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
             "peak_rss_bytes": mem.peak, "start_rss_bytes": mem.start_rss, "rss_samples": mem.samples,
             "n_tasks": timer.n_tasks, "n_graphs": timer.n_graphs, "task_s_by_stage": timer.by_stage(),
             "top_tasks": timer.top_names(15), "call_s": dict(calls.seconds), "call_n": dict(calls.calls),
+            "peak_growth_bytes": peak_growth(mem.rises, mem.start_rss, calls.spans),
             "load_before": load_before, "load_after": load_average(), **extra}
 
 

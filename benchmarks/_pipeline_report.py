@@ -214,6 +214,15 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
         md.append(f"| {r['size']}^2 px | rest of analyse_slot (persists) | | "
                   f"{x['stages_s']['analyse'] - sum(x['call_s'].values()):.2f} |")
         md.append(f"| {r['size']}^2 px | alert update (merge, clear views, chips, feed) | 1 | {x['stages_s']['alerts']:.2f} |")
+    grown = [(r["size"], _get(runs, "full", r["size"]).get("peak_growth_bytes")) for r in summary["rows"]]
+    if any(rise for _, rise in grown):
+        md += ["", "Which calls set the full run's peak: the rises of the peak RSS (sampled every 100 ms) by the wrapped call "
+               "running at the time (the innermost). Malloc keeps freed memory, so a step that needs no more than an "
+               "earlier one freed adds nothing: this tells which steps push the peak up, not what each holds.", "",
+               "| size | call | peak rise |", "|---|---|---|"]
+        for size, rise in grown:
+            for label, b in sorted((rise or {}).items(), key=lambda kv: -kv[1]):
+                md.append(f"| {size}^2 px | {label} | {b / 2**20:.0f} MiB |")
     big = _get(runs, "full", summary["rows"][-1]["size"])
     md += ["", f"Top dask task names of the full run at {big['size']}^2 px (task-seconds, count):", "",
            "| task name | stage | task-seconds | tasks |", "|---|---|---|---|"]

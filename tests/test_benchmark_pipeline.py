@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import pipeline
-from benchmarks._pipeline_measure import CallTimer, PeakRSS, TaskTimer, stage_of, tree_rss
+from benchmarks._pipeline_measure import OUTSIDE_CALLS, CallTimer, PeakRSS, TaskTimer, peak_growth, stage_of, tree_rss
 from benchmarks._pipeline_report import SECTIONS
 
 
@@ -33,6 +33,16 @@ def test_peak_rss_counts_child_processes():
     # the child's 200 MiB (plus its interpreter) show in the peak of the tree, not in our own RSS
     assert m.peak - base >= 200 * 2**20
     assert m.samples > 5
+    levels = [v for _, v in m.rises]
+    assert levels and levels == sorted(set(levels)) and levels[-1] == m.peak  # each rise above the last
+
+
+def test_peak_growth_goes_to_the_innermost_call_running():
+    spans = [(0.0, 10.0, "outer"), (2.0, 4.0, "inner"), (6.0, 7.0, "other")]
+    rises = [(1.0, 150), (3.0, 400), (3.5, 380), (6.5, 500), (12.0, 600)]
+    # from 100: outer +50, inner +250, (380 is no rise above 400), other +100, outside +100
+    assert peak_growth(rises, 100, spans) == {"outer": 50, "inner": 250, "other": 100, OUTSIDE_CALLS: 100}
+    assert peak_growth([], 100, spans) == {}
 
 
 def test_peak_rss_rejects_a_bad_interval():
@@ -72,6 +82,7 @@ def test_call_timer_wraps_and_restores():
             hw.run(["/nonexistent/item.json"], ("blue",), Path("/tmp/none"))
     assert hw.run is original
     assert ct.calls["hand"] == 1 and ct.seconds["hand"] >= 0
+    assert [label for _, _, label in ct.spans] == ["hand"] and ct.spans[0][0] <= ct.spans[0][1]
 
 
 @pytest.mark.parametrize("name, stage", [("read-red", "read"), ("read", "read"), ("getitem-store-map", "write"),
@@ -121,6 +132,8 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
     full = [r for r in out["runs"] if r["phase"] == "full"]
     assert all(r["n_tasks"] > 0 and r["stages_s"]["analyse"] > 0 for r in full)
     assert all(r["change_states"] for r in full)
+    # every rise of the peak goes to one call (or to "outside"): together they are the peak's growth
+    assert all(sum(r["peak_growth_bytes"].values()) == r["peak_rss_bytes"] - r["start_rss_bytes"] for r in full)
     # the same scenes: every run of a size saw all dates
     assert all(r["dates"] == 2 for r in out["runs"] if "dates" in r and r["phase"] in ("floor", "full", "hand"))
 
