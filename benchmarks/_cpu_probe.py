@@ -113,7 +113,7 @@ def _loop(kind: str, stop, out, n: int) -> None:  # noqa: ANN001 (multiprocessin
         if arrays is not None:
             stream(arrays, 1)
         else:
-            work(1)
+            work(1, n)
         rounds += 1
     out.put(rounds)
 

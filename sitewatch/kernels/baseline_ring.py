@@ -168,10 +168,7 @@ def fold_stack_np(ring: np.ndarray, n_obs: np.ndarray, day: np.ndarray, values: 
 def _core_first_copy(a: np.ndarray, n_core: int) -> np.ndarray:
     """A C-contiguous copy of ``a`` ``(pixels, *core)`` laid out core dims first
     ``(*core, pixels)``: a memcpy when ``a`` is a core-last view of such an array."""
-    moved = np.moveaxis(a, 0, n_core)
-    out = np.empty(moved.shape, a.dtype)
-    np.copyto(out, moved)
-    return out
+    return np.moveaxis(a, 0, n_core).copy(order="C")  # always a copy (never the input, even when laid out so)
 
 
 def _pixels_first(a: np.ndarray) -> np.ndarray:
