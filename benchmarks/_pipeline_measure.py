@@ -86,7 +86,7 @@ class PeakRSS:
 # Reads are sitewatch's own ``read-<band>`` map_blocks; writes the ``da.store`` of the region
 # writes; the rest by the kernel functions' names as dask names their tasks.
 STAGE_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("read", ("read-",)),
+    ("read", ("read-", "scratch-")),
     ("write", ("store", "load-store")),
     ("objects", ("label", "relabel", "block-stats", "_block_stats", "dilate", "_dilate", "grouping", "objects", "ndmeasure",
                  "_label", "connected", "merge", "find_objects", "_find")),
@@ -167,7 +167,7 @@ class TaskTimer(Callback):
 
 class CallTimer:
     """Wall time and call count of library functions, wrapped where they are looked up:
-    ``targets`` maps a label to ``"module:attribute"``. Nested wrapped calls are each timed in
+    ``targets`` maps a label to ``"module:attribute"`` (or ``"module:Class.method"``). Nested wrapped calls are each timed in
     full (a label's time includes the dask computes its call triggers)."""
 
     def __init__(self, targets: dict[str, str]) -> None:
@@ -194,15 +194,18 @@ class CallTimer:
         saved = []
         try:
             for label, target in self.targets.items():
-                mod_name, attr = target.split(":")
-                mod = importlib.import_module(mod_name)
-                fn = getattr(mod, attr)
-                saved.append((mod, attr, fn))
-                setattr(mod, attr, self._wrap(label, fn))
+                mod_name, path = target.split(":")
+                owner: Any = importlib.import_module(mod_name)
+                *outer, attr = path.split(".")  # "module:Class.method" wraps a method on its class
+                for name in outer:
+                    owner = getattr(owner, name)
+                fn = owner.__dict__[attr] if outer else getattr(owner, attr)
+                saved.append((owner, attr, fn))
+                setattr(owner, attr, self._wrap(label, fn))
             yield self
         finally:
-            for mod, attr, fn in reversed(saved):
-                setattr(mod, attr, fn)
+            for owner, attr, fn in reversed(saved):
+                setattr(owner, attr, fn)
 
 
 #: where :func:`peak_growth` puts a rise that no wrapped call was running at

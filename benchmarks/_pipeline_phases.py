@@ -1,6 +1,7 @@
 """The measured phases of the pipeline benchmark, each run in a fresh Python process (so that
 its peak memory is its own): ``floor`` (ingest only), ``full`` (ingest, analyse_slot per date,
-alerts), ``full-write-empty-chunks`` (the same with zarr's ``array.write_empty_chunks`` set for
+alerts), ``full-streamed`` (the same with every site streamed through the scratch store:
+``AnalysisParams(hold_max_bytes=0)``), ``full-write-empty-chunks`` (the same with zarr's ``array.write_empty_chunks`` set for
 the whole process: a what-if for the zarr empty-chunk check the profile shows, the library
 unchanged), ``hand`` (the hand-written rasterio + numpy loop) and ``cluster-<n>`` (the scale-out
 benchmark's monitor work on a LocalCluster of n worker processes).
@@ -20,7 +21,7 @@ from typing import Any
 
 from ._pipeline_measure import CallTimer, PeakRSS, TaskTimer, peak_growth
 
-PHASES = ("floor", "full", "full-write-empty-chunks", "hand", "cluster-1", "cluster-2")
+PHASES = ("floor", "full", "full-streamed", "full-write-empty-chunks", "hand", "cluster-1", "cluster-2")
 
 # library calls inside analyse_slot (looked up in sitewatch.analysis's namespace, or through the
 # module objects it calls them on), timed from outside
@@ -40,6 +41,7 @@ ANALYSE_CALLS = {
     "objects (objects file write)": "sitewatch.io.objects_file:write",
     "write (write_derived: masks+change compute and region write)": "sitewatch.io.cube:write_derived",
     "baseline (fold_slot: state update)": "sitewatch.analysis:fold_slot",
+    "scratch (a streamed site's whole-site arrays written to the scratch store)": "sitewatch.io.scratch:Scratch.__call__",
 }
 
 
@@ -78,14 +80,16 @@ def ingest(cube: str, grid: Any, refs: list[Any], chunk: int) -> dict[str, int]:
     return slots
 
 
-def analyse(cube: str, grid: Any) -> list[Any]:
-    """analyse_slot for every ingested, not yet analysed slot in time order (analyse-scene)."""
+def analyse(cube: str, grid: Any, streamed: bool = False) -> list[Any]:
+    """analyse_slot for every ingested, not yet analysed slot in time order (analyse-scene), with
+    the default parameters, or with every site ``streamed`` (``hold_max_bytes=0``; small ones lazy too)."""
     from sitewatch.analysis import AnalysisParams, analyse_slot
     from sitewatch.io import cube as cube_io
     from sitewatch.synthetic import BANDS
 
+    params = AnalysisParams(hold_max_bytes=0, eager_max_px=0) if streamed else AnalysisParams()
     pending = sorted((s for s in cube_io.slots(cube) if s.ingested and not s.analysed), key=lambda s: s.time)
-    return [analyse_slot(cube, s.index, grid, BANDS, AnalysisParams()) for s in pending]
+    return [analyse_slot(cube, s.index, grid, BANDS, params) for s in pending]
 
 
 def alerts(site: str, cube: str, alerts_root: str, results: list[Any]) -> dict[str, Any]:
@@ -117,13 +121,13 @@ def alerts(site: str, cube: str, alerts_root: str, results: list[Any]) -> dict[s
     return {"alerts": len(merged), "new": len(new_ids), "updated": len(updated), "detections": len(detections)}
 
 
-def _full(work: Path, grid: Any, refs: list[Any], chunk: int, stages: dict[str, float]) -> dict[str, Any]:
+def _full(work: Path, grid: Any, refs: list[Any], chunk: int, stages: dict[str, float], streamed: bool = False) -> dict[str, Any]:
     cube, root = str(work / "cube.zarr"), str(work / "alerts")
     t = time.perf_counter()
     ingest(cube, grid, refs, chunk)
     stages["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    results = analyse(cube, grid)
+    results = analyse(cube, grid, streamed)
     stages["analyse"] = time.perf_counter() - t
     t = time.perf_counter()
     al = alerts("bench", cube, root, results)
@@ -156,7 +160,7 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
             st["ingest"] = time.perf_counter() - t
             return {}
         if phase.startswith("full"):
-            return _full(w, g, rs, chunk, st)
+            return _full(w, g, rs, chunk, st, streamed=phase == "full-streamed")
         from sitewatch.synthetic import BANDS
 
         from ._pipeline_handwritten import run as hand_run

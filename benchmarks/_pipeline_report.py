@@ -55,9 +55,13 @@ def summarise(meta: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any
                      "peak": {k: r["peak_rss_bytes"] for k, r in (("floor", fl), ("full", fu), ("hand", ha))},
                      "start": {k: r["start_rss_bytes"] for k, r in (("floor", fl), ("full", fu), ("hand", ha))},
                      "tasks": {k: r["n_tasks"] for k, r in (("floor", fl), ("full", fu))}})
+        st = _get(runs, "full-streamed", s)
+        if st is not None:  # reports from before the streamed phase have none
+            rows[-1]["streamed"] = {"s": st["total_s"], "ratio": fl["total_s"] / st["total_s"], "peak": st["peak_rss_bytes"],
+                                    "start": st["start_rss_bytes"], "tasks": st["n_tasks"]}
     growth: dict[str, Any] = {}
     lo, hi = (1024, 4096) if {1024, 4096} <= set(sizes) else (sizes[0], sizes[-1])
-    for k in ("floor", "full", "hand"):
+    for k in ("floor", "full", "hand", "full-streamed"):
         a, b = _get(runs, k, lo), _get(runs, k, hi)
         growth[k] = b["peak_rss_bytes"] / a["peak_rss_bytes"] if a and b and lo != hi else math.nan
     cluster = []
@@ -175,7 +179,20 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
     gr = summary["growth"]
     md += ["", f"Growth of the peak from {lo}^2 to {hi}^2 px ({(hi / lo) ** 2:.0f}x the area): full {gr['full']:.2f}x, "
            f"floor {gr['floor']:.2f}x, hand-written {gr['hand']:.2f}x. Goal <= {GROWTH_TARGET}x for 1024 -> 4096: "
-           f"{_verdict(g['growth']['met'])}.", "", SECTIONS[4], ""]
+           f"{_verdict(g['growth']['met'])}.", ""]
+    if all("streamed" in r for r in summary["rows"]):
+        md += ["Streamed: the full pipeline again with every site streamed (`AnalysisParams(hold_max_bytes=0)`): a date's "
+               "whole-site arrays (baseline, masks, change) go to a scratch Zarr store beside the cube and are read back "
+               "chunk by chunk instead of being held in memory (sitewatch.io.scratch). By default only sites whose arrays "
+               "would take more than `hold_max_bytes` are streamed.", "",
+               "| size | streamed full time | ratio floor / streamed | streamed peak (at start) | full peak | dask tasks |",
+               "|---|---|---|---|---|---|"]
+        for r in summary["rows"]:
+            x = r["streamed"]
+            md.append(f"| {r['size']}^2 px | {x['s']:.1f} s | {x['ratio']:.2f} | {_mib(x['peak'])} ({_mib(x['start'])}) | "
+                      f"{_mib(r['peak']['full'])} | {x['tasks']:,} |")
+        md += ["", f"Growth of the streamed peak from {lo}^2 to {hi}^2 px: {gr['full-streamed']:.2f}x.", ""]
+    md += [SECTIONS[4], ""]
     if summary["cluster"]:
         md += ["benchmarks/scaleout.run_config (its monitor work: ingest + analyse_slot per date, no alerts) on a "
                "`distributed.LocalCluster` of 1 and of 2 worker processes x 1 thread; peak RSS of the client process and every "

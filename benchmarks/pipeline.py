@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = None
         what_if: list[dict[str, Any]] = []
         for size in a.sizes:
-            for phase in ("floor", "full", "hand"):
+            for phase in ("floor", "full", "full-streamed", "hand"):
                 r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
                               default_malloc=a.default_malloc)
                 print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB, "

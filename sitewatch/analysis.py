@@ -8,6 +8,7 @@ back are the per-band normalisation sums and the per-object statistics.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -26,8 +27,9 @@ from .io import baseline_state as state_io
 from .io import colocated
 from .io import cube as cube_io
 from .io import objects_file
+from .io import scratch
 from .kernels.baseline import BaselineParams
-from .kernels.baseline_ring import state_baseline
+from .kernels.baseline_ring import empty_state, state_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, hysteresis, objects
@@ -36,9 +38,13 @@ from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
-from .work_chunks import open_for_analysis, threads
+from .work_chunks import open_for_analysis, open_strips, threads
 
 MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
+# What a date's analysis holds per pixel of the site when it holds its whole-site arrays in
+# memory, with 6 bands: the baseline (median and MAD per band and index, counts) about 80 B, the
+# scene and its band stack 26, the masks 7, the change 9.
+HELD_BYTES_PER_PX = 120
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,22 @@ class AnalysisParams:
     # None works on the stored chunks. Smaller where a site would otherwise have fewer than two
     # chunks per thread of the cluster. See sitewatch.work_chunks.
     work_chunk_px: int | None = 2048
+    # The whole-site arrays a date's analysis reads more than once (baseline, masks, change) are
+    # held in the cluster's memory while the site's estimate (HELD_BYTES_PER_PX per pixel) is at
+    # most this. Above it the site is streamed: they go to a scratch Zarr store beside the cube
+    # and are read back chunk by chunk (sitewatch.io.scratch), and the analysis works on
+    # full-width strips of about ``streamed_chunk_px ** 2`` pixels (sitewatch.work_chunks.open_strips):
+    # memory then follows the strip size and the cluster's threads, not the site's area.
+    hold_max_bytes: int = 1024 * 2**20
+    streamed_chunk_px: int = 1024
 
     def __post_init__(self) -> None:
         if self.work_chunk_px is not None and self.work_chunk_px < 64:
             raise ValueError(f"work_chunk_px got {self.work_chunk_px!r}; expected None or >= 64 px")
+        if self.streamed_chunk_px < 64:
+            raise ValueError(f"streamed_chunk_px got {self.streamed_chunk_px!r}; expected >= 64 px")
+        if self.hold_max_bytes < 0:
+            raise ValueError(f"hold_max_bytes got {self.hold_max_bytes!r}; expected >= 0 bytes")
         if self.min_history < 1:
             raise ValueError(f"min_history got {self.min_history!r}; expected >= 1 earlier scene")
         if not 0 < self.ndvi_change < 2:
@@ -319,6 +337,25 @@ def _ndvi_delta(win: dict[str, np.ndarray], obj: ObjectStats, norm: dict[str, tu
     return round(float(d.mean()), 4) if d.size else None
 
 
+def _fold_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: AnalysisParams,
+                           base: Any, values: xr.DataArray, folded_clear: xr.DataArray,
+                           storage_options: dict[str, Any] | None) -> tuple[xr.DataArray, xr.DataArray]:
+    """A streamed site's fold works in the state's stored chunks, not in strips: the state is
+    read (or made empty) in them, and the date's values and pixels are rechunked to them (a few
+    bytes per pixel). In strips, the store would regroup the new ring (96 bytes per pixel) from
+    several strips per stored chunk: a whole row of stored chunks of it in memory at once.
+    Sets ``base.state``; returns the values and pixels to fold."""
+    stored = dict(zip(("y", "x"), cube["valid"].encoding["chunks"][-2:]))
+    if base.source == "state":
+        url = state_io.state_url(cube_url)
+        base.state = state_io.open_state(url, state_io.read_info(url, storage_options), cube.y, cube.x, storage_options)
+    elif base.source == "none":
+        base.state = empty_state(cube["valid"].isel(time=index, drop=True).chunk(stored), list(bands), params.baseline)
+    else:  # rebuilt: in the scratch store, in strips (a rebuild is the rare case)
+        base.state = base.state.chunk(stored)
+    return values.chunk(stored), folded_clear.chunk(stored)
+
+
 def _object_record(d: Detection, grid: SiteGrid) -> dict[str, Any]:
     """One object of the date's objects file: geometry plus its properties."""
     r0, c0, r1, c1 = d.bbox_pixels
@@ -353,10 +390,42 @@ def analyse_slot(
     update cut short, or ``use_state=False``) it is rebuilt from the cube's last
     ``REBUILD_SCENES_PER_WINDOW * window`` analysed scenes (``SlotResult.baseline_source`` /
     ``baseline_note`` say which). After the slot's masks are committed, its clear pixels are
-    folded into the state, which is stored when this slot is the latest analysed one."""
+    folded into the state, which is stored when this slot is the latest analysed one.
+
+    A site whose whole-site arrays would take more than ``params.hold_max_bytes`` is streamed:
+    they are kept in a scratch store beside the cube (removed when the slot is done) instead of
+    memory (see :func:`streamed`)."""
+    if not streamed(grid, params):
+        return _analyse(cube_url, index, grid, bands, params, storage_options, use_state, scratch.in_memory, None)
+    with scratch.Scratch(scratch.scratch_url(cube_url), storage_options) as hold:
+        return _analyse(cube_url, index, grid, bands, params, storage_options, use_state, hold,
+                        params.streamed_chunk_px)
+
+
+def streamed(grid: SiteGrid, params: AnalysisParams) -> bool:
+    """Whether a site's analysis keeps its whole-site arrays in a scratch store (not in memory):
+    when their estimate, ``HELD_BYTES_PER_PX`` per pixel, is above ``params.hold_max_bytes``."""
+    px = grid.width * grid.height
+    return px > params.eager_max_px and px * HELD_BYTES_PER_PX > params.hold_max_bytes
+
+
+def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], params: AnalysisParams,
+             storage_options: dict[str, Any] | None, use_state: bool, hold: scratch.Hold, stream_px: int | None) -> SlotResult:
+    """:func:`analyse_slot` with the arrays read more than once kept by ``hold`` (in memory or in a
+    scratch store); a streamed site (``stream_px``, else ``None``) works on strips of about
+    ``stream_px ** 2`` pixels."""
+    kept = itertools.count()
+
+    def keep(a: xr.DataArray) -> xr.DataArray:
+        """Where a kernel keeps an array its later steps read: in memory, or the scratch store."""
+        return a.persist() if stream_px is None else hold(a, f"kept_{next(kept)}")
+
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
     # two chunks per thread of the cluster at least, so that every thread has work
-    cube = open_for_analysis(cube_url, params.work_chunk_px, storage_options, min_chunks=2 * threads())
+    if stream_px is None:
+        cube = open_for_analysis(cube_url, params.work_chunk_px, storage_options, min_chunks=2 * threads())
+    else:
+        cube = open_strips(cube_url, stream_px, storage_options, min_chunks=2 * threads())
     # the per-time arrays (flags, fractions, sun angles) are read here in one compute: every
     # ``.values`` on them below would otherwise be a round trip of its own to the cluster
     per_time = [n for n, v in cube.variables.items() if v.dims == ("time",) and n != "time" and v.chunks is not None]
@@ -376,12 +445,14 @@ def analyse_slot(
     eager = grid.width * grid.height <= params.eager_max_px
     register_min_obs = params.change.min_obs if params.change.coregister else None
     base = slot_baseline(cube, cube_url, index, bands, params.baseline, storage_options, use_state,
-                         register_min_obs=register_min_obs, in_memory=eager, max_gain_ratio=params.change.max_gain_ratio)
+                         register_min_obs=register_min_obs, in_memory=eager, max_gain_ratio=params.change.max_gain_ratio,
+                         hold=hold)
     # With little history the comparison degrades to what there is: a pixel needs
     # min(min_obs, earlier scenes with any clear pixel) clear observations (one earlier clear
     # view: bi-temporal); the scenes are those folded into the baseline state.
     params = replace(params, change=replace(params.change, min_obs=max(1, min(params.change.min_obs, n_seen(cube, base.indices)))))
-    state_held = eager or base.state["ring"].nbytes <= PERSIST_STATE_BYTES
+    # a streamed site reads the stored state where it needs it (a rebuilt one is in the scratch store)
+    state_held = eager or (stream_px is None and base.state["ring"].nbytes <= PERSIST_STATE_BYTES)
     if eager:
         base.state = base.state.load()
     elif state_held:
@@ -389,12 +460,16 @@ def analyse_slot(
     baseline = None
     if base.folded:
         baseline = state_baseline(base.state, cube.time.values[index], base.season_days, params.change.indices)  # seasonal: around this date
-        baseline = baseline if eager else baseline.persist()
-    if not eager and baseline is not None:
+        baseline = baseline if eager else hold(baseline, "baseline")
+    if not eager and stream_px is None and baseline is not None:
         # each chunk of the scene read by the worker that holds the baseline's chunk: the masks, the
         # change and the fold combine the two without copying either between workers
         scene = colocated.slot_beside(cube_io._group(cube_url, storage_options), scene, index, baseline["count"])
-    scene = scene.load() if eager else scene.persist()  # read the scene once; every step below reuses it
+    if eager:
+        scene = scene.load()
+    elif stream_px is None:
+        scene = scene.persist()  # read the scene once; every step below reuses it
+    # streamed: every step reads the chunks it needs from the cube
     gain_offset = None
     norm_by_band = None
     # per-method masks beside sitewatch's own rules: the scene's QA band, s2cloudless
@@ -419,12 +494,14 @@ def analyse_slot(
     shadow_length = None
     if "spectral" in methods and m["shadow"].attrs.get("shadow_length_px", -1) >= 0:
         shadow_length = int(m["shadow"].attrs["shadow_length_px"])
-    m = m.persist()
+    m = hold(m, "masks")
     saturated = (m["flags"] & np.uint8(FLAG_SATURATED)) > 0
     clear = scene["valid"] & ~m["cloud"] & ~m["shadow"] & ~saturated
     values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
     folded_clear = fold_clear(scene["valid"], m["cloud"], m["shadow"], values)
-    if not eager:
+    if stream_px is not None:
+        folded_clear = hold(folded_clear, "folded_clear")  # the band stack is read from the cube where needed
+    elif not eager:
         # the band stack and the folded pixels feed the registration's four reductions and the
         # fold: made once (one block of all bands per chunk) instead of rebuilt in every graph;
         # the scene's bands become views of the stack, so the bands are held once. Submitted
@@ -438,7 +515,8 @@ def analyse_slot(
         # one fit (sub-pixel shift, per-band gain/offset) against the baseline median serves the
         # change score and the fold of this scene into the baseline state
         median = baseline["median"].sel(band=list(bands)).transpose("band", "y", "x")
-        registration = fit_registration(values, median, folded_clear & (baseline["count"] >= params.change.min_obs))
+        registration = fit_registration(values, median, folded_clear & (baseline["count"] >= params.change.min_obs),
+                                        keep=keep)
         if state == "ok" and not comparable(registration, params.change.max_gain_ratio):
             # snow over the site, thick haze or a missed cloud bank: the scene is unlike its baseline
             # as a whole; it is neither scored nor folded into the baseline state
@@ -451,11 +529,11 @@ def analyse_slot(
         ch, norm = change(scene, clear, baseline, bands, cp,
                           gain_offset=None if params.change.coregister else gain_offset, registration=registration)
         if grow is None:
-            ch = ch.persist()
+            ch = ch if eager else hold(ch, "change")
         else:
-            ch = ch.drop_vars("change").persist()
-            changed = hysteresis(ch["change_score"], grow, params.change.threshold).assign_attrs(long_name="changed pixel")
-            ch = ch.assign(change=changed.persist())
+            ch = hold(ch.drop_vars("change"), "change")
+            changed = hysteresis(ch["change_score"], grow, params.change.threshold, keep).assign_attrs(long_name="changed pixel")
+            ch = ch.assign(change=hold(changed, "changed"))
     else:  # nothing to compare: no change computed, no detections
         nan = xr.full_like(scene["valid"], np.nan, dtype=np.float32)
         ch = xr.Dataset({"change_score": nan, "change": xr.zeros_like(scene["valid"]), "delta_brightness": nan})
@@ -463,7 +541,8 @@ def analyse_slot(
     detections: list[Detection] = []
     if state == "ok":
         near = dilate(m["cloud"] | m["shadow"], params.cloud_distance_px)
-        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px, flag=near)
+        labels, objs = objects(ch["change"], ch["change_score"], ch["delta_brightness"], join_px=params.join_px, flag=near,
+                               keep=keep)
         min_px = params.min_object_area_m2 / grid.pixel_area_m2
         to_lonlat = Transformer.from_crs(grid.crs, 4326, always_xy=True)
         kept = [o for o in objs if o.area_px >= min_px]
@@ -494,7 +573,10 @@ def analyse_slot(
     # cluster frees them before the fold reads and rewrites the state (lower peak memory)
     m = ch = derived = score_pct = clear = saturated = baseline = median = labels = near = None  # noqa: F841
     extra = obscured = rough_clear = changed = None  # noqa: F841
-    if not state_held and base.source == "state":
+    if stream_px is not None:
+        values, folded_clear = _fold_in_stored_chunks(cube, cube_url, index, bands, params, base, values, folded_clear,
+                                                       storage_options)
+    elif not state_held and base.source == "state":
         # the stored state, too large to hold, is read a second time for the fold: beside the date's pixels
         base.state = state_io.open_state_beside(state_io.state_url(cube_url), base.state, folded_clear, storage_options)
     # fold this slot's clear pixels (as committed: valid, not cloud, not shadow) into the state

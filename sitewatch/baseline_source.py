@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import xarray as xr
 
 from .io import baseline_state as state_io
+from .io import scratch
+from .io.scratch import Hold
 from .kernels.baseline import BaselineParams
 from .kernels.baseline_ring import build_state, empty_state, fold
 from .kernels.register import MAX_GAIN_RATIO, Registration, fold_registered
@@ -82,14 +84,16 @@ class SlotBaseline:
 def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
                   storage_options: dict[str, Any] | None = None, use_state: bool = True,
                   register_min_obs: int | None = None, in_memory: bool = False,
-                  max_gain_ratio: float = MAX_GAIN_RATIO) -> SlotBaseline:
+                  max_gain_ratio: float = MAX_GAIN_RATIO, hold: Hold = scratch.in_memory) -> SlotBaseline:
     """The baseline state before slot ``index`` of ``cube`` (opened lazily with raw counts). A
     stored state that folded this very slot is marked stale first (the slot's masks are about
     to be rewritten); ``use_state=False`` always rebuilds and never stores.
     ``register_min_obs``: the dates are co-registered before they are folded, each fit on pixels
     with ``min(register_min_obs, earlier scenes seen)`` observations (``None``: folded as
     stored); a date whose gain is beyond ``max_gain_ratio`` is not comparable and adds no
-    observation. ``in_memory``: a rebuild runs on numpy arrays (a small site) instead of dask."""
+    observation. ``in_memory``: a rebuild runs on numpy arrays (a small site) instead of dask;
+    otherwise ``hold`` keeps the state between the rebuild's dates (in the cluster's memory, or a
+    :class:`sitewatch.io.scratch.Scratch` store)."""
     alignment = "none" if register_min_obs is None else f"registered, max gain ratio {max_gain_ratio:g}"
     window = params.window
     earlier = analysed_earlier(cube, index)
@@ -120,7 +124,7 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
         if register_min_obs is None:
             state = build_state(stack, clear, params)
         else:
-            state = _rebuild_registered(cube, hist, stack, clear, params, register_min_obs, in_memory, max_gain_ratio)
+            state = _rebuild_registered(cube, hist, stack, clear, params, register_min_obs, in_memory, max_gain_ratio, hold)
         source, note = "rebuilt", f"rebuilt from the cube's last {len(hist)} analysed scene(s): {reason}"
     else:
         state = empty_state(cube["valid"].isel(time=index, drop=True), bands, params)
@@ -131,10 +135,11 @@ def slot_baseline(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[s
 
 
 def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, clear: xr.DataArray,
-                        params: BaselineParams, min_obs: int, in_memory: bool, max_gain_ratio: float) -> xr.Dataset:
+                        params: BaselineParams, min_obs: int, in_memory: bool, max_gain_ratio: float,
+                        hold: Hold = scratch.in_memory) -> xr.Dataset:
     """The state after folding the history slots ``hist`` date by date, each registered to the
     state so far, as the analysis folded them (one fit and fold per date: the state is held in
-    memory, or persisted on the cluster, between dates)."""
+    memory, or held by ``hold`` on the cluster, between dates)."""
     state = empty_state(stack.isel(time=0, band=0, drop=True), list(stack["band"].values), params)
     if in_memory:
         state = state.load()
@@ -146,7 +151,7 @@ def _rebuild_registered(cube: xr.Dataset, hist: list[int], stack: xr.DataArray, 
         k = max(1, min(min_obs, n_seen(cube, hist[:t])))
         state, _ = fold_registered(state, x, c, k, max_gain_ratio=max_gain_ratio, day=cube.time.values[hist[t]],
                                    season_days=params.season_days)
-        state = state.compute() if in_memory else state.persist()
+        state = state.compute() if in_memory else hold(state, f"rebuilt_{t}")
     return state
 
 

@@ -11,6 +11,7 @@ Prefect-free.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import dask
@@ -44,6 +45,28 @@ def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None =
     while edge > stored and n(edge) < min_chunks:
         edge -= stored
     return edge
+
+
+def strip_rows(shape: tuple[int, int], px: int, min_chunks: int = 1) -> int:
+    """Rows of a full-width strip that holds about ``px * px`` pixels of a site of ``shape``
+    (``(height, width)``): at least 1, and fewer while the site would hold fewer than
+    ``min_chunks`` strips."""
+    height, width = shape
+    rows = max(1, (px * px) // max(1, width))
+    return max(1, min(rows, -(-height // max(1, min_chunks))))
+
+
+def open_strips(cube_url: str, px: int, storage_options: dict[str, Any] | None = None, min_chunks: int = 1) -> xr.Dataset:
+    """The cube as raw counts, lazily, in full-width strips of about ``px * px`` pixels
+    (:func:`strip_rows`). A computation over overlapping neighbourhoods (``map_overlap``) holds
+    the blocks of about three rows of chunks at a time; in strips that is three strips, whatever
+    the site's width, where square chunks hold three rows of the site's whole width."""
+    valid = cube_io._group(cube_url, storage_options)["valid"]  # metadata only
+    rows = strip_rows(tuple(valid.shape[-2:]), px, min_chunks)
+    with warnings.catch_warnings():  # strips cut across the stored chunks: a stored chunk is read by each strip it meets
+        warnings.simplefilter("ignore", UserWarning)
+        return xr.open_zarr(cube_url, mask_and_scale=False, chunks={"y": rows, "x": -1},
+                            **cube_io._zarr_kwargs(cube_url, storage_options))
 
 
 def open_for_analysis(cube_url: str, work_chunk_px: int | None = None,

@@ -5,6 +5,7 @@ the cases each on a cube of their own are in test_analysis_cases.py."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import dask
 import numpy as np
@@ -81,6 +82,7 @@ def runs(tmp_path_factory, series) -> dict[int, Pipeline]:
         "rgbn": _run(series, source, str(root / "cube-rgbn" / "cube.zarr"), FULL_CHUNK, N_COMPARE,
                      bands=("blue", "green", "red", "nir")),
         "unheld": _unheld_state_run(series, source, str(root / "cube-unheld" / "cube.zarr")),
+        "streamed": _streamed_run(series, source, str(root / "cube-streamed" / "cube.zarr")),
     }
 
 
@@ -106,6 +108,28 @@ def _unheld_state_run(series, source: str, cube_url: str) -> Pipeline:
         mp.setattr(state_io, "open_state_beside", counted)
         out = _run(series, source, cube_url, STORED_CHUNK, N_UNHELD, params=AnalysisParams(eager_max_px=0, work_chunk_px=SMALL_CHUNK))
     out.state_rereads = calls
+    return out
+
+
+def _streamed_run(series, source: str, cube_url: str) -> Pipeline:
+    """The lazy run of the first N_COMPARE dates as a site too large to hold runs it: the
+    whole-site arrays kept in a scratch store beside the cube (hold_max_bytes 0), in the same
+    work chunks as the SMALL_CHUNK run. Records what each date kept there."""
+    from sitewatch.io import scratch
+
+    held: list[tuple[str, str]] = []
+    real = scratch.Scratch.__call__
+
+    def recorded(self, obj, name):
+        out = real(self, obj, name)
+        held.append((self.url, name))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scratch.Scratch, "__call__", recorded)
+        out = _run(series, source, cube_url, STORED_CHUNK, N_COMPARE,
+                   params=AnalysisParams(eager_max_px=0, work_chunk_px=SMALL_CHUNK, hold_max_bytes=0, streamed_chunk_px=SMALL_CHUNK))
+    out.held = held
     return out
 
 
@@ -338,6 +362,29 @@ def test_a_state_too_large_to_hold_is_read_again_beside_the_pixels_with_the_same
     for v in ("cloud", "shadow", "change", "change_score"):
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
     assert [len(r.detections) for r in unheld.results] == [len(r.detections) for r in full.results[:N_UNHELD]]
+
+
+def test_a_site_too_large_to_hold_streams_through_a_scratch_store_with_the_same_results(runs):
+    streamed, small = runs["streamed"], runs[SMALL_CHUNK]
+    a, b = streamed.cube, small.cube
+    for v in ("cloud", "shadow", "change", "change_score", "mask_flags", "cloud_score", "cloud_fraction"):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    key = lambda d: (d.bbox_pixels, d.row, d.col)  # noqa: E731
+    for ra, rb in zip(streamed.results, small.results):
+        assert (ra.change_state, ra.normalisation, ra.baseline_source) == (rb.change_state, rb.normalisation, rb.baseline_source)
+        assert sorted(ra.detections, key=key) == sorted(rb.detections, key=key)
+    assert sum(len(r.detections) for r in streamed.results) > 0
+    # every date with a baseline kept it, its masks, the folded pixels and its change there, each
+    # date in a store of its own; the stores are gone once the dates are done
+    names = [n for _, n in streamed.held]
+    dates_with_change = sum(r.change_state == "ok" for r in streamed.results)
+    assert names.count("baseline") == N_COMPARE - 1 and names.count("masks") == N_COMPARE
+    assert names.count("change") == dates_with_change > 0 and names.count("folded_clear") == N_COMPARE
+    assert len({u for u, _ in streamed.held}) == N_COMPARE
+    from sitewatch.io import scratch
+
+    root = scratch.scratch_url(streamed.cube_url)
+    assert not any(os.path.exists(u) for u, _ in streamed.held) and (not os.path.exists(root) or not os.listdir(root))
 
 
 def test_cube_chunks_are_as_configured(runs):

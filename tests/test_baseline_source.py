@@ -108,6 +108,38 @@ def test_incremental_state_gives_what_rebuilding_from_the_cube_gives(tmp_path):
     assert not store.exists(st.state_url(url_b))  # use_state=False stores none
 
 
+def test_a_streamed_site_gives_the_same_layers_and_state_from_the_state_and_rebuilt(tmp_path):
+    """Streamed (the whole-site arrays in a scratch store, strips of 20 x 96 px across the stored 64
+    px chunks, the fold in the stored chunks): the same layers as in memory, with the stored state
+    and with the baseline rebuilt (kept in the scratch store between the rebuild's dates), and the
+    same stored state."""
+    params = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0)
+    streamed = replace(params, eager_max_px=0, hold_max_bytes=0, streamed_chunk_px=64)
+    n = 6
+    with dask.config.set(scheduler="synchronous"):
+        grid, url_a, slots = _noisy_cube(tmp_path, "a", n)
+        _, url_c, _ = _noisy_cube(tmp_path, "c", n)
+        _, url_d, _ = _noisy_cube(tmp_path, "d", n)
+        res_a = [analyse_slot(url_a, slots[f"S{k}"], grid, BANDS, params) for k in range(n)]
+        res_c = [analyse_slot(url_c, slots[f"S{k}"], grid, BANDS, streamed) for k in range(n)]
+        res_d = [analyse_slot(url_d, slots[f"S{k}"], grid, BANDS, streamed, use_state=False) for k in range(n)]
+    assert [r.baseline_source for r in res_c] == ["none"] + ["state"] * (n - 1)
+    assert [r.baseline_source for r in res_d] == ["none"] + ["rebuilt"] * (n - 1)
+    a = _derived(url_a)
+    assert np.isfinite(a["change_score"][1:]).any() and a["cloud"].any()
+    for url in (url_c, url_d):
+        got = _derived(url)
+        for v in a:
+            np.testing.assert_array_equal(got[v], a[v], err_msg=f"{url} {v}")
+    for ra, rc, rd in zip(res_a, res_c, res_d):
+        assert ra.detections == rc.detections == rd.detections and ra.normalisation == rc.normalisation == rd.normalisation
+    _state_equals_the_cube(url_c, 3)
+    assert st.read_info(st.state_url(url_c)).folded == st.read_info(st.state_url(url_a)).folded
+    for url in (url_c, url_d):  # the scratch stores are gone
+        root = url.rsplit("/", 1)[0] + "/_scratch"
+        assert not store.exists(root) or not __import__("os").listdir(root)
+
+
 def test_state_is_rebuilt_after_a_backfill_a_cut_short_update_a_reanalysis_and_a_window_change(tmp_path):
     # dask arrays chunk by chunk (eager_max_px=0): the state read lazily, folded and written per chunk
     p3 = AnalysisParams(baseline=BaselineParams(window=3), min_object_area_m2=0.0, eager_max_px=0)

@@ -85,7 +85,20 @@ def test_call_timer_wraps_and_restores():
     assert [label for _, _, label in ct.spans] == ["hand"] and ct.spans[0][0] <= ct.spans[0][1]
 
 
-@pytest.mark.parametrize("name, stage", [("read-red", "read"), ("read", "read"), ("getitem-store-map", "write"),
+def test_call_timer_wraps_a_method_on_its_class_and_restores_it():
+    from sitewatch.io import scratch
+
+    original = scratch.Scratch.__dict__["__call__"]
+    ct = CallTimer({"hold": "sitewatch.io.scratch:Scratch.__call__"})
+    with ct.active():
+        assert scratch.Scratch.__dict__["__call__"] is not original
+        with pytest.raises(ValueError, match="expected a new identifier"):
+            scratch.Scratch("/tmp/none/_scratch")(None, "not a name")
+    assert scratch.Scratch.__dict__["__call__"] is original
+    assert ct.calls["hold"] == 1
+
+
+@pytest.mark.parametrize("name, stage", [("read-red", "read"), ("read", "read"), ("scratch-masks-cloud-1f2e", "read"), ("getitem-store-map", "write"),
                                          ("store-map", "write"), ("_block1", "masks"), ("label", "objects"),
                                          ("mean_chunk", "other")])
 def test_stage_of(name, stage):
@@ -121,7 +134,7 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = json.loads((tmp_path / "pipeline-quick.json").read_text())
     runs = {(r["phase"], r["size"]) for r in out["runs"]}
-    assert runs == {(p, s) for p in ("floor", "full", "hand") for s in (192, 256)}
+    assert runs == {(p, s) for p in ("floor", "full", "full-streamed", "hand") for s in (192, 256)}
     assert "Not run (--no-cluster)." in md
     for r in out["runs"]:
         assert r["total_s"] > 0 and math.isfinite(r["total_s"])
@@ -135,7 +148,14 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
     # every rise of the peak goes to one call (or to "outside"): together they are the peak's growth
     assert all(sum(r["peak_growth_bytes"].values()) == r["peak_rss_bytes"] - r["start_rss_bytes"] for r in full)
     # the same scenes: every run of a size saw all dates
-    assert all(r["dates"] == 2 for r in out["runs"] if "dates" in r and r["phase"] in ("floor", "full", "hand"))
+    assert all(r["dates"] == 2 for r in out["runs"] if "dates" in r and r["phase"] in ("floor", "full", "full-streamed", "hand"))
+    # the streamed run wrote its whole-site arrays to the scratch store and found what the full run found
+    streamed = {r["size"]: r for r in out["runs"] if r["phase"] == "full-streamed"}
+    for r in full:
+        st = streamed[r["size"]]
+        assert st["call_n"].get(next(k for k in st["call_n"] if k.startswith("scratch")), 0) > 0
+        assert (st["objects"], st["change_states"]) == (r["objects"], r["change_states"])
+    assert "Growth of the streamed peak" in md and "| 256^2 px |" in md
 
 
 def test_profile_summary_counts_busy_samples_by_cost(tmp_path):

@@ -319,6 +319,10 @@ def test_join_px_groups_nearby_vehicles_areas_cover_only_mask(lazy):
     assert group.score_mean == pytest.approx(score[:20][m[:20]].astype(np.float64).mean(), rel=1e-12)
     assert group.score_max == score[:20][m[:20]].max()
     assert group.delta_mean == pytest.approx(0.05)
+    if lazy:  # the labels kept where the caller says (a streamed analysis: a store): the same objects
+        kept = []
+        labels_k, objs_k = objects(xm, xs, xd, join_px=1, keep=lambda a: kept.append(a.dims) or a.persist())
+        assert objs_k == objs and np.array_equal(labels_k.values, lab) and kept == [("y", "x")] * 2
     # without joining they are six vehicles (plus the lone pixel), each 6 px
     labels0, objs0 = objects(xm, xs, xd)
     assert len(objs0) == 7

@@ -121,6 +121,11 @@ def test_fit_registration_numpy_equals_dask_uneven_chunks():
                             use.chunk({"x": (10, 70)}))
     assert eager == lazy
     assert abs(eager.dy - 0.35) < 0.12 and abs(eager.dx + 0.25) < 0.12
+    # the moved median of the second step kept where the caller says (a streamed analysis: a store)
+    kept = []
+    held = fit_registration(_da(x).chunk({"y": (20, 1, 49), "x": (33, 47)}), _da(med.astype(np.float32)).chunk({"y": 31}),
+                            use.chunk({"x": (10, 70)}), keep=lambda a: kept.append(a) or a.persist())
+    assert held == eager and len(kept) == 1 and kept[0].dims == ("band", "y", "x")
 
 
 # ---------------------------------------------------------------- shift
@@ -250,6 +255,11 @@ def test_hysteresis_numpy_equals_dask_across_chunks():
     assert e.any() and (e != (np.nan_to_num(s) > 5)).any()  # grows beyond the seeds
     empty = hysteresis(xr.DataArray(np.zeros((10, 10), np.float32), dims=("y", "x")).chunk(4), 1.0, 2.0)
     assert not empty.values.any()
+    # the score and the labels kept where the caller says (a streamed analysis: a store)
+    kept = []
+    k = hysteresis(xr.DataArray(s, dims=("y", "x")).chunk({"y": (13, 1, 46), "x": (35, 35)}), 2.0, 5.0,
+                   keep=lambda a: kept.append(a.dtype) or a.persist()).values
+    assert np.array_equal(k, e) and kept == [np.float32, np.int32]
 
 
 # ---------------------------------------------------------------- default change pathway

@@ -12,7 +12,7 @@ import numpy as np
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
 from sitewatch.synthetic import BANDS
-from sitewatch.work_chunks import open_for_analysis, threads, work_chunk
+from sitewatch.work_chunks import open_for_analysis, open_strips, strip_rows, threads, work_chunk
 
 
 def _cube(tmp_path, width: int, height: int, chunk: int) -> str:
@@ -45,6 +45,21 @@ def test_work_chunks_of_a_narrow_site_stay_aligned(tmp_path):
     url = _cube(tmp_path, 256, 48, 64)
     assert open_for_analysis(url, 128)["red"].data.chunks[1:] == ((48,), (128, 128))
     assert open_for_analysis(url, 128, min_chunks=4)["red"].data.chunks[1:] == ((48,), (64,) * 4)
+
+
+def test_strips_hold_about_px_squared_pixels_full_width_and_split_for_the_threads():
+    assert strip_rows((4096, 4096), 1024) == 256 and strip_rows((8192, 8192), 1024) == 128
+    assert strip_rows((1024, 1024), 1024) == 1024 and strip_rows((1024, 1024), 1024, min_chunks=4) == 256
+    assert strip_rows((100, 20000), 64) == 1  # never below one row
+    assert strip_rows((10, 10), 1024, min_chunks=4) == 3  # ceil(10 / 4): at most 4 strips
+
+
+def test_open_strips_reads_full_width_strips_as_raw_counts(tmp_path):
+    url = _cube(tmp_path, 256, 200, 64)
+    cube = open_strips(url, 64, min_chunks=2)
+    assert cube["red"].data.chunks[1:] == ((16,) * 12 + (8,), (256,))
+    assert cube["red"].dtype == np.uint16 and cube["red"].encoding["chunks"] == (1, 64, 64)
+    assert open_strips(url, 1024, min_chunks=4)["red"].data.chunks[1:] == ((50,) * 4, (256,))
 
 
 def test_threads_of_the_cluster_or_of_the_local_scheduler():

@@ -9,6 +9,7 @@ accumulated per chunk and merged, so no step loads the whole scene.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import dask
 import numpy as np
@@ -16,6 +17,9 @@ import xarray as xr
 from scipy import ndimage
 
 from ._util import is_dask
+
+#: how a dask computation keeps an array that later steps read: ``persist`` by default
+Keep = Callable[[xr.DataArray], xr.DataArray]
 
 STRUCTURE_8 = np.ones((3, 3), dtype=bool)
 
@@ -47,13 +51,19 @@ def label_np(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32), int(n)
 
 
-def label(mask: xr.DataArray) -> tuple[xr.DataArray, int]:
-    """Labels of ``mask`` (``(y, x)`` bool), lazy on dask (computed label count)."""
+def _persist(a: xr.DataArray) -> xr.DataArray:
+    return a.persist()
+
+
+def label(mask: xr.DataArray, keep: Keep = _persist) -> tuple[xr.DataArray, int]:
+    """Labels of ``mask`` (``(y, x)`` bool), lazy on dask (computed label count); there the
+    labels are computed once and kept by ``keep`` (default: ``persist``, in the cluster's memory;
+    a streamed analysis passes a store)."""
     if mask.dims != ("y", "x"):
         raise ValueError(f"label mask dims got {mask.dims!r}; expected ('y', 'x')")
     if is_dask(mask):
         labels, n = label_blocks(mask.data)
-        labels = labels.persist()
+        labels = keep(mask.copy(data=labels)).data
     else:
         labels, n = label_np(mask.values)
     return mask.copy(data=labels).rename("labels"), n
@@ -246,17 +256,18 @@ def grouping_mask(mask: xr.DataArray, join_px: int) -> xr.DataArray:
 
 
 def objects(mask: xr.DataArray, score: xr.DataArray, delta: xr.DataArray, join_px: int = 0,
-            flag: xr.DataArray | None = None) -> tuple[xr.DataArray, list[ObjectStats]]:
+            flag: xr.DataArray | None = None, keep: Keep = _persist) -> tuple[xr.DataArray, list[ObjectStats]]:
     """Labels and stats of the connected regions of ``mask`` (eager or dask). With ``join_px``,
     regions separated by at most ``2 * join_px`` empty pixels form one object; labels (and so areas,
-    centroids and boxes) still cover only the pixels of ``mask``."""
-    labels, n = label(grouping_mask(mask, join_px))
+    centroids and boxes) still cover only the pixels of ``mask``. On dask the labels are kept by
+    ``keep`` (see :func:`label`)."""
+    labels, n = label(grouping_mask(mask, join_px), keep)
     if n == 0:
         return labels, []
     if join_px:
         labels = labels.where(mask, 0).astype(np.int32)
         if is_dask(labels):
-            labels = labels.persist()
+            labels = keep(labels)
     return labels, object_stats(labels, score, delta, flag)
 
 
@@ -278,19 +289,20 @@ def hysteresis_np(score: np.ndarray, low: float, high: float) -> np.ndarray:
     return keep[labels]
 
 
-def hysteresis(score: xr.DataArray, low: float, high: float) -> xr.DataArray:
+def hysteresis(score: xr.DataArray, low: float, high: float, keep: Keep = _persist) -> xr.DataArray:
     """:func:`hysteresis_np` on ``score`` (``(y, x)``): grow at ``low``, seed at ``high``. On
     dask the regions are labelled across chunks (:func:`label_blocks`), so the result equals the
     whole-array one whatever the chunking; the score is computed (persisted) first, as the
-    labelling needs it and rebuilding its graph per block pair would be slow."""
+    labelling needs it and rebuilding its graph per block pair would be slow. Both the score and
+    the labels are kept by ``keep`` (default: ``persist``; a streamed analysis passes a store)."""
     if not low <= high:
         raise ValueError(f"hysteresis thresholds got low {low!r}, high {high!r}; expected low <= high")
     if score.dims != ("y", "x"):
         raise ValueError(f"hysteresis score dims got {score.dims!r}; expected ('y', 'x')")
     if not is_dask(score):
         return score.copy(data=hysteresis_np(score.values, low, high)).rename("change")
-    s = score.fillna(-np.inf).persist()
-    labels, n = label(s > low)
+    s = keep(score.fillna(-np.inf))
+    labels, n = label(s > low, keep)
     if n == 0:
         return xr.zeros_like(score, dtype=bool).rename("change")
     lb, sb = labels.data.to_delayed().ravel(), (s > high).data.rechunk(labels.data.chunks).to_delayed().ravel()

@@ -23,7 +23,7 @@ radiometry and geometry; :func:`build_registered_state` does that date after dat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -171,14 +171,16 @@ def _aligned_parts(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray
 
 
 def fit_registration(values: xr.DataArray, median: xr.DataArray, use: xr.DataArray, min_pixels: int = MIN_PIXELS,
-                     min_fraction: float = MIN_FRACTION, steps: int = 2) -> Registration:
+                     min_fraction: float = MIN_FRACTION, steps: int = 2,
+                     keep: Callable[[xr.DataArray], xr.DataArray] | None = None) -> Registration:
     """:func:`fit_once`, then up to ``steps - 1`` further Lucas-Kanade steps: the median is moved
     by the shift so far (bilinear, :func:`shift`) and the residual shift is fitted with the
     gain/offset against it (one linearised step is off by about 0.1 px at 0.4 px and more near
     1 px, where dates two half-pixel shifts apart meet), offsets and residual shift by least
     squares over the inliers only (a cleared field over 6 % of a site biased the offsets by
     100-160 counts). Exact and chunking-independent like :func:`fit_once`; each step costs two
-    more small reductions."""
+    more small reductions. On dask, the moved median both of a step's reductions read is kept by
+    ``keep`` (default: ``persist``, in the cluster's memory; a streamed analysis passes a store)."""
     if steps < 1:
         raise ValueError(f"registration steps got {steps!r}; expected >= 1")
     reg = fit_once(values, median, use, min_pixels, min_fraction)
@@ -187,7 +189,7 @@ def fit_registration(values: xr.DataArray, median: xr.DataArray, use: xr.DataArr
             break
         moved = shift(median, reg.dy, reg.dx) if (reg.dy or reg.dx) else median
         if is_dask(moved) and moved is not median:
-            moved = moved.persist()  # both of the step's reductions read it
+            moved = moved.persist() if keep is None else keep(moved)  # both of the step's reductions read it
         # with the median moved, the differences at sharp edges are small: the offsets and the
         # residual shift are fitted on the inliers only, so a large real change does not bias them
         nxt = fit_once(values, moved, use, min_pixels, min_fraction, least_squares_on="inliers")
