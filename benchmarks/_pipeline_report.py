@@ -116,9 +116,11 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
     ls, le = meta["load_start"], meta["load_end"]
     loads = [r.get("load_before", math.nan) for r in runs] + [r.get("load_after", math.nan) for r in runs]
     peak_load = max([x for x in loads if x == x] + [ls[0], le[0]])
-    md = [f"# Pipeline throughput against the I/O floor, memory against site size", "",
+    md = ["# Pipeline throughput against the I/O floor, memory against site size", "",
           f"`python -m benchmarks.pipeline --sizes {' '.join(map(str, meta['sizes']))} --dates {d} --chunk {meta['chunk']}"
           + (f" --cluster-sizes {' '.join(map(str, meta['cluster_sizes']))}" if meta["cluster_sizes"] else " --no-cluster")
+          + (f" --streamed-sizes {' '.join(map(str, meta['streamed_sizes']))}" if meta.get("streamed_sizes") else "")
+          + (" --allow-8192" if max(meta["sizes"] + (meta.get("streamed_sizes") or [])) > 4096 else "")
           + (f" --profile {meta['profile']}" if meta.get("profile") else "") + (" --what-if" if meta.get("what_if") else "")
           + (" --quick" if meta.get("quick") else "") + (" --default-malloc" if meta.get("default_malloc") else "") + "`", "",
           "Synthetic scenes (sitewatch.synthetic: six uint16 bands as COGs + STAC items in a local folder, on the site grid) "
@@ -191,7 +193,17 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
             x = r["streamed"]
             md.append(f"| {r['size']}^2 px | {x['s']:.1f} s | {x['ratio']:.2f} | {_mib(x['peak'])} ({_mib(x['start'])}) | "
                       f"{_mib(r['peak']['full'])} | {x['tasks']:,} |")
-        md += ["", f"Growth of the streamed peak from {lo}^2 to {hi}^2 px: {gr['full-streamed']:.2f}x.", ""]
+        for size in meta.get("streamed_sizes") or []:  # floor and streamed only
+            fl, x = _get(runs, "floor", size), _get(runs, "full-streamed", size)
+            if fl and x:
+                md.append(f"| {size}^2 px | {x['total_s']:.1f} s | {fl['total_s'] / x['total_s']:.2f} | "
+                          f"{_mib(x['peak_rss_bytes'])} ({_mib(x['start_rss_bytes'])}) | not run | {x['n_tasks']:,} |")
+        md += ["", f"Growth of the streamed peak from {lo}^2 to {hi}^2 px: {gr['full-streamed']:.2f}x."]
+        far = max(meta.get("streamed_sizes") or [0])
+        if far and _get(runs, "full-streamed", far) and _get(runs, "full-streamed", lo):
+            md[-1] += (f" From {lo}^2 to {far}^2 px ({(far / lo) ** 2:.0f}x the area): "
+                       f"{_get(runs, 'full-streamed', far)['peak_rss_bytes'] / _get(runs, 'full-streamed', lo)['peak_rss_bytes']:.2f}x.")
+        md.append("")
     md += [SECTIONS[4], ""]
     if summary["cluster"]:
         md += ["benchmarks/scaleout.run_config (its monitor work: ingest + analyse_slot per date, no alerts) on a "

@@ -133,6 +133,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-warmup", action="store_true", help="no warm-up site (times then include numba compilation)")
     ap.add_argument("--quick", action="store_true", help="smoke run: sizes 192 256, 2 dates, chunk 128, no warm-up")
     ap.add_argument("--allow-8192", action="store_true", help="allow sizes above 4096 (8192^2 px: long, several GB)")
+    ap.add_argument("--streamed-sizes", type=int, nargs="*", default=[],
+                    help="further sizes measured only as the I/O floor and the streamed full pipeline (no held run, "
+                         "no hand-written loop: their memory follows the area), e.g. 8192 with --allow-8192")
     ap.add_argument("--profile", type=int, metavar="SIZE",
                     help="also run the full pipeline at SIZE px under py-spy and report where the time goes")
     ap.add_argument("--what-if", action="store_true",
@@ -152,9 +155,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.sizes, a.dates, a.chunk, a.no_warmup = [192, 256], 2, 128, True
     if a.dates < 2:
         ap.error(f"--dates got {a.dates!r}; expected at least 2 (a date is analysed against the earlier ones)")
-    bad = [s for s in a.sizes if s < 192 or (s > MAX_SIZE_WITHOUT_FLAG and not a.allow_8192)]
-    if bad:
-        ap.error(f"--sizes got {bad!r}; expected 192..{MAX_SIZE_WITHOUT_FLAG} px (larger only with --allow-8192)")
+    for opt, sizes in (("--sizes", a.sizes), ("--streamed-sizes", a.streamed_sizes)):
+        bad = [s for s in sizes if s < 192 or (s > MAX_SIZE_WITHOUT_FLAG and not a.allow_8192)]
+        if bad:
+            ap.error(f"{opt} got {bad!r}; expected 192..{MAX_SIZE_WITHOUT_FLAG} px (larger only with --allow-8192)")
+    a.streamed_sizes = sorted(set(a.streamed_sizes) - set(a.sizes))
     if a.chunk < 64:
         ap.error(f"--chunk got {a.chunk!r}; expected at least 64 px")
     a.sizes = sorted(set(a.sizes))
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = a.workdir or tempfile.mkdtemp(prefix="sitewatch-pipeline-")
     work = Path(tmp)
     try:
-        written = write_sites(work, sorted(set(a.sizes) | set(a.cluster_sizes)), a.dates,
+        written = write_sites(work, sorted(set(a.sizes) | set(a.cluster_sizes) | set(a.streamed_sizes)), a.dates,
                               None if a.no_warmup else min(256, min(a.sizes)))
         warm = None if a.no_warmup else work / "warm"
         runs: list[dict[str, Any]] = []
@@ -201,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                               default_malloc=a.default_malloc)
                 print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB, "
                       f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
+                runs.append(r)
+        for size in a.streamed_sizes:
+            for phase in ("floor", "full-streamed"):
+                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
+                              default_malloc=a.default_malloc)
+                print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB", flush=True)
                 runs.append(r)
         if a.what_if:
             what_if = measure_what_if(work, a.sizes[0], warm, a.chunk)
@@ -222,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     meta = {"started": started, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load_start": list(load_start), "load_end": list(os.getloadavg()), "load_now": load_average(),
-            "sizes": a.sizes, "dates": a.dates, "chunk": a.chunk, "cluster_sizes": a.cluster_sizes,
+            "sizes": a.sizes, "streamed_sizes": a.streamed_sizes, "dates": a.dates, "chunk": a.chunk, "cluster_sizes": a.cluster_sizes,
             "warmup": not a.no_warmup, "write_scenes_s": written["write_s"], "quick": a.quick,
             "profile": a.profile, "what_if": a.what_if, "default_malloc": a.default_malloc}
     name = a.out or ("pipeline-quick" if a.quick else "pipeline")

@@ -500,7 +500,12 @@ def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], pa
     values = scene[list(bands)].to_dataarray("band").transpose("band", "y", "x")
     folded_clear = fold_clear(scene["valid"], m["cloud"], m["shadow"], values)
     if stream_px is not None:
-        folded_clear = hold(folded_clear, "folded_clear")  # the band stack is read from the cube where needed
+        # the band stack (12 bytes per pixel) in the scratch store too, in strips: the registration,
+        # the change and the fold read it there, not from the cube's stored chunks, which a strip
+        # cuts across (a stored chunk is then decompressed once for each strip it meets)
+        held = hold(xr.Dataset({"values": values.chunk(band=-1), "folded_clear": folded_clear}), "values")
+        values, folded_clear = held["values"], held["folded_clear"]
+        scene = scene.assign({b: values.sel(band=b, drop=True) for b in bands})
     elif not eager:
         # the band stack and the folded pixels feed the registration's four reductions and the
         # fold: made once (one block of all bands per chunk) instead of rebuilt in every graph;

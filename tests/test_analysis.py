@@ -374,12 +374,12 @@ def test_a_site_too_large_to_hold_streams_through_a_scratch_store_with_the_same_
         assert (ra.change_state, ra.normalisation, ra.baseline_source) == (rb.change_state, rb.normalisation, rb.baseline_source)
         assert sorted(ra.detections, key=key) == sorted(rb.detections, key=key)
     assert sum(len(r.detections) for r in streamed.results) > 0
-    # every date with a baseline kept it, its masks, the folded pixels and its change there, each
+    # every date with a baseline kept it, its masks, its band stack and folded pixels and its change there, each
     # date in a store of its own; the stores are gone once the dates are done
     names = [n for _, n in streamed.held]
     dates_with_change = sum(r.change_state == "ok" for r in streamed.results)
     assert names.count("baseline") == N_COMPARE - 1 and names.count("masks") == N_COMPARE
-    assert names.count("change") == dates_with_change > 0 and names.count("folded_clear") == N_COMPARE
+    assert names.count("change") == dates_with_change > 0 and names.count("values") == N_COMPARE
     assert len({u for u, _ in streamed.held}) == N_COMPARE
     from sitewatch.io import scratch
 
