@@ -38,7 +38,7 @@ from .kernels.register import comparable, fit_registration
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
-from .work_chunks import open_for_analysis, open_strips, threads
+from .work_chunks import open_for_analysis, open_strips, threads, worker_memory
 
 MASK_METHODS = ("auto", "spectral", "provider", "s2cloudless")
 # What a date's analysis holds per pixel of the site when it holds its whole-site arrays in
@@ -88,11 +88,12 @@ class AnalysisParams:
     work_chunk_px: int | None = 2048
     # The whole-site arrays a date's analysis reads more than once (baseline, masks, change) are
     # held in the cluster's memory while the site's estimate (HELD_BYTES_PER_PX per pixel) is at
-    # most this. Above it the site is streamed: they go to a scratch Zarr store beside the cube
+    # most this (None: a quarter of a worker's memory, sitewatch.work_chunks.worker_memory; the
+    # whole analysis then peaks at about 2.3x the estimate). Above it the site is streamed: they go to a scratch Zarr store beside the cube
     # and are read back chunk by chunk (sitewatch.io.scratch), and the analysis works on
     # full-width strips of about ``streamed_chunk_px ** 2`` pixels (sitewatch.work_chunks.open_strips):
     # memory then follows the strip size and the cluster's threads, not the site's area.
-    hold_max_bytes: int = 1024 * 2**20
+    hold_max_bytes: int | None = None
     streamed_chunk_px: int = 1024
 
     def __post_init__(self) -> None:
@@ -100,8 +101,8 @@ class AnalysisParams:
             raise ValueError(f"work_chunk_px got {self.work_chunk_px!r}; expected None or >= 64 px")
         if self.streamed_chunk_px < 64:
             raise ValueError(f"streamed_chunk_px got {self.streamed_chunk_px!r}; expected >= 64 px")
-        if self.hold_max_bytes < 0:
-            raise ValueError(f"hold_max_bytes got {self.hold_max_bytes!r}; expected >= 0 bytes")
+        if self.hold_max_bytes is not None and self.hold_max_bytes < 0:
+            raise ValueError(f"hold_max_bytes got {self.hold_max_bytes!r}; expected >= 0 bytes or None")
         if self.min_history < 1:
             raise ValueError(f"min_history got {self.min_history!r}; expected >= 1 earlier scene")
         if not 0 < self.ndvi_change < 2:
@@ -404,9 +405,13 @@ def analyse_slot(
 
 def streamed(grid: SiteGrid, params: AnalysisParams) -> bool:
     """Whether a site's analysis keeps its whole-site arrays in a scratch store (not in memory):
-    when their estimate, ``HELD_BYTES_PER_PX`` per pixel, is above ``params.hold_max_bytes``."""
+    when their estimate, ``HELD_BYTES_PER_PX`` per pixel, is above ``params.hold_max_bytes``
+    (``None``: a quarter of the memory of a worker of the cluster computing now)."""
     px = grid.width * grid.height
-    return px > params.eager_max_px and px * HELD_BYTES_PER_PX > params.hold_max_bytes
+    if px <= params.eager_max_px:
+        return False
+    budget = worker_memory() // 4 if params.hold_max_bytes is None else params.hold_max_bytes
+    return px * HELD_BYTES_PER_PX > budget
 
 
 def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], params: AnalysisParams,

@@ -171,9 +171,10 @@ class SiteConfig(BaseModel):
     chunk_size: int = Field(1024, ge=64, le=8192, description="Spatial chunk size (pixels) of the cube as stored, and of the Dask arrays of ingest (default 1024: about 1M pixels per chunk)")
     work_chunk_size: int = Field(2048, ge=64, le=16384, description="Spatial chunk size (pixels) of the Dask arrays the analysis works on, "
                                  "rounded down to a multiple of chunk_size (at least one): larger means fewer Dask tasks, more memory per task")
-    hold_max_mib: int = Field(1024, ge=0, description="Memory (MiB) a date's analysis may hold for the site's whole-site arrays "
-                              "(about 120 bytes per pixel); a larger site streams them through a scratch store beside the cube "
-                              "instead: slower (4096 x 4096 px: about 1.5x), but memory no longer follows the site's area")
+    hold_max_mib: Optional[int] = Field(None, ge=0, description="Memory (MiB) a date's analysis may hold for the site's whole-site "
+                                        "arrays (about 120 bytes per pixel; default: a quarter of a Dask worker's memory, or of "
+                                        "this machine's); a larger site streams them through a scratch store beside the cube "
+                                        "instead: about 2x slower, but memory no longer follows the site's area")
     baseline_window: int = Field(8, ge=1, le=100, description="Clear observations per pixel in the clear-sky baseline (the last W in earlier scenes; "
                                  "default 8, or 60 with baseline_season_days)")
     baseline_season_days: Optional[int] = Field(

@@ -31,6 +31,21 @@ def threads() -> int:
     return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
 
 
+def worker_memory() -> int:
+    """Bytes of memory one worker computes with now: the smallest ``memory_limit`` of the current
+    ``distributed`` client's workers (where they have one), else this machine's RAM."""
+    from distributed import Client
+
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    if isinstance(client, Client):
+        limits = [int(w.get("memory_limit") or 0) for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+        if limits and min(limits) > 0:
+            return min(limits)
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
 def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None = None, min_chunks: int = 1) -> int:
     """The Dask chunk edge the analysis works on: ``work_px`` rounded down to a multiple of the
     ``stored`` chunk edge (at least one stored chunk; ``None``: the stored edge), and smaller

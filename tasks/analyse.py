@@ -25,7 +25,7 @@ def analysis_params(cfg: SiteConfig) -> AnalysisParams:
         qa_band=profile.qa_band,
         qa_kind=profile.qa_kind,
         work_chunk_px=cfg.work_chunk_size,
-        hold_max_bytes=cfg.hold_max_mib * 2**20,
+        hold_max_bytes=None if cfg.hold_max_mib is None else cfg.hold_max_mib * 2**20,
     )
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,22 +228,26 @@ def test_site_config_sets_the_analysis_work_chunks():
     assert analysis_params(SiteConfig(**base, chunk_size=512, work_chunk_size=4096)).work_chunk_px == 4096
 
 
-def test_site_config_sets_what_the_analysis_may_hold_before_it_streams():
+def test_site_config_sets_what_the_analysis_may_hold_before_it_streams(monkeypatch):
+    import sitewatch.analysis as analysis
     from sitewatch.analysis import AnalysisParams, streamed
     from sitewatch.config import SiteConfig
     from sitewatch.grid import SiteGrid
     from tasks.analyse import analysis_params
 
     base = dict(name="w", bbox=(1, 2, 3, 4), source="s", store="t")
-    assert analysis_params(SiteConfig(**base)).hold_max_bytes == AnalysisParams().hold_max_bytes == 2**30
+    assert analysis_params(SiteConfig(**base)).hold_max_bytes is None and AnalysisParams().hold_max_bytes is None
     small = analysis_params(SiteConfig(**base, hold_max_mib=64))
     assert small.hold_max_bytes == 64 * 2**20
 
     def grid(px: int) -> SiteGrid:
         return SiteGrid(crs="EPSG:32633", x0=500000.0, y0=4000000.0, resolution=10.0, width=px, height=px)
 
-    # 120 bytes per pixel: 2048^2 px (480 MiB) held, 4096^2 (1920 MiB) streamed by default; 1024^2
-    # (120 MiB) streamed within 64 MiB; a site analysed in memory never streams
-    assert not streamed(grid(2048), AnalysisParams()) and streamed(grid(4096), AnalysisParams())
-    assert streamed(grid(1024), small) and not streamed(grid(1024), analysis_params(SiteConfig(**base)))
-    assert not streamed(grid(512), AnalysisParams(hold_max_bytes=0))
+    # 120 bytes per pixel: 1024^2 px 120 MiB, 4096^2 px 1920 MiB, 8192^2 px 7680 MiB
+    assert streamed(grid(1024), small) and not streamed(grid(1024), replace(small, hold_max_bytes=128 * 2**20))
+    assert not streamed(grid(512), AnalysisParams(hold_max_bytes=0))  # analysed in memory: never streamed
+    # by default a quarter of a worker's memory: with 8 GiB, 4096^2 px is held and 8192^2 px streamed
+    monkeypatch.setattr(analysis, "worker_memory", lambda: 8 * 2**30)
+    assert not streamed(grid(4096), AnalysisParams()) and streamed(grid(8192), AnalysisParams())
+    monkeypatch.setattr(analysis, "worker_memory", lambda: 4 * 2**30)
+    assert streamed(grid(4096), AnalysisParams())

@@ -12,7 +12,7 @@ import numpy as np
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
 from sitewatch.synthetic import BANDS
-from sitewatch.work_chunks import open_for_analysis, open_strips, strip_rows, threads, work_chunk
+from sitewatch.work_chunks import open_for_analysis, open_strips, strip_rows, threads, work_chunk, worker_memory
 
 
 def _cube(tmp_path, width: int, height: int, chunk: int) -> str:
@@ -69,3 +69,16 @@ def test_threads_of_the_cluster_or_of_the_local_scheduler():
         assert threads() == 3
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, Client(cl):
         assert threads() == 4
+
+
+def test_worker_memory_of_the_cluster_or_of_this_machine():
+    import psutil
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(scheduler="threads"):
+        assert worker_memory() == psutil.virtual_memory().total
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0", memory_limit="1.5GiB") as cl, \
+            Client(cl):
+        assert worker_memory() == int(1.5 * 2**30)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", memory_limit=0) as cl, Client(cl):
+        assert worker_memory() == psutil.virtual_memory().total  # no limit: the machine's
