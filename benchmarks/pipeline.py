@@ -200,27 +200,22 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         profile = None
         what_if: list[dict[str, Any]] = []
-        for size in a.sizes:
-            for phase in ("floor", "full", "full-streamed", "hand"):
-                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
-                              default_malloc=a.default_malloc)
-                print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB, "
-                      f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
-                runs.append(r)
-        for size in a.streamed_sizes:
-            for phase in ("floor", "full-streamed"):
-                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
-                              default_malloc=a.default_malloc)
-                print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB", flush=True)
-                runs.append(r)
+
+        def measure(plan: list[tuple[int, tuple[str, ...]]]) -> None:
+            for size, phases in plan:
+                for phase in phases:
+                    r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
+                                  default_malloc=a.default_malloc)
+                    load = f", load {r['load_before']:.2f} -> {r['load_after']:.2f}" if "load_before" in r else ""
+                    print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB{load}",
+                          flush=True)
+                    runs.append(r)
+
+        measure([(size, ("floor", "full", "full-streamed", "hand")) for size in a.sizes]
+                + [(size, ("floor", "full-streamed")) for size in a.streamed_sizes])
         if a.what_if:
             what_if = measure_what_if(work, a.sizes[0], warm, a.chunk)
-        for size in a.cluster_sizes:
-            for phase in ("cluster-1", "cluster-2"):
-                r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
-                              default_malloc=a.default_malloc)
-                print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB", flush=True)
-                runs.append(r)
+        measure([(size, ("cluster-1", "cluster-2")) for size in a.cluster_sizes])
         if a.profile is not None:
             raw = work / "profile-full.txt"
             r = run_child("full", work / f"site-{a.profile}", warm, work / f"run-profile-{a.profile}", a.chunk, profile_to=raw)
