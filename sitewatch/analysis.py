@@ -89,10 +89,11 @@ class AnalysisParams:
     # The whole-site arrays a date's analysis reads more than once (baseline, masks, change) are
     # held in the cluster's memory while the site's estimate (HELD_BYTES_PER_PX per pixel) is at
     # most this (None: a quarter of a worker's memory, sitewatch.work_chunks.worker_memory; the
-    # whole analysis then peaks at about 2.3x the estimate). Above it the site is streamed: they go to a scratch Zarr store beside the cube
-    # and are read back chunk by chunk (sitewatch.io.scratch), and the analysis works on
-    # full-width strips of about ``streamed_chunk_px ** 2`` pixels (sitewatch.work_chunks.open_strips):
-    # memory then follows the strip size and the cluster's threads, not the site's area.
+    # whole analysis then peaks at about 2.3x the estimate). Above it the site is streamed: they
+    # go to a scratch Zarr store beside the cube and are read back chunk by chunk
+    # (sitewatch.io.scratch), and the analysis works on full-width strips of about
+    # ``streamed_chunk_px ** 2`` pixels (sitewatch.work_chunks.open_strips). Streamed, memory
+    # grows much more slowly than the site's area, and the analysis takes about twice as long.
     hold_max_bytes: int | None = None
     streamed_chunk_px: int = 1024
 
@@ -393,9 +394,9 @@ def analyse_slot(
     ``baseline_note`` say which). After the slot's masks are committed, its clear pixels are
     folded into the state, which is stored when this slot is the latest analysed one.
 
-    A site whose whole-site arrays would take more than ``params.hold_max_bytes`` is streamed:
-    they are kept in a scratch store beside the cube (removed when the slot is done) instead of
-    memory (see :func:`streamed`)."""
+    A site whose whole-site arrays would take more than ``params.hold_max_bytes`` (default: a
+    quarter of a worker's memory) is streamed: they are kept in a scratch store beside the cube
+    (removed when the slot is done, also when it fails) instead of memory (see :func:`streamed`)."""
     if not streamed(grid, params):
         return _analyse(cube_url, index, grid, bands, params, storage_options, use_state, scratch.in_memory, None)
     with scratch.Scratch(scratch.scratch_url(cube_url), storage_options) as hold:
@@ -419,11 +420,11 @@ def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], pa
     """:func:`analyse_slot` with the arrays read more than once kept by ``hold`` (in memory or in a
     scratch store); a streamed site (``stream_px``, else ``None``) works on strips of about
     ``stream_px ** 2`` pixels."""
-    kept = itertools.count()
+    n_kept = itertools.count()
 
     def keep(a: xr.DataArray) -> xr.DataArray:
         """Where a kernel keeps an array its later steps read: in memory, or the scratch store."""
-        return a.persist() if stream_px is None else hold(a, f"kept_{next(kept)}")
+        return a.persist() if stream_px is None else hold(a, f"kept_{next(n_kept)}")
 
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
     # two chunks per thread of the cluster at least, so that every thread has work

@@ -6,9 +6,10 @@ them in the cluster's memory (:func:`in_memory`: ``persist``). On a large one th
 about 120 bytes per pixel, 2 GB for a 4096 x 4096 px site, 14 GB for a Sentinel-2 tile; there
 :class:`Scratch` writes each, chunk by chunk, to a Zarr store of its own (beside the cube by
 default, so every worker of a cluster reaches it) and hands back the same array read lazily
-from there. Every later step then reads only the chunks it works on, and memory follows the
-chunk size and the number of threads, not the site's area. The store is removed when the date
-is done (``with Scratch(...) as hold``), whatever happened. Prefect-free.
+from there. Every later step then reads only the chunks it works on, not the whole array. The
+store is removed when the date is done (``with Scratch(...) as hold``), also when it fails; only
+a process killed outright (out of memory, SIGKILL) leaves its folder behind, and nothing reads
+it again. Prefect-free.
 """
 
 from __future__ import annotations
