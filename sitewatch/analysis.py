@@ -399,6 +399,7 @@ def analyse_slot(
     (removed when the slot is done, also when it fails) instead of memory (see :func:`streamed`)."""
     if not streamed(grid, params):
         return _analyse(cube_url, index, grid, bands, params, storage_options, use_state, scratch.in_memory, None)
+    scratch.sweep(scratch.scratch_url(cube_url), storage_options)  # what a killed run left, a day on
     with scratch.Scratch(scratch.scratch_url(cube_url), storage_options) as hold:
         return _analyse(cube_url, index, grid, bands, params, storage_options, use_state, hold,
                         params.streamed_chunk_px)

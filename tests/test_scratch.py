@@ -133,6 +133,23 @@ def test_each_scratch_has_a_folder_of_its_own_beside_the_cube(tmp_path):
     assert a.url != b.url and a.url.startswith(url + "/")
 
 
+def test_sweep_removes_only_folders_a_day_old(tmp_path):
+    import time
+
+    root = tmp_path / "_scratch"
+    assert scratch.sweep(str(root)) == []  # nothing there yet
+    arr, _ = _counted()
+    live = scratch.Scratch(str(root))
+    live(arr, "x")  # a running date's folder, named by its start
+    old = root / f"{int(time.time()) - 2 * 24 * 3600}-deadbeef"
+    (old / "baseline").mkdir(parents=True)
+    (root / "notes").mkdir()  # not a scratch folder's name: left alone
+    removed = scratch.sweep(str(root))
+    assert [os.path.basename(p.rstrip("/")) for p in removed] == [old.name]
+    assert sorted(os.listdir(root)) == sorted([os.path.basename(live.url), "notes"])
+    assert scratch.sweep(str(root), now=time.time() + 2 * 24 * 3600) and os.listdir(root) == ["notes"]
+
+
 def test_on_s3(s3_server, tmp_path):
     import boto3
 
@@ -145,3 +162,10 @@ def test_on_s3(s3_server, tmp_path):
         assert any("/score/" in k for k in keys)
     left = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="scratch-test").get("Contents", [])
     assert left == []
+    # a folder a killed run left on S3, two days old: swept by the name's time
+    import time
+
+    stale = f"site/_scratch/{int(time.time()) - 2 * 24 * 3600}-abc/baseline/zarr.json"
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket="scratch-test", Key=stale, Body=b"{}")
+    assert len(scratch.sweep("s3://scratch-test/site/_scratch")) == 1
+    assert boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="scratch-test").get("Contents", []) == []

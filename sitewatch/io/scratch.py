@@ -7,13 +7,15 @@ about 120 bytes per pixel, 2 GB for a 4096 x 4096 px site, 14 GB for a Sentinel-
 :class:`Scratch` writes each, chunk by chunk, to a Zarr store of its own (beside the cube by
 default, so every worker of a cluster reaches it) and hands back the same array read lazily
 from there. Every later step then reads only the chunks it works on, not the whole array. The
-store is removed when the date is done (``with Scratch(...) as hold``), also when it fails; only
-a process killed outright (out of memory, SIGKILL) leaves its folder behind, and nothing reads
-it again. Prefect-free.
+store is removed when the date is done (``with Scratch(...) as hold``), also when it fails. A
+process killed outright (out of memory, SIGKILL) leaves its folder behind; nothing reads it again,
+and :func:`sweep` (run before each streamed date) removes such folders once they are a day old.
+Prefect-free.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Callable, TypeVar
 
@@ -27,6 +29,7 @@ from . import store
 T = TypeVar("T", xr.DataArray, xr.Dataset)
 Hold = Callable[[T, str], T]
 COMPRESSORS = (ZstdCodec(level=1),)  # fast: the store is written once and read a few times, then removed
+STALE_S = 24 * 3600  # a scratch folder this old belongs to no running analysis (a date takes minutes)
 
 
 def in_memory(obj: T, name: str) -> T:
@@ -46,12 +49,13 @@ class Scratch:
     ``xr.DataArray`` or ``xr.Dataset`` of Dask arrays) into ``<url>/<name>`` and returns it with
     the same dims, coordinates, attributes and chunks, its data read back lazily from there.
 
-    ``url``: a folder or ``s3://`` prefix of its own (each instance adds a unique folder below
-    it); ``storage_options`` as for the cube. Use it as a context manager: on exit the folder is
+    ``url``: a folder or ``s3://`` prefix of its own (each instance adds a folder below it named
+    ``<unix seconds>-<uuid>``: unique, and its age readable on any store); ``storage_options`` as
+    for the cube. Use it as a context manager: on exit the folder is
     removed."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        self.url = store.join(url, uuid.uuid4().hex)
+        self.url = store.join(url, f"{int(time.time())}-{uuid.uuid4().hex}")
         self.storage_options = storage_options
         self.names: list[str] = []
         self._group: zarr.Group | None = None
@@ -104,9 +108,27 @@ class Scratch:
             fs.rm(path, recursive=True)
 
 
+def sweep(url: str, storage_options: dict[str, Any] | None = None, older_than_s: float = STALE_S,
+          now: float | None = None) -> list[str]:
+    """Remove the folders :class:`Scratch` left under ``url`` (a process killed mid-date) that are
+    older than ``older_than_s``, by the time in their names; others are left alone. Returns the
+    removed paths."""
+    fs, root = store.filesystem(url, storage_options)
+    if not fs.exists(root):
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for path in fs.ls(root, detail=False):
+        stamp = path.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[0]
+        if stamp.isdigit() and now - int(stamp) > older_than_s:
+            fs.rm(path, recursive=True)
+            removed.append(path)
+    return removed
+
+
 def scratch_url(cube_url: str) -> str:
     """Where a cube's analysis keeps its scratch arrays: ``_scratch`` beside the cube."""
     return store.join(cube_url.rstrip("/").rsplit("/", 1)[0], "_scratch")
 
 
-__all__ = ["COMPRESSORS", "Hold", "Scratch", "in_memory", "scratch_url"]
+__all__ = ["COMPRESSORS", "Hold", "STALE_S", "Scratch", "in_memory", "scratch_url", "sweep"]
