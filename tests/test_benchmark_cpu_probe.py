@@ -14,9 +14,10 @@ def test_probe_times_the_workload_alone_and_in_two_processes():
     p = _cpu_probe.probe(rounds=2, stream_rounds=5, stream_n=2**22)
     assert p["single_s"] > 0 and len(p["pair_s"]) == 2 and all(t > 0 for t in p["pair_s"])
     assert p["stream_single_s"] > 0 and len(p["stream_pair_s"]) == 2 and all(t > 0 for t in p["stream_pair_s"])
-    # two processes share at most the machine's cores; on any machine they get some share of one at least
-    # (the stream's rounds here take milliseconds: a loose bound)
-    assert 0.2 < p["cores"] <= 2.5 and 0.2 < p["stream_cores"] <= 3.0
+    # two processes share at most the machine's cores; on any machine they get some share of one at least.
+    # The stream's rounds here take milliseconds, and the run alone is timed in this process while the
+    # suite's other workers run: it was once slowed enough to give 3.08 (2026-12-07), so a loose bound
+    assert 0.2 < p["cores"] <= 2.5 and 0.2 < p["stream_cores"] <= 4.0
     line = _cpu_probe.describe(p)
     assert line.startswith(f"{p['single_s']:.2f} s alone, ") and f"({p['cores']:.2f} cores); stream " in line
     assert line.endswith(f"({p['stream_cores']:.2f}x)")
