@@ -21,7 +21,8 @@ import shapely
 from shapely.ops import unary_union
 from pyproj import Transformer
 
-from .baseline_source import PERSIST_STATE_BYTES, analysed_earlier, fold_clear, fold_slot, n_seen, slot_baseline
+from .baseline_source import (PERSIST_STATE_BYTES, analysed_earlier, fold_clear, fold_in_stored_chunks, fold_slot, n_seen,
+                              slot_baseline)
 from .grid import SiteGrid
 from .io import baseline_state as state_io
 from .io import colocated
@@ -29,7 +30,7 @@ from .io import cube as cube_io
 from .io import objects_file
 from .io import scratch
 from .kernels.baseline import BaselineParams
-from .kernels.baseline_ring import empty_state, state_baseline
+from .kernels.baseline_ring import state_baseline
 from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, hysteresis, objects
@@ -339,25 +340,6 @@ def _ndvi_delta(win: dict[str, np.ndarray], obj: ObjectStats, norm: dict[str, tu
     return round(float(d.mean()), 4) if d.size else None
 
 
-def _fold_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: AnalysisParams,
-                           base: Any, values: xr.DataArray, folded_clear: xr.DataArray,
-                           storage_options: dict[str, Any] | None) -> tuple[xr.DataArray, xr.DataArray]:
-    """A streamed site's fold works in the state's stored chunks, not in strips: the state is
-    read (or made empty) in them, and the date's values and pixels are rechunked to them (a few
-    bytes per pixel). In strips, the store would regroup the new ring (96 bytes per pixel) from
-    several strips per stored chunk: a whole row of stored chunks of it in memory at once.
-    Sets ``base.state``; returns the values and pixels to fold."""
-    stored = dict(zip(("y", "x"), cube["valid"].encoding["chunks"][-2:]))
-    if base.source == "state":
-        url = state_io.state_url(cube_url)
-        base.state = state_io.open_state(url, state_io.read_info(url, storage_options), cube.y, cube.x, storage_options)
-    elif base.source == "none":
-        base.state = empty_state(cube["valid"].isel(time=index, drop=True).chunk(stored), list(bands), params.baseline)
-    else:  # rebuilt: in the scratch store, in strips (a rebuild is the rare case)
-        base.state = base.state.chunk(stored)
-    return values.chunk(stored), folded_clear.chunk(stored)
-
-
 def _object_record(d: Detection, grid: SiteGrid) -> dict[str, Any]:
     """One object of the date's objects file: geometry plus its properties."""
     r0, c0, r1, c1 = d.bbox_pixels
@@ -425,7 +407,7 @@ def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], pa
 
     def keep(a: xr.DataArray) -> xr.DataArray:
         """Where a kernel keeps an array its later steps read: in memory, or the scratch store."""
-        return a.persist() if stream_px is None else hold(a, f"kept_{next(n_kept)}")
+        return hold(a, f"kept_{next(n_kept)}")
 
     # raw band counts (reflectance x 10000, 0 = nodata), as the kernels expect: no CF scale/mask decoding
     # two chunks per thread of the cluster at least, so that every thread has work
@@ -586,8 +568,8 @@ def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], pa
     m = ch = derived = score_pct = clear = saturated = baseline = median = labels = near = None  # noqa: F841
     extra = obscured = rough_clear = changed = None  # noqa: F841
     if stream_px is not None:
-        values, folded_clear = _fold_in_stored_chunks(cube, cube_url, index, bands, params, base, values, folded_clear,
-                                                       storage_options)
+        values, folded_clear = fold_in_stored_chunks(cube, cube_url, index, bands, params.baseline, base, values, folded_clear,
+                                                      storage_options)
     elif not state_held and base.source == "state":
         # the stored state, too large to hold, is read a second time for the fold: beside the date's pixels
         base.state = state_io.open_state_beside(state_io.state_url(cube_url), base.state, folded_clear, storage_options)

@@ -178,3 +178,22 @@ def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, v
     state_io.write_state(state_io.state_url(cube_url), new, base.folded + [this],
                          base.n_before, (int(chunks[-2]), int(chunks[-1])), storage_options, base.alignment, base.season_days)
     return True
+
+
+def fold_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
+                          base: SlotBaseline, values: xr.DataArray, folded_clear: xr.DataArray,
+                          storage_options: dict[str, Any] | None) -> tuple[xr.DataArray, xr.DataArray]:
+    """A streamed site's fold works in the state's stored chunks, not in strips: the state is
+    read (or made empty) in them, and the date's values and pixels are rechunked to them (a few
+    bytes per pixel). In strips, the store would regroup the new ring (96 bytes per pixel) from
+    several strips per stored chunk: a whole row of stored chunks of it in memory at once.
+    Sets ``base.state``; returns the values and pixels to fold."""
+    stored = dict(zip(("y", "x"), cube["valid"].encoding["chunks"][-2:]))
+    if base.source == "state":
+        url = state_io.state_url(cube_url)
+        base.state = state_io.open_state(url, state_io.read_info(url, storage_options), cube.y, cube.x, storage_options)
+    elif base.source == "none":
+        base.state = empty_state(cube["valid"].isel(time=index, drop=True).chunk(stored), list(bands), params)
+    else:  # rebuilt: in the scratch store, in strips (a rebuild is the rare case)
+        base.state = base.state.chunk(stored)
+    return values.chunk(stored), folded_clear.chunk(stored)
