@@ -141,7 +141,11 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
         assert r["total_s"] > 0 and math.isfinite(r["total_s"])
         assert r["peak_rss_bytes"] > 50 * 2**20  # at least an interpreter with numpy
     for r in out["summary"]["rows"]:
-        assert 0 < r["ratio"] < 1.5 and r["floor_s"] < r["full_s"] + 1.0
+        # the ratio is the report's arithmetic on its own timings; how fast either ran is the
+        # benchmark's finding, not something a unit test on a shared machine can hold it to
+        total = {run["phase"]: run["total_s"] for run in out["runs"] if run["size"] == r["size"]}
+        assert (r["floor_s"], r["full_s"]) == (total["floor"], total["full"])
+        assert r["ratio"] == pytest.approx(total["floor"] / total["full"])
         assert all(math.isfinite(v) and v > 0 for v in r["mpx_per_s"].values())
     full = [r for r in out["runs"] if r["phase"] == "full"]
     assert all(r["n_tasks"] > 0 and r["stages_s"]["analyse"] > 0 for r in full)
