@@ -35,7 +35,7 @@ from .kernels.change import ChangeParams, change, fit_gain_offset
 from .kernels.masks import FLAG_CLOUD, FLAG_SATURATED, FLAG_SHADOW, FLAG_SNOW, FLAG_WATER, MASK_BANDS, RNS_BANDS, MaskParams, masks, rough_obscured, rule_set
 from .kernels.objects import ObjectStats, dilate, hysteresis, objects
 from .kernels.qa import QAParams, decode as decode_qa
-from .kernels.register import comparable, fit_registration
+from .kernels.register import comparable, fit_registration, registered_observation
 from .kernels.s2cloud import S2CloudlessParams, s2cloudless
 from .sensors import S2CLOUDLESS_BANDS
 from .sun import solar_position
@@ -568,6 +568,13 @@ def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], pa
     m = ch = derived = score_pct = clear = saturated = baseline = median = labels = near = None  # noqa: F841
     extra = obscured = rough_clear = changed = None  # noqa: F841
     if stream_px is not None:
+        if registration is not None:
+            # moved onto the baseline here, in strips (with a 1 px halo), and kept in the scratch
+            # store: the fold then reads uint16 counts in the state's stored chunks and needs no
+            # halo there (a halo across stored chunks held most of the date's bands at once)
+            moved, moved_clear = registered_observation(values, folded_clear, registration, base.max_gain_ratio)
+            held = hold(xr.Dataset({"values": moved, "folded_clear": moved_clear}), "moved")
+            values, folded_clear, registration = held["values"], held["folded_clear"], None
         values, folded_clear = fold_in_stored_chunks(cube, cube_url, index, bands, params.baseline, base, values, folded_clear,
                                                       storage_options)
     elif not state_held and base.source == "state":

@@ -14,18 +14,19 @@ from scipy import ndimage
 from sitewatch.kernels.baseline import robust_baseline
 from sitewatch.kernels.change import ChangeParams, change, change_baseline
 from sitewatch.kernels.objects import hysteresis, hysteresis_np
-from sitewatch.kernels.baseline_ring import empty_state, fold, state_baseline
-from sitewatch.kernels.baseline import BaselineParams
+from sitewatch.kernels.baseline_ring import fold, state_baseline
 from sitewatch.kernels.register_sums import difference_hist_np, registration_sums_np
 from sitewatch.kernels.register import (
     HIST_HALF,
     Registration,
     aligned_observation,
+    apply_inverse,
     build_registered_state,
     inlier_band,
     fit_once,
     fit_registration,
     fold_registered,
+    registered_observation,
     registration_from_sums,
     shift,
     shift_np,
@@ -205,6 +206,34 @@ def test_fold_registered_equals_fit_then_aligned_fold_and_leaves_inputs_alone():
         assert np.array_equal(state[v].values, before[v].values)  # not mutated
     with pytest.raises(ValueError, match="min_count"):
         fold_registered(state, x, c, 0)
+
+
+@pytest.mark.parametrize("dy, dx", [(0.37, -0.81), (0.0, 0.0), (-1.0, 0.25)])
+def test_aligned_observation_equals_the_float32_steps_it_fuses_eagerly_and_on_uneven_dask_chunks(dy, dx):
+    rng = np.random.default_rng(5)
+    x = _da(rng.integers(0, 65535, (4, 29, 23), dtype=np.uint16))
+    c = xr.DataArray(rng.random((29, 23)) > 0.2, dims=("y", "x"))
+    reg = Registration((1.07, 0.93, 1.0, 1.21), (-12.5, 40.0, 0.0, 3.25), dy, dx, 1000)
+    # the steps as they were composed before they were fused into one block function each
+    counts = apply_inverse(x, reg).round().clip(1, 65534).astype(np.uint16).values
+    clear = (shift(c.astype(np.float32), -dy, -dx) > np.float32(0.999)).values if (dy or dx) else c.values
+    before = x.copy(deep=True)
+    for xs, cs in ((x, c), (x.chunk({"band": (1, 3), "y": (13, 1, 15), "x": (20, 3)}), c.chunk({"y": (5, 24), "x": (1, 22)}))):
+        mx, mc = aligned_observation(xs, cs, reg)
+        assert mx.dtype == np.uint16 and mc.dtype == bool and mx.dims == ("band", "y", "x")
+        assert np.array_equal(mx.values, counts) and np.array_equal(mc.values, clear)
+    assert np.array_equal(x.values, before.values)
+
+
+def test_registered_observation_of_a_date_unlike_its_baseline_adds_no_clear_pixel():
+    x = _da(np.full((4, 6, 7), 100, np.uint16))
+    c = xr.DataArray(np.ones((6, 7), bool), dims=("y", "x"))
+    far = Registration((3.0, 1.0, 1.0, 1.0), (0.0,) * 4, 0.2, 0.0, 1000)
+    mx, mc = registered_observation(x, c, far, max_gain_ratio=2.0)
+    assert np.array_equal(mx.values, x.values) and not mc.values.any()
+    near = replace(far, gain=(1.5, 1.0, 1.0, 1.0))
+    mx, mc = registered_observation(x, c, near, max_gain_ratio=2.0)
+    assert [a.values.tolist() for a in (mx, mc)] == [a.values.tolist() for a in aligned_observation(x, c, near)]
 
 
 def test_aligned_observation_keeps_counts_in_range_and_clear_only_with_clear_support():

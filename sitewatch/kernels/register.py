@@ -23,7 +23,7 @@ radiometry and geometry; :func:`build_registered_state` does that date after dat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -298,20 +298,64 @@ def is_identity(reg: Registration) -> bool:
     return reg.dy == 0 and reg.dx == 0 and all(g == 1 for g in reg.gain) and all(o == 0 for o in reg.offset)
 
 
+def aligned_counts_np(padded: np.ndarray, dy: float, dx: float, gain: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """:func:`aligned_observation`'s counts for one block: ``padded`` (``(band, y + 2, x + 2)``
+    uint16, padded by 1 px) resampled at ``p + (dy, dx)``, then ``(v - offset) / gain`` per band,
+    rounded and kept in ``1 .. 65534`` (uint16 ``(band, y, x)``). The float32 steps stay inside
+    the block: on dask only uint16 chunks and their 1 px halos pass between tasks."""
+    moved = shift_np(padded, dy, dx)
+    moved = (moved - np.asarray(offset, np.float32)[:, None, None]) / np.asarray(gain, np.float32)[:, None, None]
+    return np.clip(np.round(moved), 1, 65534).astype(np.uint16)
+
+
+def aligned_clear_np(padded: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """:func:`aligned_observation`'s clear mask for one block: ``padded`` (``(y + 2, x + 2)``
+    bool) stays clear where the whole bilinear support of ``p + (dy, dx)`` was clear."""
+    return shift_np(padded, dy, dx) > np.float32(0.999)
+
+
+def _moved(arr: xr.DataArray, func: Any, dtype: Any, dy: float, dx: float, **kwargs: Any) -> xr.DataArray:
+    """``func`` over ``arr`` padded by 1 px (edges repeated): one ``map_overlap`` on dask."""
+    nd = arr.ndim
+    if is_dask(arr):
+        depth = {k: (1 if k >= nd - 2 else 0) for k in range(nd)}
+        bnd = {k: ("nearest" if k >= nd - 2 else "none") for k in range(nd)}
+        data = arr.data.map_overlap(func, depth=depth, boundary=bnd, trim=False, dtype=dtype, dy=dy, dx=dx, **kwargs)
+    else:
+        data = func(np.pad(np.asarray(arr.values), [(0, 0)] * (nd - 2) + [(1, 1), (1, 1)], mode="edge"), dy=dy, dx=dx, **kwargs)
+    return arr.copy(data=data).astype(dtype)
+
+
 def aligned_observation(values: xr.DataArray, clear: xr.DataArray, reg: Registration) -> tuple[xr.DataArray, xr.DataArray]:
     """One date's ``values`` (``(band, y, x)`` uint16 counts) and ``clear`` mask (``(y, x)``)
     moved onto the baseline's grid and radiometry by ``reg`` (:func:`apply_inverse`), as the
     baseline state stores observations: counts rounded and kept in ``1 .. 65534`` (0 is an empty
     ring slot, 65535 saturated), and a pixel stays clear only where the whole bilinear support of
-    its moved value was clear. The identity registration returns the inputs."""
+    its moved value was clear. The identity registration returns the inputs. Each output is one
+    blockwise step (:func:`aligned_counts_np`, :func:`aligned_clear_np`): no float32 copy of the
+    bands between tasks (on a site of 8192^2 px, dask's order otherwise held most of that 1.6 GB
+    copy at once in the fold)."""
     if is_identity(reg):
         return values, clear
-    moved = apply_inverse(values.transpose("band", "y", "x"), reg)
-    counts = moved.round().clip(1, 65534).astype(np.uint16)
+    values = values.transpose("band", "y", "x")
+    if is_dask(values):
+        values = values.chunk(band=-1)  # the gain and offset apply per band inside one block
+    g, o = np.asarray(reg.gain, np.float32), np.asarray(reg.offset, np.float32)
+    counts = _moved(values, aligned_counts_np, np.uint16, -reg.dy, -reg.dx, gain=g, offset=o)
     moved_clear = clear.astype(bool)
     if reg.dy or reg.dx:
-        moved_clear = shift(clear.astype(np.float32), -reg.dy, -reg.dx) > np.float32(0.999)
+        moved_clear = _moved(moved_clear, aligned_clear_np, bool, -reg.dy, -reg.dx)
     return counts, moved_clear
+
+
+def registered_observation(values: xr.DataArray, clear: xr.DataArray, reg: Registration,
+                           max_gain_ratio: float = MAX_GAIN_RATIO) -> tuple[xr.DataArray, xr.DataArray]:
+    """What :func:`fold_registered` folds for a date fitted by ``reg``: its
+    :func:`aligned_observation`, or, for a date that is not :func:`comparable`, its values with no
+    clear pixel (it adds no observation)."""
+    if not comparable(reg, max_gain_ratio):
+        return values.transpose("band", "y", "x"), xr.zeros_like(clear, dtype=bool)
+    return aligned_observation(values, clear, reg)
 
 
 def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray, min_count: int,
@@ -337,9 +381,7 @@ def fold_registered(state: xr.Dataset, values: xr.DataArray, clear: xr.DataArray
     if reg is None:
         base = state_baseline(state, day, season_days)
         reg = fit_registration(values, base["median"].sel(band=list(values["band"].values)), clear & (base["count"] >= min_count))
-    if not comparable(reg, max_gain_ratio):
-        return fold(state, values, xr.zeros_like(clear, dtype=bool), day), reg
-    moved, moved_clear = aligned_observation(values, clear, reg)
+    moved, moved_clear = registered_observation(values, clear, reg, max_gain_ratio)
     return fold(state, moved, moved_clear, day), reg
 
 
