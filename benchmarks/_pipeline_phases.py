@@ -80,14 +80,16 @@ def ingest(cube: str, grid: Any, refs: list[Any], chunk: int) -> dict[str, int]:
     return slots
 
 
-def analyse(cube: str, grid: Any, streamed: bool = False) -> list[Any]:
+def analyse(cube: str, grid: Any, streamed: bool = False, strip_px: int | None = None) -> list[Any]:
     """analyse_slot for every ingested, not yet analysed slot in time order (analyse-scene), with
-    the default parameters, or with every site ``streamed`` (``hold_max_bytes=0``; small ones lazy too)."""
+    the default parameters, or with every site ``streamed`` (``hold_max_bytes=0``; small ones lazy too)
+    in strips of about ``strip_px ** 2`` px (``AnalysisParams.streamed_chunk_px``; None: its default)."""
     from sitewatch.analysis import AnalysisParams, analyse_slot
     from sitewatch.io import cube as cube_io
     from sitewatch.synthetic import BANDS
 
-    params = AnalysisParams(hold_max_bytes=0, eager_max_px=0) if streamed else AnalysisParams()
+    strips = {} if strip_px is None else {"streamed_chunk_px": strip_px}
+    params = AnalysisParams(hold_max_bytes=0, eager_max_px=0, **strips) if streamed else AnalysisParams()
     pending = sorted((s for s in cube_io.slots(cube) if s.ingested and not s.analysed), key=lambda s: s.time)
     return [analyse_slot(cube, s.index, grid, BANDS, params) for s in pending]
 
@@ -121,13 +123,14 @@ def alerts(site: str, cube: str, alerts_root: str, results: list[Any]) -> dict[s
     return {"alerts": len(merged), "new": len(new_ids), "updated": len(updated), "detections": len(detections)}
 
 
-def _full(work: Path, grid: Any, refs: list[Any], chunk: int, stages: dict[str, float], streamed: bool = False) -> dict[str, Any]:
+def _full(work: Path, grid: Any, refs: list[Any], chunk: int, stages: dict[str, float], streamed: bool = False,
+          strip_px: int | None = None) -> dict[str, Any]:
     cube, root = str(work / "cube.zarr"), str(work / "alerts")
     t = time.perf_counter()
     ingest(cube, grid, refs, chunk)
     stages["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    results = analyse(cube, grid, streamed)
+    results = analyse(cube, grid, streamed, strip_px)
     stages["analyse"] = time.perf_counter() - t
     t = time.perf_counter()
     al = alerts("bench", cube, root, results)
@@ -136,7 +139,8 @@ def _full(work: Path, grid: Any, refs: list[Any], chunk: int, stages: dict[str, 
             "cloud_fractions": [round(float(r.cloud_fraction), 6) for r in results], **al}
 
 
-def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chunk: int) -> dict[str, Any]:
+def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chunk: int,
+              strip_px: int | None = None) -> dict[str, Any]:
     """Run one phase on the site under ``site_dir`` (after the same work on ``warm_dir``, not
     measured, when given) and return its measurements."""
     if phase not in PHASES:
@@ -160,7 +164,7 @@ def run_phase(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
             st["ingest"] = time.perf_counter() - t
             return {}
         if phase.startswith("full"):
-            return _full(w, g, rs, chunk, st, streamed=phase == "full-streamed")
+            return _full(w, g, rs, chunk, st, streamed=phase == "full-streamed", strip_px=strip_px)
         from sitewatch.synthetic import BANDS
 
         from ._pipeline_handwritten import run as hand_run

@@ -122,7 +122,8 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
           + (f" --streamed-sizes {' '.join(map(str, meta['streamed_sizes']))}" if meta.get("streamed_sizes") else "")
           + (" --allow-8192" if max(meta["sizes"] + (meta.get("streamed_sizes") or [])) > 4096 else "")
           + (f" --profile {meta['profile']}" if meta.get("profile") else "") + (" --what-if" if meta.get("what_if") else "")
-          + (" --quick" if meta.get("quick") else "") + (" --default-malloc" if meta.get("default_malloc") else "") + "`", "",
+          + (" --quick" if meta.get("quick") else "") + (" --default-malloc" if meta.get("default_malloc") else "")
+          + (f" --strip-px {meta['strip_px']}" if meta.get("strip_px") else "") + "`", "",
           "Synthetic scenes (sitewatch.synthetic: six uint16 bands as COGs + STAC items in a local folder, on the site grid) "
           "written once per size, not timed. Each measurement ran in a fresh Python process (dask's threaded scheduler, "
           f"{os.cpu_count()} threads, unless a LocalCluster is named), "
@@ -183,7 +184,9 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str
            f"floor {gr['floor']:.2f}x, hand-written {gr['hand']:.2f}x. Goal <= {GROWTH_TARGET}x for 1024 -> 4096: "
            f"{_verdict(g['growth']['met'])}.", ""]
     if all("streamed" in r for r in summary["rows"]):
-        md += ["Streamed: the full pipeline again with every site streamed (`AnalysisParams(hold_max_bytes=0)`): a date's "
+        strips = meta.get("strip_px") or "1024 (the default)"
+        md += [f"Streamed: the full pipeline again with every site streamed (`AnalysisParams(hold_max_bytes=0)`), in strips of "
+               f"about {strips}^2 px (`streamed_chunk_px`): a date's "
                "whole-site arrays (baseline, masks, change) go to a scratch Zarr store beside the cube and are read back "
                "chunk by chunk instead of being held in memory (sitewatch.io.scratch). By default only sites whose arrays "
                "would take more than `hold_max_bytes` are streamed.", "",

@@ -65,7 +65,7 @@ def write_sites(workdir: Path, sizes: list[int], dates: int, warm_size: int | No
 
 
 def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chunk: int,
-              profile_to: Path | None = None, default_malloc: bool = False) -> dict[str, Any]:
+              profile_to: Path | None = None, default_malloc: bool = False, strip_px: int | None = None) -> dict[str, Any]:
     """Run one phase in a fresh Python process (under py-spy, writing ``profile_to``, when
     given); returns its measurements. The process starts as the ``sitewatch`` command starts
     (with ``flows.dask_env.WORKER_MALLOC_ENV``), or as Python starts by default (``default_malloc``)."""
@@ -82,6 +82,8 @@ def run_child(phase: str, site_dir: Path, warm_dir: Path | None, work: Path, chu
            "--work", str(work), "--chunk", str(chunk), "--child-out", str(result)]
     if warm_dir is not None:
         cmd += ["--warm-dir", str(warm_dir)]
+    if strip_px is not None:
+        cmd += ["--strip-px", str(strip_px)]
     from flows.dask_env import WORKER_MALLOC_ENV
 
     env = {k: v for k, v in os.environ.items() if not (default_malloc and k in WORKER_MALLOC_ENV)}
@@ -136,6 +138,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--streamed-sizes", type=int, nargs="*", default=[],
                     help="further sizes measured only as the I/O floor and the streamed full pipeline (no held run, "
                          "no hand-written loop: their memory follows the area), e.g. 8192 with --allow-8192")
+    ap.add_argument("--strip-px", type=int, metavar="PX",
+                    help="the streamed phases' strips: about PX^2 pixels each (AnalysisParams.streamed_chunk_px; "
+                         "default: its default, 1024). Smaller strips: less memory, more tasks")
     ap.add_argument("--profile", type=int, metavar="SIZE",
                     help="also run the full pipeline at SIZE px under py-spy and report where the time goes")
     ap.add_argument("--what-if", action="store_true",
@@ -160,6 +165,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if bad:
             ap.error(f"{opt} got {bad!r}; expected 192..{MAX_SIZE_WITHOUT_FLAG} px (larger only with --allow-8192)")
     a.streamed_sizes = sorted(set(a.streamed_sizes) - set(a.sizes))
+    if a.strip_px is not None and a.strip_px < 64:
+        ap.error(f"--strip-px got {a.strip_px!r}; expected at least 64 px")
     if a.chunk < 64:
         ap.error(f"--chunk got {a.chunk!r}; expected at least 64 px")
     a.sizes = sorted(set(a.sizes))
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         from ._pipeline_phases import run_phase
 
-        r = run_phase(a.child, Path(a.site_dir), Path(a.warm_dir) if a.warm_dir else None, Path(a.work), a.chunk)
+        r = run_phase(a.child, Path(a.site_dir), Path(a.warm_dir) if a.warm_dir else None, Path(a.work), a.chunk, a.strip_px)
         Path(a.child_out).write_text(json.dumps(r))
         return 0
     from ._pipeline_report import write_report
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             for size, phases in plan:
                 for phase in phases:
                     r = run_child(phase, work / f"site-{size}", warm, work / f"run-{phase}-{size}", a.chunk,
-                                  default_malloc=a.default_malloc)
+                                  default_malloc=a.default_malloc, strip_px=a.strip_px if phase == "full-streamed" else None)
                     load = f", load {r['load_before']:.2f} -> {r['load_after']:.2f}" if "load_before" in r else ""
                     print(f"{size} px {phase}: {r['total_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB{load}",
                           flush=True)
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_start": list(load_start), "load_end": list(os.getloadavg()), "load_now": load_average(),
             "sizes": a.sizes, "streamed_sizes": a.streamed_sizes, "dates": a.dates, "chunk": a.chunk, "cluster_sizes": a.cluster_sizes,
             "warmup": not a.no_warmup, "write_scenes_s": written["write_s"], "quick": a.quick,
-            "profile": a.profile, "what_if": a.what_if, "default_malloc": a.default_malloc}
+            "profile": a.profile, "what_if": a.what_if, "default_malloc": a.default_malloc, "strip_px": a.strip_px}
     name = a.out or ("pipeline-quick" if a.quick else "pipeline")
     md = write_report(Path(a.results_dir), name, meta, runs, profile, what_if)
     print(md)

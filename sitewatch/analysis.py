@@ -22,7 +22,7 @@ from shapely.ops import unary_union
 from pyproj import Transformer
 
 from .baseline_source import (PERSIST_STATE_BYTES, analysed_earlier, fold_clear, fold_in_stored_chunks, fold_slot, n_seen,
-                              slot_baseline)
+                              slot_baseline, state_in_stored_chunks)
 from .grid import SiteGrid
 from .io import baseline_state as state_io
 from .io import colocated
@@ -446,10 +446,17 @@ def _analyse(cube_url: str, index: int, grid: SiteGrid, bands: Sequence[str], pa
         base.state = base.state.load()
     elif state_held:
         base.state = base.state.persist()  # read (or rebuilt) once: the baseline and the fold below use it
+    strips = None
+    if stream_px is not None:
+        strips = {"y": cube["valid"].data.chunks[-2][0], "x": -1}
+        if base.source == "state":
+            # the baseline is made in the state's stored chunks (a strip would decode every stored
+            # chunk of the ring it meets whole) and kept in chunks that fit both, read back in strips
+            state_in_stored_chunks(cube, cube_url, index, bands, params.baseline, base, storage_options)
     baseline = None
     if base.folded:
         baseline = state_baseline(base.state, cube.time.values[index], base.season_days, params.change.indices)  # seasonal: around this date
-        baseline = baseline if eager else hold(baseline, "baseline")
+        baseline = baseline if eager else hold(baseline, "baseline", chunks=strips)
     if not eager and stream_px is None and baseline is not None:
         # each chunk of the scene read by the worker that holds the baseline's chunk: the masks, the
         # change and the fold combine the two without copying either between workers

@@ -180,20 +180,37 @@ def fold_slot(cube: xr.Dataset, cube_url: str, index: int, base: SlotBaseline, v
     return True
 
 
-def fold_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
-                          base: SlotBaseline, values: xr.DataArray, folded_clear: xr.DataArray,
-                          storage_options: dict[str, Any] | None) -> tuple[xr.DataArray, xr.DataArray]:
-    """A streamed site's fold works in the state's stored chunks, not in strips: the state is
-    read (or made empty) in them, and the date's values and pixels are rechunked to them (a few
-    bytes per pixel). In strips, the store would regroup the new ring (96 bytes per pixel) from
-    several strips per stored chunk: a whole row of stored chunks of it in memory at once.
-    Sets ``base.state``; returns the values and pixels to fold."""
-    stored = dict(zip(("y", "x"), cube["valid"].encoding["chunks"][-2:]))
+def stored_chunks(cube: xr.Dataset) -> dict[str, int]:
+    """The cube's stored chunk edges by dimension (``{"y": cy, "x": cx}``): those of the state too."""
+    return dict(zip(("y", "x"), cube["valid"].encoding["chunks"][-2:]))
+
+
+def state_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
+                           base: SlotBaseline, storage_options: dict[str, Any] | None) -> None:
+    """Set ``base.state`` to the state in its stored chunks for a streamed site: re-opened (a
+    stored state), made empty in them (none yet) or rechunked (a rebuilt one, in the scratch
+    store in strips: the rare case). Read in strips instead, each strip decodes every stored
+    chunk of the state it meets whole (96 bytes per pixel of ring) to use a part of it."""
+    stored = stored_chunks(cube)
     if base.source == "state":
         url = state_io.state_url(cube_url)
         base.state = state_io.open_state(url, state_io.read_info(url, storage_options), cube.y, cube.x, storage_options)
     elif base.source == "none":
         base.state = empty_state(cube["valid"].isel(time=index, drop=True).chunk(stored), list(bands), params)
-    else:  # rebuilt: in the scratch store, in strips (a rebuild is the rare case)
+    else:
         base.state = base.state.chunk(stored)
+
+
+def fold_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Sequence[str], params: BaselineParams,
+                          base: SlotBaseline, values: xr.DataArray, folded_clear: xr.DataArray,
+                          storage_options: dict[str, Any] | None) -> tuple[xr.DataArray, xr.DataArray]:
+    """A streamed site's fold works in the state's stored chunks, not in strips: the state is
+    read (or made empty) in them (:func:`state_in_stored_chunks`, unless it already is), and
+    the date's values and pixels are rechunked to them (a few bytes per pixel). In strips, the
+    store would regroup the new ring (96 bytes per pixel) from several strips per stored chunk:
+    a whole row of stored chunks of it in memory at once. Returns the values and pixels to fold."""
+    stored = stored_chunks(cube)
+    ring = base.state["ring"]
+    if ring.chunks is None or tuple(ring.chunks[-2:]) != tuple(cube["valid"].isel(time=index, drop=True).chunk(stored).chunks):
+        state_in_stored_chunks(cube, cube_url, index, bands, params, base, storage_options)
     return values.chunk(stored), folded_clear.chunk(stored)

@@ -62,22 +62,31 @@ def work_chunk(stored: int, work_px: int | None, shape: tuple[int, int] | None =
     return edge
 
 
-def strip_rows(shape: tuple[int, int], px: int, min_chunks: int = 1) -> int:
+def strip_rows(shape: tuple[int, int], px: int, min_chunks: int = 1, stored: int | None = None) -> int:
     """Rows of a full-width strip that holds about ``px * px`` pixels of a site of ``shape``
     (``(height, width)``): at least 1, and fewer while the site would hold fewer than
-    ``min_chunks`` strips."""
+    ``min_chunks`` strips. With ``stored`` (the height of the stored chunks) the strips fit the
+    stored rows: a divisor of ``stored`` when smaller, a multiple when larger. An array made in
+    the stored chunks can then be kept in chunks that are whole parts of both (see
+    :class:`sitewatch.io.scratch.Scratch`) and read back strip by strip without decoding a
+    chunk for each strip it meets."""
     height, width = shape
     rows = max(1, (px * px) // max(1, width))
-    return max(1, min(rows, -(-height // max(1, min_chunks))))
+    rows = max(1, min(rows, -(-height // max(1, min_chunks))))
+    if stored is None or stored <= 1 or rows >= height:
+        return rows
+    if rows >= stored:
+        return rows // stored * stored
+    return max(d for d in range(1, rows + 1) if stored % d == 0)
 
 
 def open_strips(cube_url: str, px: int, storage_options: dict[str, Any] | None = None, min_chunks: int = 1) -> xr.Dataset:
-    """The cube as raw counts, lazily, in full-width strips of about ``px * px`` pixels
-    (:func:`strip_rows`). A computation over overlapping neighbourhoods (``map_overlap``) holds
+    """The cube as raw counts, lazily, in full-width strips of about ``px * px`` pixels that fit
+    its stored rows (:func:`strip_rows`). A computation over overlapping neighbourhoods (``map_overlap``) holds
     the blocks of about three rows of chunks at a time; in strips that is three strips, whatever
     the site's width, where square chunks hold three rows of the site's whole width."""
     valid = cube_io._group(cube_url, storage_options)["valid"]  # metadata only
-    rows = strip_rows(tuple(valid.shape[-2:]), px, min_chunks)
+    rows = strip_rows(tuple(valid.shape[-2:]), px, min_chunks, stored=valid.chunks[-2])
     with warnings.catch_warnings():  # strips cut across the stored chunks: a stored chunk is read by each strip it meets
         warnings.simplefilter("ignore", UserWarning)
         return xr.open_zarr(cube_url, mask_and_scale=False, chunks={"y": rows, "x": -1},

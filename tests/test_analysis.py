@@ -120,8 +120,8 @@ def _streamed_run(series, source: str, cube_url: str) -> Pipeline:
     held: list[tuple[str, str]] = []
     real = scratch.Scratch.__call__
 
-    def recorded(self, obj, name):
-        out = real(self, obj, name)
+    def recorded(self, obj, name, chunks=None):
+        out = real(self, obj, name, chunks)
         held.append((self.url, name))
         return out
 

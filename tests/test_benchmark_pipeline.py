@@ -107,7 +107,8 @@ def test_stage_of(name, stage):
 
 @pytest.mark.parametrize("argv, message", [(["--dates", "1"], "--dates got 1"), (["--sizes", "8192"], "--sizes got \\[8192\\]"),
                                            (["--streamed-sizes", "8192"], "--streamed-sizes got \\[8192\\]"),
-                                           (["--sizes", "100"], "--sizes got \\[100\\]"), (["--chunk", "10"], "--chunk got 10")])
+                                           (["--sizes", "100"], "--sizes got \\[100\\]"), (["--chunk", "10"], "--chunk got 10"),
+                                           (["--strip-px", "10"], "--strip-px got 10")])
 def test_bad_options_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
         pipeline.parse(argv)
@@ -126,7 +127,8 @@ def _numbers(text: str) -> list[float]:
 def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
     # without the LocalCluster runs (about 60 s more on 2 shared cores: cluster start-up and
     # teardown); test_cluster_phase_measures_every_process runs one of them
-    assert pipeline.main(["--quick", "--no-cluster", "--streamed-sizes", "320", "--results-dir", str(tmp_path)]) == 0
+    assert pipeline.main(["--quick", "--no-cluster", "--streamed-sizes", "320", "--strip-px", "128",
+                          "--results-dir", str(tmp_path)]) == 0
     md = (tmp_path / "pipeline-quick.md").read_text()
     for s in SECTIONS:
         assert s in md, s
@@ -161,7 +163,7 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
         assert st["call_n"].get(next(k for k in st["call_n"] if k.startswith("scratch")), 0) > 0
         assert (st["objects"], st["change_states"]) == (r["objects"], r["change_states"])
     assert "Growth of the streamed peak" in md and "From 192^2 to 320^2 px" in md and "| 320^2 px |" in md
-    assert "--streamed-sizes 320" in md
+    assert "--streamed-sizes 320" in md and "--strip-px 128" in md and "in strips of about 128^2 px" in md
 
 
 def test_profile_summary_counts_busy_samples_by_cost(tmp_path):

@@ -54,6 +54,29 @@ def test_a_held_array_is_the_same_array_read_from_the_store_computed_once(tmp_pa
     assert not os.path.exists(hold.url)  # removed on exit
 
 
+@pytest.mark.parametrize("read, stored", [({"y": 15, "x": -1}, (15, 40)),  # made in 30 x 40, read in strips: both split
+                                          ({"y": 20, "x": 90}, (30, 40)),  # 30 is no multiple of 20: kept as made
+                                          ({"y": 60}, (30, 40))])  # reads of two whole chunks
+def test_a_held_array_is_read_back_in_the_chunks_asked_and_stored_in_chunks_that_fit_both(tmp_path, read, stored):
+    import zarr
+
+    arr, calls = _counted()
+    ds = xr.Dataset({"a": arr, "b": arr.astype(np.uint16).expand_dims(band=2).transpose("band", "y", "x")})
+    with scratch.Scratch(str(tmp_path / "_scratch")) as hold:
+        held = hold(ds, "made", chunks=read)
+        assert len(calls) == 9  # computed once, in the chunks it was made in
+        for n in ("a", "b"):
+            np.testing.assert_array_equal(held[n].values, ds[n].values)
+            assert zarr.open_array(os.path.join(hold.url, "made", n)).chunks[-2:] == stored
+            for d, edge in read.items():
+                got = held[n].data.chunks[held[n].dims.index(d)]
+                assert got[0] == (arr.sizes[d] if edge == -1 else min(edge, arr.sizes[d])), (n, d, got)
+        assert held["b"].data.chunks[0] == ds["b"].data.chunks[0]  # a dimension not asked keeps its chunks
+        with pytest.raises(ValueError, match=r"chunks got dims \['z'\]"):
+            hold(arr, "other", chunks={"z": 3})
+    assert scratch.in_memory(arr, "x", chunks={"y": 15}).data.chunks[0] == (15,) * 4 + (10,)
+
+
 def test_a_dataset_is_held_in_one_pass_and_keeps_its_variables(tmp_path):
     arr, calls = _counted()
     ds = xr.Dataset({"a": arr, "b": (arr > 100).assign_attrs(long_name="flag"), "c": arr.astype(np.uint16),

@@ -8,6 +8,7 @@ import datetime as dt
 
 import dask
 import numpy as np
+import pytest
 
 from sitewatch.grid import SiteGrid
 from sitewatch.io import cube as cube_io
@@ -54,12 +55,25 @@ def test_strips_hold_about_px_squared_pixels_full_width_and_split_for_the_thread
     assert strip_rows((10, 10), 1024, min_chunks=4) == 3  # ceil(10 / 4): at most 4 strips
 
 
+@pytest.mark.parametrize("shape, px, stored, rows", [((4096, 4096), 1024, 512, 256), ((8192, 8192), 1024, 1024, 128),
+                                                     ((10980, 10980), 1024, 1024, 64), ((3000, 3000), 1024, 512, 256),
+                                                     ((2048, 2048), 1024, 512, 512), ((1024, 1024), 1024, 100, 1024), ((1024, 4096), 1024, 100, 200),
+                                                     ((600, 700), 1024, 512, 600), ((10980, 10980), 1024, 1000, 50),
+                                                     ((300, 300), 1024, 512, 300)])
+def test_strips_fit_the_stored_rows(shape, px, stored, rows):
+    # a divisor of the stored chunk height below it, a multiple above it; one strip when the site is one
+    assert strip_rows(shape, px, stored=stored) == rows
+    assert stored % rows == 0 or rows % stored == 0 or rows == shape[0]
+
+
 def test_open_strips_reads_full_width_strips_as_raw_counts(tmp_path):
     url = _cube(tmp_path, 256, 200, 64)
     cube = open_strips(url, 64, min_chunks=2)
     assert cube["red"].data.chunks[1:] == ((16,) * 12 + (8,), (256,))
     assert cube["red"].dtype == np.uint16 and cube["red"].encoding["chunks"] == (1, 64, 64)
-    assert open_strips(url, 1024, min_chunks=4)["red"].data.chunks[1:] == ((50,) * 4, (256,))
+    # 200 / 4 = 50 rows, fitted to the stored 64 px rows: 32 (a divisor of 64), so no stored
+    # chunk is cut by a strip in two unequal parts
+    assert open_strips(url, 1024, min_chunks=4)["red"].data.chunks[1:] == ((32,) * 6 + (8,), (256,))
 
 
 def test_threads_of_the_cluster_or_of_the_local_scheduler():

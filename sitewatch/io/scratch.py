@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import dask.array as da
 import xarray as xr
@@ -27,14 +27,27 @@ from zarr.codecs import ZstdCodec
 from . import store
 
 T = TypeVar("T", xr.DataArray, xr.Dataset)
-Hold = Callable[[T, str], T]
+Hold = Callable[..., T]  # hold(obj, name, chunks=None) -> obj held
 COMPRESSORS = (ZstdCodec(level=1),)  # fast: the store is written once and read a few times, then removed
 STALE_S = 24 * 3600  # a scratch folder this old belongs to no running analysis (a date takes minutes)
 
 
-def in_memory(obj: T, name: str) -> T:
-    """``obj`` computed and held in the cluster's memory (``persist``); ``name`` is unused."""
-    return obj.persist()
+def in_memory(obj: T, name: str, chunks: Optional[Mapping[str, int]] = None) -> T:
+    """``obj`` computed and held in the cluster's memory (``persist``), in Dask ``chunks`` (by
+    dimension) when given; ``name`` is unused."""
+    held = obj.persist()
+    return held if chunks is None else held.chunk(dict(chunks))
+
+
+def _kept_edge(made: int, read: int | None) -> int:
+    """The stored chunk edge along one axis for an array made in chunks of ``made`` and read in
+    chunks of ``read``: one that both split into whole chunks where it exists (each made chunk
+    then writes whole stored chunks; each read takes whole stored chunks), else ``made``."""
+    if read is None or read == made:
+        return made
+    if made % read == 0:
+        return read
+    return made  # read % made == 0: reads take several whole chunks; otherwise a read decodes a chunk it only partly needs
 
 
 def _regular(a: da.Array) -> da.Array:
@@ -72,29 +85,40 @@ class Scratch:
             self._group = zarr.open_group(self.url, mode="w", zarr_format=3, **({"storage_options": opts} if opts else {}))
         return self._group
 
-    def __call__(self, obj: T, name: str) -> T:
+    def __call__(self, obj: T, name: str, chunks: Optional[Mapping[str, int]] = None) -> T:
+        """``chunks``: the Dask chunks (edge by dimension) to read it back in, when not those it
+        is made in, e.g. strips for an array made in the state's stored chunks. It is stored in
+        chunks that are whole parts of both where the edges divide, so neither the write nor
+        a read touches part of a stored chunk."""
         if not name.isidentifier() or name in self.names:
             raise ValueError(f"scratch name got {name!r}; expected a new identifier (held so far: {self.names!r})")
         if isinstance(obj, xr.DataArray):
-            arrays = {"data": obj.data}
+            arrays, dims = {"data": obj.data}, {"data": obj.dims}
         elif isinstance(obj, xr.Dataset):
-            arrays = {n: v.data for n, v in obj.data_vars.items()}
+            arrays, dims = {n: v.data for n, v in obj.data_vars.items()}, {n: v.dims for n, v in obj.data_vars.items()}
         else:
             raise ValueError(f"scratch {name!r} got a {type(obj).__name__}; expected an xarray DataArray or Dataset")
         lazy = {n: a for n, a in arrays.items() if isinstance(a, da.Array)}
+        unknown = set(chunks or {}) - {d for ds in dims.values() for d in ds}
+        if unknown:
+            raise ValueError(f"scratch {name!r} chunks got dims {sorted(unknown)!r}; expected some of {sorted(obj.dims)!r}")
         if not lazy:
-            return obj  # already in memory: nothing to gain by writing it out
+            return obj if chunks is None else obj.chunk(dict(chunks))  # in memory: nothing to gain by writing it out
         group = self._open().create_group(name)
         self.names.append(name)
-        sources, targets = [], []
+        sources, targets, read_as = [], [], {}
         for n, a in lazy.items():
             a = _regular(a)
-            z = group.create_array(n, shape=a.shape, chunks=tuple(c[0] for c in a.chunks) or (), dtype=a.dtype,
+            want = [None if chunks is None or d not in chunks else (size if chunks[d] == -1 else min(int(chunks[d]), size))
+                    for d, size in zip(dims[n], a.shape)]
+            edges = tuple(_kept_edge(c[0], w) for c, w in zip(a.chunks, want))
+            z = group.create_array(n, shape=a.shape, chunks=edges or (), dtype=a.dtype,
                                    compressors=COMPRESSORS, fill_value=None, overwrite=True)
             sources.append(a)
             targets.append(z)
+            read_as[n] = tuple(arrays[n].chunks[i] if w is None else w for i, w in enumerate(want))
         da.store(sources, targets, lock=False, compute=True)
-        read = {n: da.from_zarr(z, chunks=arrays[n].chunks, name=f"scratch-{name}-{n}-{uuid.uuid4().hex[:8]}")
+        read = {n: da.from_zarr(z, chunks=read_as[n], name=f"scratch-{name}-{n}-{uuid.uuid4().hex[:8]}")
                 for n, z in zip(lazy, targets)}
         if isinstance(obj, xr.DataArray):
             return obj.copy(data=read["data"])
