@@ -26,6 +26,7 @@ def analysis_params(cfg: SiteConfig) -> AnalysisParams:
         qa_kind=profile.qa_kind,
         work_chunk_px=cfg.work_chunk_size,
         hold_max_bytes=None if cfg.hold_max_mib is None else cfg.hold_max_mib * 2**20,
+        streamed_chunk_px=cfg.strip_size,
     )
 
 

@@ -162,8 +162,10 @@ def test_quick_run_writes_every_section_with_finite_numbers(tmp_path):
         st = streamed[r["size"]]
         assert st["call_n"].get(next(k for k in st["call_n"] if k.startswith("scratch")), 0) > 0
         assert (st["objects"], st["change_states"]) == (r["objects"], r["change_states"])
-    assert "Growth of the streamed peak" in md and "From 192^2 to 320^2 px" in md and "| 320^2 px |" in md
-    assert "--streamed-sizes 320" in md and "--strip-px 128" in md and "in strips of about 128^2 px" in md
+    # the streamed growth spans every streamed size (--sizes and --streamed-sizes), with its goal row
+    assert "Growth of the streamed peak from 192^2 to 320^2 px" in md and "| 320^2 px |" in md
+    assert "| streamed peak RSS growth |" in md and "strips of about 128^2 px" in md
+    assert "--streamed-sizes 320" in md and "--strip-px 128" in md and "in strips of about 128^2 px (`--strip-px`)" in md
 
 
 def test_profile_summary_counts_busy_samples_by_cost(tmp_path):

@@ -239,6 +239,10 @@ def test_site_config_sets_what_the_analysis_may_hold_before_it_streams(monkeypat
     assert analysis_params(SiteConfig(**base)).hold_max_bytes is None and AnalysisParams().hold_max_bytes is None
     small = analysis_params(SiteConfig(**base, hold_max_mib=64))
     assert small.hold_max_bytes == 64 * 2**20
+    assert analysis_params(SiteConfig(**base)).streamed_chunk_px == AnalysisParams().streamed_chunk_px == 1024
+    assert analysis_params(SiteConfig(**base, strip_size=512)).streamed_chunk_px == 512
+    with pytest.raises(ValueError, match="strip_size"):
+        SiteConfig(**base, strip_size=10)
 
     def grid(px: int) -> SiteGrid:
         return SiteGrid(crs="EPSG:32633", x0=500000.0, y0=4000000.0, resolution=10.0, width=px, height=px)
