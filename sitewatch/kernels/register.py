@@ -268,16 +268,7 @@ def shift(arr: xr.DataArray, dy: float, dx: float) -> xr.DataArray:
         raise ValueError(f"shift got {(dy, dx)!r}; expected |dy|, |dx| <= 1 px")
     if dy == 0 and dx == 0:
         return arr.astype(np.float32)
-    nd = arr.ndim
-    if is_dask(arr):
-        depth = {k: (1 if k >= nd - 2 else 0) for k in range(nd)}
-        bnd = {k: ("nearest" if k >= nd - 2 else "none") for k in range(nd)}
-        data = arr.data.astype(np.float32).map_overlap(lambda b: shift_np(b, dy, dx), depth=depth, boundary=bnd, trim=False,
-                                                         dtype=np.float32)
-    else:
-        pad = [(0, 0)] * (nd - 2) + [(1, 1), (1, 1)]
-        data = shift_np(np.pad(np.asarray(arr.values, np.float32), pad, mode="edge"), dy, dx)
-    return arr.copy(data=data)
+    return _moved(arr, shift_np, np.float32, dy, dx)  # float32 inside each block: the input passes between tasks as it is
 
 
 def apply_inverse(values: xr.DataArray, reg: Registration) -> xr.DataArray:
