@@ -205,12 +205,11 @@ def fold_in_stored_chunks(cube: xr.Dataset, cube_url: str, index: int, bands: Se
                           base: SlotBaseline, values: xr.DataArray, folded_clear: xr.DataArray,
                           storage_options: dict[str, Any] | None) -> tuple[xr.DataArray, xr.DataArray]:
     """A streamed site's fold works in the state's stored chunks, not in strips: the state is
-    read (or made empty) in them (:func:`state_in_stored_chunks`, unless it already is), and
-    the date's values and pixels are rechunked to them (a few bytes per pixel). In strips, the
-    store would regroup the new ring (96 bytes per pixel) from several strips per stored chunk:
-    a whole row of stored chunks of it in memory at once. Returns the values and pixels to fold."""
+    read (or made empty) in them (:func:`state_in_stored_chunks`: a lazy re-open, metadata
+    only), and the date's values and pixels are rechunked to them (a few bytes per pixel). In
+    strips, the store would regroup the new ring (96 bytes per pixel) from several strips per
+    stored chunk: a whole row of stored chunks of it in memory at once. Returns the values and
+    pixels to fold."""
+    state_in_stored_chunks(cube, cube_url, index, bands, params, base, storage_options)
     stored = stored_chunks(cube)
-    ring = base.state["ring"]
-    if ring.chunks is None or tuple(ring.chunks[-2:]) != tuple(cube["valid"].isel(time=index, drop=True).chunk(stored).chunks):
-        state_in_stored_chunks(cube, cube_url, index, bands, params, base, storage_options)
     return values.chunk(stored), folded_clear.chunk(stored)
